@@ -1,0 +1,3 @@
+from sqd.cli import main
+
+main()

@@ -1,0 +1,232 @@
+"""A small REST client for the SQD server (scripts, notebooks, `sqd runs ls`, `sqd metrics get`).
+
+    from sqd.client import Client
+    with Client() as sqd:                     # SQD_URL / SQD_TOKEN, else http://127.0.0.1:8765
+        run = sqd.create_run("my script")
+        sqd.log_metrics(run["id"], [("loss/D", 0, 0.7), ("loss/G", 0, 1.2)])
+        series = sqd.metrics(run["id"], keys=["loss/D"], max_points=500)["series"]["loss/D"]
+
+Values come back as floats, NaN and ±inf included (the server sends them as strings).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from sqd.errors import SQDError
+from sqd.settings import Settings, get_settings
+
+NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+INGEST_CHUNK = 50_000
+PointLike = tuple[str, int, float] | tuple[str, int, float, int | None] | dict[str, Any]
+
+
+class ClientError(SQDError):
+    """The server answered with an error; `status` and `detail` are what it said."""
+
+    def __init__(self, method: str, path: str, status: int, detail: Any):
+        self.status, self.detail = status, detail
+        super().__init__(f"{method} {path}: {status} {detail}")
+
+
+def _number(v: Any) -> Any:
+    return NON_FINITE.get(v, v) if isinstance(v, str) else v
+
+
+def _numbers(obj: Any) -> Any:
+    """The strings "NaN" / "Infinity" / "-Infinity" back to floats inside lists and dicts of numbers."""
+    if isinstance(obj, list):
+        return [_number(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _number(v) for k, v in obj.items()}
+    return obj
+
+
+def _wire(v: float) -> float | str:
+    if math.isfinite(v):
+        return v
+    return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+
+
+def _point(p: PointLike) -> dict[str, Any]:
+    if isinstance(p, dict):
+        out = dict(p)
+    else:
+        out = {"key": p[0], "step": int(p[1]), "value": float(p[2])}
+        if len(p) > 3 and p[3] is not None:
+            out["epoch"] = int(p[3])  # type: ignore[misc]
+    out["value"] = _wire(float(out["value"]))
+    out.setdefault("wall_time", time.time())
+    return out
+
+
+@dataclass
+class Event:
+    """One Server-Sent Event: `event` is points | evaluation | alert | run | reset."""
+
+    id: str | None
+    event: str
+    data: Any
+
+
+class Client:
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0,
+                 settings: Settings | None = None):
+        settings = settings or get_settings()
+        self.url = (url or settings.resolved_url).rstrip("/")
+        secret = token or (settings.token.get_secret_value() if settings.token is not None else None)
+        headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        full = f"/api/v1{path}"
+        try:
+            resp = self.http.request(method, full, **kwargs)
+        except httpx.HTTPError as exc:
+            raise SQDError(f"{method} {self.url}{full}: cannot reach the server ({exc})") from exc
+        if resp.status_code >= 400:
+            try:
+                detail = resp.json().get("detail", resp.text)
+            except ValueError:
+                detail = resp.text
+            raise ClientError(method, full, resp.status_code, detail)
+        return resp
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    # runs
+    def health(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/health"))
+
+    def runs(self, status: Iterable[str] | None = None, q: str | None = None, limit: int = 50,
+             offset: int = 0) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if status:
+            params["status"] = list(status)
+        if q:
+            params["q"] = q
+        return dict(self._json("GET", "/runs", params=params))
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/runs/{run_id}"))
+
+    def create_run(self, name: str = "", config: dict[str, Any] | None = None,
+                   run_id: str | None = None) -> dict[str, Any]:
+        """An external run that this script feeds with log_metrics."""
+        body = {"name": name, "config": config or {}, **({"id": run_id} if run_id else {})}
+        return dict(self._json("POST", "/runs", json=body))
+
+    def launch(self, preset: str, overrides: dict[str, Any] | None = None, name: str = "",
+               steps: int | None = None) -> dict[str, Any]:
+        body = {"preset": preset, "overrides": overrides or {}, "name": name,
+                **({"steps": steps} if steps else {})}
+        return dict(self._json("POST", "/runs", json=body))
+
+    def cancel(self, run_id: str, reason: str = "cancelled by user") -> dict[str, Any]:
+        return dict(self._json("POST", f"/runs/{run_id}/cancel", json={"reason": reason}))
+
+    def presets(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/presets"))
+
+    # metrics
+    def log_metrics(self, run_id: str, points: Iterable[PointLike]) -> dict[str, int]:
+        """Store points given as (key, step, value[, epoch]) tuples or dicts; returns received/stored totals."""
+        total = {"received": 0, "stored": 0}
+        batch: list[dict[str, Any]] = []
+        for p in points:
+            batch.append(_point(p))
+            if len(batch) == INGEST_CHUNK:
+                self._send(run_id, batch, total)
+                batch = []
+        if batch:
+            self._send(run_id, batch, total)
+        return total
+
+    def _send(self, run_id: str, batch: list[dict[str, Any]], total: dict[str, int]) -> None:
+        ack = self._json("POST", f"/runs/{run_id}/metrics", json={"points": batch})
+        total["received"] += ack["received"]
+        total["stored"] += ack["stored"]
+
+    def metrics(self, run_id: str, keys: Iterable[str] | None = None, max_points: int = 1000,
+                start: int | None = None, end: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"max_points": max_points}
+        if keys is not None:
+            params["keys"] = ",".join(keys)
+        params.update({k: v for k, v in (("start", start), ("end", end)) if v is not None})
+        out = self._json("GET", f"/runs/{run_id}/metrics", params=params)
+        for series in out["series"].values():
+            for name in ("value", "min", "max"):
+                series[name] = _numbers(series[name])
+        return dict(out)
+
+    def keys(self, run_id: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/runs/{run_id}/keys")["data"])
+
+    def export(self, run_id: str, format: str = "csv", keys: Iterable[str] | None = None) -> str:
+        params = {"format": format, **({"keys": ",".join(keys)} if keys is not None else {})}
+        return self._request("GET", f"/runs/{run_id}/export", params=params).text
+
+    # evaluations, alerts, samples
+    def evaluations(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._json("GET", f"/runs/{run_id}/evaluations")["data"]
+        for row in rows:
+            row["metrics"] = _numbers(row["metrics"])
+        return list(rows)
+
+    def alerts(self, run_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit, **({"run_id": run_id} if run_id else {})}
+        return list(self._json("GET", "/alerts", params=params)["data"])
+
+    def sample_png(self, run_id: str, step: int) -> bytes:
+        return self._request("GET", f"/runs/{run_id}/samples/{step}.png").content
+
+    def events(self, run_ids: Iterable[str] | None = None, last_event_id: str | None = None,
+               timeout: float | None = None) -> Iterator[Event]:
+        """Follow the live stream (blocking generator); keep-alives are skipped."""
+        params = {"run_id": list(run_ids)} if run_ids else {}
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        with self.http.stream("GET", "/api/v1/events", params=params, headers=headers,
+                              timeout=httpx.Timeout(timeout, connect=10.0)) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                raise ClientError("GET", "/api/v1/events", resp.status_code, resp.text)
+            yield from parse_sse(resp.iter_lines())
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[Event]:
+    event_id: str | None = None
+    kind = "message"
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield Event(event_id, kind, json.loads("\n".join(data)))
+            kind, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "id":
+                event_id = value
+            elif name == "event":
+                kind = value
+            elif name == "data":
+                data.append(value)

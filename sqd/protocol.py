@@ -1,0 +1,179 @@
+"""The event protocol: versioned pydantic models that every role sends and receives.
+
+Every event carries `schema_version`, `event_id`, `run_id` and the producer's timestamp `ts`; handlers are
+idempotent on `event_id` or on a natural key ((run, key, step) for metric points, (run, checkpoint step) for
+evaluations). Metric points travel column-wise (`MetricBatch`) because a million small objects a second is what
+the bus must carry; `MetricBatch.from_points` / `.points()` give the row view.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Annotated, Any, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+SCHEMA_VERSION: Literal[1] = 1
+RunStatus = Literal["queued", "running", "finished", "failed", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"finished", "failed", "cancelled"})
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str  # each concrete event narrows this to its Literal discriminator
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str = Field(default_factory=new_id, min_length=1, max_length=64)
+    run_id: str = Field(min_length=1, max_length=64)
+    ts: float = Field(default_factory=time.time, description="producer's wall clock, seconds since the epoch")
+
+
+class Point(NamedTuple):
+    key: str
+    step: int
+    value: float
+    epoch: int | None
+    wall_time: float
+
+
+class MetricBatch(Event):
+    """Many points of one run. `key_index[i]` indexes `keys`; every column has one entry per point."""
+
+    type: Literal["metrics"] = "metrics"
+    keys: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(min_length=1)
+    key_index: list[int] = Field(min_length=1)
+    step: list[int]
+    value: list[float]
+    epoch: list[int | None]
+    wall_time: list[float]
+
+    @model_validator(mode="after")
+    def _columns_agree(self) -> MetricBatch:
+        n = len(self.key_index)
+        for name in ("step", "value", "epoch", "wall_time"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"column '{name}' has {len(getattr(self, name))} entries, key_index has {n}")
+        if n and (min(self.key_index) < 0 or max(self.key_index) >= len(self.keys)):
+            raise ValueError(f"key_index must lie in [0, {len(self.keys)}) (there are {len(self.keys)} keys)")
+        if n and min(self.step) < 0:
+            raise ValueError("step must be >= 0")
+        return self
+
+    @classmethod
+    def from_points(cls, run_id: str, points: Iterable[tuple[str, int, float, int | None, float]],
+                    **fields: Any) -> MetricBatch:
+        """Build a batch from (key, step, value, epoch, wall_time) rows."""
+        index: dict[str, int] = {}
+        key_index: list[int] = []
+        steps: list[int] = []
+        values: list[float] = []
+        epochs: list[int | None] = []
+        walls: list[float] = []
+        for key, step, value, epoch, wall in points:
+            key_index.append(index.setdefault(key, len(index)))
+            steps.append(int(step))
+            values.append(float(value))
+            epochs.append(None if epoch is None else int(epoch))
+            walls.append(float(wall))
+        return cls(run_id=run_id, keys=list(index), key_index=key_index, step=steps, value=values,
+                   epoch=epochs, wall_time=walls, **fields)
+
+    def points(self) -> Iterator[Point]:
+        keys = self.keys
+        for i, s, v, e, w in zip(self.key_index, self.step, self.value, self.epoch, self.wall_time, strict=True):
+            yield Point(keys[i], s, v, e, w)
+
+    def __len__(self) -> int:
+        return len(self.key_index)
+
+
+class RunStarted(Event):
+    type: Literal["run_started"] = "run_started"
+    name: str = ""
+    preset: str | None = None
+    config: dict[str, Any] = {}
+    host: str = ""
+    pid: int | None = None
+    device: str = "cpu"
+    agent: str | None = None
+
+
+class RunFinished(Event):
+    type: Literal["run_finished"] = "run_finished"
+    status: Literal["finished", "failed", "cancelled"]
+    error: str | None = None
+    traceback: str | None = None
+    step: int | None = None
+    epoch: int | None = None
+
+
+class CheckpointReady(Event):
+    """A checkpoint is in the artifact store; it carries everything a worker needs to rebuild G."""
+
+    type: Literal["checkpoint"] = "checkpoint"
+    step: int = Field(ge=0)
+    epoch: int | None = None
+    uri: str = Field(min_length=1, description="artifact key, relative to the artifact store")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=0)
+    profile: str = Field("digits", description="evaluation profile: digits | faces | none")
+    generator: dict[str, Any] = Field(description="{'arch': name, 'kwargs': {...}, 'z_dim': int} for rebuilding G")
+    config: dict[str, Any] = {}
+
+
+EvaluationStatus = Literal["ok", "failed", "skipped"]
+
+
+class EvaluationResult(Event):
+    type: Literal["evaluation"] = "evaluation"
+    checkpoint_step: int = Field(ge=0)
+    epoch: int | None = None
+    checkpoint_uri: str | None = None
+    status: EvaluationStatus
+    metrics: dict[str, float] = {}
+    n_samples: int = 0
+    timings_s: dict[str, float] = {}
+    grid_uri: str | None = None
+    error: str | None = None
+    worker: str | None = None
+
+
+class LaunchRequest(Event):
+    type: Literal["launch"] = "launch"
+    preset: str = Field(min_length=1)
+    overrides: dict[str, Any] = {}
+    name: str = ""
+    steps: int | None = Field(None, ge=1)
+
+
+class CancelRequest(Event):
+    type: Literal["cancel"] = "cancel"
+    reason: str = "cancelled by user"
+
+
+class AlertRaised(Event):
+    type: Literal["alert"] = "alert"
+    rule: str = Field(min_length=1)
+    step: int | None = None
+    epoch: int | None = None
+    signals: list[str] = []
+    scores: dict[str, float] = {}
+    explanation: str = ""
+    severity: Literal["info", "warning", "critical"] = "warning"
+
+
+AnyEvent = Annotated[
+    MetricBatch | RunStarted | RunFinished | CheckpointReady | EvaluationResult | LaunchRequest | CancelRequest
+    | AlertRaised,
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+EVENT_TYPES: tuple[str, ...] = (
+    "metrics", "run_started", "run_finished", "checkpoint", "evaluation", "launch", "cancel", "alert",
+)
