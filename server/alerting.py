@@ -1,0 +1,316 @@
+"""Alerts after each committed ingest batch (`after_ingest(ctx, run_ids)`, called by server/ingest.py), and the
+timer for rules that fire on silence (stalled runs).
+
+Ingest only queues the run ids (`after_ingest` returns at once). The alerting thread then checks each queued run
+in one transaction: the rules that apply (rules_store.rules_for_run); the turning-point detector, resumed from its
+saved state, reads the run's new points (step > what it has seen, per key, one query) and saves its state again;
+each point rule does the same from its own cursors. Whatever fires becomes an alert with its actions
+(server/alert_actions.py). After the commit: alerts go to the live stream (SSE `alert`), a stop request is sent,
+and the webhook thread is woken. Webhooks are delivered by their own thread (server/webhooks.py), so neither a
+rule nor a slow receiver ever slows ingest.
+
+Online = offline: the detector state is the whole of TurningDetector, so feeding it batch by batch gives what
+`detect_turning_points` gives on the full series (tests/server/test_turning.py, test_turning_alerts.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from sqd.server import launch, live, runs_store
+from sqd.server.alert_actions import Finding, Raised, raise_alert
+from sqd.server.alert_models import AlertAction, AlertRule, RuleState, TurningState
+from sqd.server.context import ServerContext
+from sqd.server.models import PointRow, Run, Series
+from sqd.server.rules import POINT_KINDS, RuleSpec, evaluate, key_matches
+from sqd.server.rules_store import rules_for_run
+from sqd.server.turning import TurningDetector
+from sqd.server.webhooks import WebhookSender
+
+log = logging.getLogger(__name__)
+MAX_READ = 100_000  # points of one key read per batch; a run with more to catch up continues next batch
+
+
+# ---- reading new points --------------------------------------------------------------------------------------
+@dataclass
+class PointReader:
+    """New points of one run's series, read once per key per transaction for every consumer."""
+
+    session: Session
+    series: dict[str, tuple[int, int | None]]  # key → (series id, last step)
+    cache: dict[str, tuple[int, tuple[np.ndarray, np.ndarray, list[int | None]]]] = field(default_factory=dict)
+
+    @classmethod
+    def for_run(cls, session: Session, run_id: str) -> PointReader:
+        rows = session.execute(select(Series.key, Series.id, Series.last_step).where(Series.run_id == run_id))
+        return cls(session, {key: (sid, last) for key, sid, last in rows})
+
+    def has_new(self, key: str, after: int | None) -> bool:
+        last = self.series[key][1]
+        return last is not None and (after is None or last > after)
+
+    def prefetch(self, wants: dict[str, int | None]) -> None:
+        """Read the new points of several keys in one query (`wants`: key → the last step already seen)."""
+        todo = {k: -1 if a is None else a for k, a in wants.items()
+                if self.has_new(k, a) and (k not in self.cache or self.cache[k][0] > (-1 if a is None else a))}
+        if not todo:
+            return
+        keys = {self.series[k][0]: k for k in todo}
+        cond = or_(*(and_(PointRow.series_id == sid, PointRow.step > todo[k]) for sid, k in keys.items()))
+        rows = self.session.execute(select(PointRow.series_id, PointRow.step, PointRow.value, PointRow.epoch)
+                                    .where(cond).order_by(PointRow.series_id, PointRow.step)
+                                    .limit(MAX_READ * len(keys))).all()
+        by_key: dict[str, list[Any]] = {k: [] for k in todo}
+        for sid, step, value, epoch in rows:
+            by_key[keys[sid]].append((step, value, epoch))
+        for key, pts in by_key.items():
+            self.cache[key] = (todo[key], _columns(pts[:MAX_READ]))
+
+    def read(self, key: str, after: int | None) -> tuple[np.ndarray, np.ndarray, list[int | None]]:
+        lo = -1 if after is None else after
+        self.prefetch({key: after})
+        cached = self.cache.get(key)
+        if cached is None:
+            return np.empty(0, np.int64), np.empty(0), []
+        steps, values, epochs = cached[1]
+        first = int(np.searchsorted(steps, lo, side="right"))
+        return steps[first:], values[first:], epochs[first:]
+
+
+def _columns(pts: list[Any]) -> tuple[np.ndarray, np.ndarray, list[int | None]]:
+    steps = np.fromiter((p[0] for p in pts), dtype=np.int64, count=len(pts))
+    values = np.fromiter((np.nan if p[1] is None else p[1] for p in pts), dtype=np.float64, count=len(pts))
+    return steps, values, [p[2] for p in pts]
+
+
+# ---- the checks of one run -----------------------------------------------------------------------------------
+def check_turning(session: Session, run: Run, rules: Sequence[AlertRule], reader: PointReader,
+                  dashboard_url: str | None) -> list[Raised]:
+    state = session.get(TurningState, run.id, with_for_update=True)
+    detector = TurningDetector.from_state(state.state) if state is not None else TurningDetector()
+    wants = {key: (detector.trackers[key].last_step if key in detector.trackers else None)
+             for key in reader.series if detector.uses(key)}
+    reader.prefetch(wants)
+    series = {key: reader.read(key, after) for key, after in wants.items() if reader.has_new(key, after)}
+    if not series:
+        return []
+    found = detector.update(series)
+    if state is None:
+        session.add(TurningState(run_id=run.id, state=detector.to_state(), updated_at=time.time()))
+    else:
+        state.state, state.updated_at = detector.to_state(), time.time()
+    raised = []
+    for tp in found:
+        finding = Finding(f"turning:{run.id}:{tp.step}:{tp.detected_step}", tp.step, tp.epoch, tp.signals,
+                          tp.scores, tp.explanation, {**tp.evidence, "detected_step": tp.detected_step,
+                                                      "detected_epoch": tp.detected_epoch, "combined": tp.combined})
+        raised += [r for r in [raise_alert(session, run, rules, finding, dashboard_url)] if r is not None]
+    return raised
+
+
+def _rule_state(session: Session, rule: AlertRule, run_id: str) -> RuleState:
+    row = session.get(RuleState, (rule.id, run_id), with_for_update=True)
+    if row is None:
+        row = RuleState(rule_id=rule.id, run_id=run_id, state={})
+        session.add(row)
+    return row
+
+
+def check_point_rule(session: Session, run: Run, rule: AlertRule, reader: PointReader,
+                     dashboard_url: str | None) -> list[Raised]:
+    spec = RuleSpec(rule.kind, rule.op, rule.value, rule.count, rule.window)
+    keys = [k for k in reader.series if rule.key is not None and key_matches(rule.key, k)]
+    row = _rule_state(session, rule, run.id)
+    states: dict[str, Any] = {k: dict(v) for k, v in (row.state or {}).items()}
+    raised: list[Raised] = []
+    reader.prefetch({k: states.get(k, {}).get("cursor") for k in keys})
+    for key in keys:
+        st = states.setdefault(key, {})
+        if "history" in st:  # non-finite floats come back from JSON as strings
+            st["history"] = [float(v) for v in st["history"]]
+        if not reader.has_new(key, st.get("cursor")):
+            continue
+        steps, values, epochs = reader.read(key, st.get("cursor"))
+        for hit in evaluate(spec, st, key, steps, values, epochs):
+            finding = Finding(f"rule:{rule.id}:{run.id}:{key}:{hit.step}", hit.step, hit.epoch, [key],
+                              {key: hit.value}, hit.explanation, {"key": key, "value": hit.value})
+            raised += [r for r in [raise_alert(session, run, [rule], finding, dashboard_url)] if r is not None]
+    row.state, row.updated_at = states, time.time()
+    return raised
+
+
+def check_run(session: Session, run_id: str, dashboard_url: str | None = None) -> list[Raised]:
+    run = session.get(Run, run_id)
+    if run is None:
+        return []
+    rules = rules_for_run(session, run.id, run.preset)
+    turning = [r for r in rules if r.kind == "turning_point"]
+    point_rules = [r for r in rules if r.kind in POINT_KINDS]
+    if not turning and not point_rules:
+        return []
+    reader = PointReader.for_run(session, run.id)
+    raised = check_turning(session, run, turning, reader, dashboard_url) if turning else []
+    for rule in point_rules:
+        raised += check_point_rule(session, run, rule, reader, dashboard_url)
+    return raised
+
+
+def check_stalled(session: Session, now: float, dashboard_url: str | None = None) -> list[Raised]:
+    """Running runs with no new step for a stalled rule's `minutes` (once per silence)."""
+    raised: list[Raised] = []
+    if session.scalar(select(AlertRule.id).where(AlertRule.kind == "stalled", AlertRule.enabled.is_(True))
+                      .limit(1)) is None:
+        return raised
+    for run in session.scalars(select(Run).where(Run.status == "running")).all():
+        for rule in (r for r in rules_for_run(session, run.id, run.preset) if r.kind == "stalled"):
+            row = _rule_state(session, rule, run.id)
+            st = dict(row.state or {})
+            if st.get("last_step", -2) != run.last_step:
+                st = {"last_step": run.last_step, "since": run.updated_at if not st else now, "armed": True}
+            minutes = (now - float(st["since"])) / 60
+            if st["armed"] and rule.minutes is not None and minutes >= rule.minutes:
+                st["armed"] = False
+                last = "no step yet" if run.last_step is None else f"last step {run.last_step}"
+                finding = Finding(f"stalled:{rule.id}:{run.id}:{run.last_step}:{st['since']}", run.last_step,
+                                  run.last_epoch, [], {"minutes": round(minutes, 2)},
+                                  f"run {run.name or run.id} has had no new step for {minutes:.1f} min ({last})",
+                                  {"minutes": minutes, "last_step": run.last_step})
+                raised += [r for r in [raise_alert(session, run, [rule], finding, dashboard_url)] if r is not None]
+            row.state, row.updated_at = st, now
+    return raised
+
+
+# ---- the alerting thread --------------------------------------------------------------------------------------
+@dataclass
+class Runtime:
+    """The alerting threads of one server context: `checks` runs the rules for the runs ingest names (coalescing
+    repeated names, so a busy run costs one pass for several batches) and the stalled-run timer; `webhooks`
+    delivers. Ingest only adds run ids to a set: it never waits for a rule, a query or a receiver."""
+
+    ctx: ServerContext
+    webhooks: WebhookSender
+    pending: set[str] = field(default_factory=set)
+    busy: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    wake: threading.Event = field(default_factory=threading.Event)
+    idle: threading.Condition = field(default_factory=threading.Condition)
+    thread: threading.Thread | None = None
+
+    def submit(self, run_ids: Sequence[str]) -> None:
+        with self.lock:
+            self.pending.update(run_ids)
+        self.wake.set()
+
+    def wait_idle(self, timeout_s: float = 30.0) -> bool:
+        """Block until every submitted run was checked (tests, `sqd` tools); False on timeout."""
+        with self.idle:
+            return self.idle.wait_for(lambda: not self.pending and not self.busy, timeout_s)
+
+    def _take(self) -> list[str]:
+        with self.lock:
+            ids, self.pending = sorted(self.pending), set()
+            self.busy = bool(ids)
+            return ids
+
+    def _done(self) -> None:
+        with self.idle:
+            self.busy = False
+            self.idle.notify_all()
+
+    def run(self) -> None:
+        ctx, every = self.ctx, self.ctx.settings.alerts.stalled_check_s
+        next_stalled = time.monotonic() + every
+        while not ctx.stop.is_set():
+            self.wake.wait(max(0.0, next_stalled - time.monotonic()))
+            self.wake.clear()
+            ids = self._take()
+            try:
+                if ids:
+                    deliver(ctx, check_runs(ctx, ids))
+                if time.monotonic() >= next_stalled:
+                    next_stalled = time.monotonic() + every
+                    with ctx.sessions() as session, session.begin():
+                        raised = check_stalled(session, time.time(), dashboard_url(ctx))
+                    deliver(ctx, raised)
+            except Exception:  # noqa: BLE001 - e.g. the database is down: keep the runs and try again
+                log.exception("alert checks failed for runs %s; retrying in 1 s", ids)
+                self.submit(ids)
+                ctx.stop.wait(1.0)
+            finally:
+                self._done()
+
+
+_runtimes: list[Runtime] = []
+_lock = threading.Lock()
+
+
+def dashboard_url(ctx: ServerContext) -> str | None:
+    s = ctx.settings
+    return s.url or f"http://{s.server.host}:{s.server.port}"
+
+
+def start(ctx: ServerContext) -> Runtime:
+    """Start the alerting threads for `ctx` (once; they stop with ctx.stop)."""
+    with _lock:
+        for rt in _runtimes:
+            if rt.ctx is ctx:
+                return rt
+        _runtimes[:] = [rt for rt in _runtimes if not rt.ctx.stop.is_set()]
+        rt = Runtime(ctx, WebhookSender(ctx.sessions, ctx.settings.alerts, ctx.stop).start())
+        rt.thread = threading.Thread(target=rt.run, name="sqd-alerts", daemon=True)
+        rt.thread.start()
+        _runtimes.append(rt)
+        return rt
+
+
+def check_runs(ctx: ServerContext, run_ids: Sequence[str]) -> list[Raised]:
+    """Check each run in its own transaction (one run's failure does not undo another's alerts)."""
+    url = dashboard_url(ctx)
+    raised: list[Raised] = []
+    for run_id in run_ids:
+        with ctx.sessions() as session, session.begin():
+            raised += check_run(session, run_id, url)
+    return raised
+
+
+def deliver(ctx: ServerContext, raised: Sequence[Raised]) -> None:
+    """After the commit: live fan-out, stop requests, webhook wake-up."""
+    if not raised:
+        return
+    live.publish(ctx.bus, ctx.live_key, [live.LiveEvent("alert", r.alert.run_id, r.alert.model_dump())
+                                         for r in raised])
+    for r in raised:
+        if r.stop_action_id is not None:
+            _stop(ctx, r)
+    if any(r.webhooks for r in raised):
+        start(ctx).webhooks.wake()
+
+
+def _stop(ctx: ServerContext, r: Raised) -> None:
+    error = None
+    with ctx.sessions() as session:
+        run = runs_store.get_run(session, r.alert.run_id)
+        try:
+            if run is not None:
+                launch.cancel(ctx, session, run, f"stopped by alert rule {r.alert.rule!r}: {r.alert.explanation}")
+        except Exception as exc:  # noqa: BLE001 - recorded on the action, shown with the alert
+            error = f"{type(exc).__name__}: {getattr(exc, 'detail', exc)}"
+    with ctx.sessions() as session, session.begin():
+        action = session.get(AlertAction, r.stop_action_id)
+        if action is not None:
+            action.status, action.last_error, action.updated_at = ("failed" if error else "done"), error, time.time()
+
+
+def after_ingest(ctx: ServerContext, run_ids: Sequence[str]) -> None:
+    """Called by ingest after each committed batch: queue the runs for the alerting thread and return."""
+    if run_ids:
+        start(ctx).submit(run_ids)

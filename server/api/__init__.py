@@ -1,0 +1,9 @@
+"""REST v1: one router per resource, wired here."""
+
+from fastapi import APIRouter
+
+from sqd.server.api import alerts, dashboard, events, health, metrics, ops, presets, records, rules, runs
+
+api_router = APIRouter()
+for module in (health, runs, metrics, records, alerts, rules, presets, events, ops, dashboard):
+    api_router.include_router(module.router)

@@ -1,0 +1,116 @@
+"""What the dashboard asks for beyond the resource routes: who the browser is (/whoami), the latest values and
+alert counts of many runs in one call (/summaries, the runs table), and where each epoch ends (/runs/{id}/epochs,
+the charts' epoch axis)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.security import HTTPAuthorizationCredentials
+from sqlalchemy import and_, func, select, text
+from sqlalchemy.orm import Session
+
+from sqd.server.api.deps import CtxDep, ReadDep, RunDep, SessionDep, bearer
+from sqd.server.auth import reads_are_open, token_is_valid
+from sqd.server.models import Alert, PointRow, Series
+from sqd.server.schemas import AlertPublic, Schema
+
+router = APIRouter(tags=["dashboard"])
+
+DEFAULT_SUMMARY_KEYS = ("eval/quality", "eval/diversity", "eval/fid")
+EPOCH_SOURCES = ("angle_epoch/G", "angle_epoch/D")  # one point per epoch, at its last step (Monitor.end_epoch)
+
+
+class WhoAmI(Schema):
+    signed_in: bool
+    reads_open: bool
+
+
+class LatestValue(Schema):
+    step: int
+    value: float
+
+
+class RunSummary(Schema):
+    run_id: str
+    latest: dict[str, LatestValue]
+    alerts: int
+    last_alert: AlertPublic | None = None
+
+
+class SummariesPublic(Schema):
+    data: list[RunSummary]
+    count: int
+
+
+class EpochsPublic(Schema):
+    run_id: str
+    key: str | None = None
+    epoch: list[int]
+    last_step: list[int]
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v for value in values or [] for v in (p.strip() for p in value.split(",")) if v]
+
+
+@router.get("/whoami", response_model=WhoAmI)
+def whoami(ctx: CtxDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+           access_token: Annotated[str | None, Query(max_length=200)] = None) -> WhoAmI:
+    """Whether the token sent (header or ?access_token=) is valid, and whether reads need one. Open to all: it
+    tells a browser how to sign in and reveals nothing else."""
+    secret = credentials.credentials if credentials is not None else access_token
+    signed_in = False
+    if secret:
+        with ctx.sessions() as session:
+            signed_in = token_is_valid(session, ctx.settings, secret)
+    return WhoAmI(signed_in=signed_in, reads_open=reads_are_open(ctx.settings))
+
+
+def summarize(session: Session, run_ids: list[str], keys: list[str]) -> list[RunSummary]:
+    """Per run: each key's value at its last step (one index lookup per series) and the alerts raised."""
+    latest: dict[str, dict[str, LatestValue]] = {r: {} for r in run_ids}
+    rows = session.execute(
+        select(Series.run_id, Series.key, PointRow.step, PointRow.value)
+        .join(PointRow, and_(PointRow.series_id == Series.id, PointRow.step == Series.last_step))
+        .where(Series.run_id.in_(run_ids), Series.key.in_(keys)))
+    for run_id, key, step, value in rows:
+        latest[run_id][key] = LatestValue(step=step, value=float("nan") if value is None else value)
+    counts: dict[str, int] = {r: n for r, n in session.execute(
+        select(Alert.run_id, func.count()).where(Alert.run_id.in_(run_ids)).group_by(Alert.run_id))}
+    newest = select(func.max(Alert.id)).where(Alert.run_id.in_(run_ids)).group_by(Alert.run_id)
+    last = {a.run_id: AlertPublic.model_validate(a) for a in session.scalars(select(Alert).where(Alert.id.in_(newest)))}
+    return [RunSummary(run_id=r, latest=latest[r], alerts=counts.get(r, 0), last_alert=last.get(r)) for r in run_ids]
+
+
+@router.get("/summaries", response_model=SummariesPublic, dependencies=[ReadDep])
+def summaries(session: SessionDep,
+              run_id: Annotated[list[str], Query(max_length=1000, description="repeatable or a,b")],
+              keys: Annotated[list[str] | None, Query(max_length=100, description="default: Q, D, FID")] = None,
+              ) -> SummariesPublic:
+    """Latest values and alert counts of many runs at once (unknown runs answer empty summaries)."""
+    ids = _split(run_id)[:1000]
+    data = summarize(session, ids, _split(keys) or list(DEFAULT_SUMMARY_KEYS))
+    return SummariesPublic(data=data, count=len(data))
+
+
+_EPOCH_ENDS = text("SELECT epoch, max(step) FROM points WHERE series_id = :sid AND epoch IS NOT NULL "
+                   "GROUP BY epoch ORDER BY epoch")
+
+
+def epoch_ends(session: Session, run_id: str) -> EpochsPublic:
+    """The last step of every epoch, read from the per-epoch angle series when the run has one (a point per
+    epoch), else from its longest series (one scan of that series)."""
+    series = session.execute(select(Series.id, Series.key, Series.n_points).where(Series.run_id == run_id)).all()
+    ranked = sorted(series, key=lambda s: (s.key not in EPOCH_SOURCES, -s.n_points))
+    for sid, key, _n in ranked[:3]:
+        rows = session.execute(_EPOCH_ENDS, {"sid": sid}).all()
+        if rows:
+            return EpochsPublic(run_id=run_id, key=key, epoch=[e for e, _ in rows], last_step=[s for _, s in rows])
+    return EpochsPublic(run_id=run_id, epoch=[], last_step=[])
+
+
+@router.get("/runs/{run_id}/epochs", response_model=EpochsPublic, dependencies=[ReadDep])
+def epochs(session: SessionDep, run: RunDep) -> EpochsPublic:
+    return epoch_ends(session, run.id)

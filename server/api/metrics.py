@@ -1,0 +1,65 @@
+"""/runs/{id}/metrics (batch ingest for scripts, downsampled query), /runs/{id}/keys, /runs/{id}/export."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.responses import StreamingResponse
+
+from sqd.protocol import MetricBatch
+from sqd.server import export, series_query
+from sqd.server.api.deps import CtxDep, ReadDep, RunDep, SessionDep, TokenDep
+from sqd.server.ingest import IngestHandler
+from sqd.server.schemas import IngestAck, MetricsIn, MetricsPublic, SeriesKey, SeriesKeysPublic, SeriesPublic
+
+router = APIRouter(prefix="/runs/{run_id}", tags=["metrics"])
+
+KeysQuery = Annotated[str | None, Query(max_length=10_000, description="comma-separated keys (default: all)")]
+
+
+def _keys(keys: str | None) -> list[str] | None:
+    return None if keys is None else [k for k in (p.strip() for p in keys.split(",")) if k]
+
+
+@router.post("/metrics", response_model=IngestAck, dependencies=[TokenDep])
+def ingest_metrics(ctx: CtxDep, run: RunDep, body: MetricsIn) -> IngestAck:
+    """Store points synchronously (same path as the bus: idempotent on (key, step), fanned out live)."""
+    now = time.time()
+    batch = MetricBatch.from_points(run.id, ((p.key, p.step, p.value, p.epoch, p.wall_time or now)
+                                             for p in body.points))
+    result = IngestHandler(ctx).apply([batch])
+    return IngestAck(received=len(body.points), stored=result.points)
+
+
+@router.get("/metrics", response_model=MetricsPublic, dependencies=[ReadDep])
+def get_metrics(session: SessionDep, run: RunDep, keys: KeysQuery = None,
+                max_points: Annotated[int, Query(ge=1, le=100_000, description="buckets per series at most")] = 1000,
+                start: Annotated[int | None, Query(ge=0, lt=2**62, description="first step of the window")] = None,
+                end: Annotated[int | None, Query(ge=0, lt=2**62, description="last step of the window")] = None,
+                ) -> MetricsPublic:
+    """Per series at most `max_points` buckets (power-of-two widths), each with its last value, min and max, so a
+    one-step spike survives any `max_points`; a window of at most `max_points` steps is at full resolution."""
+    if start is not None and end is not None and end < start:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            [{"loc": ["query", "end"], "msg": f"end ({end}) is before start ({start})"}])
+    data = series_query.query_series(session, run.id, _keys(keys), max_points, start, end)
+    return MetricsPublic(run_id=run.id, series={k: SeriesPublic(**vars(v)) for k, v in data.items()})
+
+
+@router.get("/keys", response_model=SeriesKeysPublic, dependencies=[ReadDep])
+def list_keys(session: SessionDep, run: RunDep) -> SeriesKeysPublic:
+    rows = [SeriesKey.model_validate(r) for r in series_query.list_keys(session, run.id)]
+    return SeriesKeysPublic(data=rows, count=len(rows))
+
+
+@router.get("/export", dependencies=[ReadDep], response_class=StreamingResponse,
+            responses={200: {"content": {"text/csv": {}, "application/json": {}}}})
+def export_run(ctx: CtxDep, run: RunDep, format: Literal["csv", "json"] = "csv",
+               keys: KeysQuery = None) -> StreamingResponse:
+    """Every point at full resolution: CSV `key,step,value,epoch,wall_time` or JSON columns per key."""
+    chunks = export.csv_chunks if format == "csv" else export.json_chunks
+    media = "text/csv" if format == "csv" else "application/json"
+    return StreamingResponse(chunks(ctx.sessions, run.id, _keys(keys)), media_type=media, headers={
+        "Content-Disposition": f'attachment; filename="run-{run.id}.{format}"'})

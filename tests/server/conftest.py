@@ -1,0 +1,72 @@
+"""Server fixtures: the API suite runs on SQLite (a tmp file) and on the pre-started PostgreSQL (a schema of its
+own per test, dropped afterwards, since other suites share the `test` database)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy
+from fastapi.testclient import TestClient
+from server_support import LiveServer, make_settings, pg_schema_url
+
+from sqd.bus import Bus
+from sqd.server.app import create_app
+from sqd.settings import Settings
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'sqd.db'}"
+        return
+    pg_url = request.getfixturevalue("pg_url")
+    schema = f"sqdtest_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield pg_schema_url(pg_url, schema)
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        engine.dispose()
+
+
+@pytest.fixture
+def prefix(external_redis_url: str) -> Iterator[str]:
+    """A private stream prefix on the pre-started Redis, deleted afterwards."""
+    value = f"srvtest-{uuid.uuid4().hex[:10]}"
+    yield value
+    client = redis.Redis.from_url(external_redis_url)
+    keys = list(client.scan_iter(match=f"{value}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def api_settings(tmp_path: Path, external_redis_url: str, db_url: str, prefix: str) -> Settings:
+    return make_settings(tmp_path / "home", external_redis_url, db_url, prefix)
+
+
+@pytest.fixture
+def client(api_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(api_settings)) as c:
+        yield c
+
+
+@pytest.fixture
+def api_bus(api_settings: Settings) -> Iterator[Bus]:
+    b = Bus.connect(api_settings)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def live_server(api_settings: Settings) -> Iterator[LiveServer]:
+    with LiveServer(api_settings) as server:
+        yield server

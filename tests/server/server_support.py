@@ -1,0 +1,73 @@
+"""Helpers the server tests import by name (a module of its own: `conftest` is ambiguous when the whole suite
+runs, since every test folder has one)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+from sqd.server.app import create_app
+from sqd.settings import BusSettings, ServerSettings, Settings
+
+ADMIN = "admin-secret-for-tests"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+
+
+def pg_schema_url(pg_url: str, schema: str) -> str:
+    return f"{pg_url}?options=-csearch_path%3D{schema}"
+
+
+def make_settings(home: Path, redis_url: str, db: str, prefix: str, **server: object) -> Settings:
+    return Settings(home=home, redis_url=redis_url, database_url=db, token=ADMIN,
+                    artifacts_url=str(home / "artifacts"),
+                    bus=BusSettings(prefix=prefix, block_ms=100, min_idle_ms=500),
+                    server=ServerSettings(**server))  # type: ignore[arg-type]
+
+
+def wait_for(predicate, timeout_s: float = 10.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """uvicorn in a thread on a free port (for SSE and the CLI, which need real HTTP)."""
+
+    def __init__(self, settings: Settings):
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning",
+                                timeout_graceful_shutdown=2)  # open SSE streams never finish by themselves
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        import httpx
+
+        self.thread.start()
+        wait_for(lambda: self._up(httpx), 30, "the server to answer /api/v1/health")
+        return self
+
+    def _up(self, httpx) -> bool:  # type: ignore[no-untyped-def]
+        try:
+            return httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)

@@ -1,0 +1,131 @@
+"""Point storage and downsampling against real SQLite and PostgreSQL: idempotency, NaN/±inf, rollups."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from sqd.protocol import MetricBatch
+from sqd.server import migrate, runs_store
+from sqd.server.db import make_engine, session_factory
+from sqd.server.models import ROLLUP_LEVELS, PointRow, Rollup
+from sqd.server.points_store import store_points
+from sqd.server.series_query import bucket_level, query_series
+
+
+@pytest.fixture
+def sessions(db_url):
+    engine = make_engine(db_url)
+    migrate.upgrade(engine)
+    factory = session_factory(engine)
+    with factory() as s:
+        runs_store.create_run(s, name="r", kind="external", status="running", run_id="run")
+        s.commit()
+    yield factory
+    engine.dispose()
+
+
+def store(sessions, steps, values, key="k", run="run"):
+    batch = MetricBatch.from_points(run, [(key, int(s), float(v), 0, 1.0) for s, v in zip(steps, values, strict=True)])
+    with sessions() as s:
+        new = store_points(s, [batch]).new
+        s.commit()
+    return len(new)
+
+
+def totals(sessions):
+    with sessions() as s:
+        return (s.scalar(select(func.count()).select_from(PointRow)),
+                s.scalar(select(func.sum(Rollup.n)).where(Rollup.level == ROLLUP_LEVELS[0])))
+
+
+def test_duplicate_delivery_stores_nothing_twice(sessions):
+    assert store(sessions, range(100), range(100)) == 100
+    before = totals(sessions)
+    assert store(sessions, range(100), range(100)) == 0
+    assert store(sessions, [5, 5, 50, 150], [1, 2, 3, 4]) == 1  # only step 150 is new
+    assert totals(sessions) == (before[0] + 1, before[1] + 1)
+
+
+def test_first_value_for_a_step_wins_within_and_across_batches(sessions):
+    store(sessions, [3, 3], [1.0, 2.0])
+    store(sessions, [3], [9.0])
+    with sessions() as s:
+        assert query_series(s, "run", ["k"], 10)["k"].value == [1.0]
+
+
+def test_nan_and_infinities_round_trip(sessions):
+    values = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1e308, 5e-324]
+    store(sessions, range(len(values)), values)
+    with sessions() as s:
+        got = query_series(s, "run", ["k"], 100)["k"]
+    assert math.isnan(got.value[0]) and got.value[1:3] == [math.inf, -math.inf]
+    assert got.value[3:] == values[3:] and got.nan == [1, 0, 0, 0, 0, 0, 0]
+
+
+def reference(steps, values, lo, hi, level):
+    """Buckets computed in numpy: (last step, last value, min, max, count, nan count)."""
+    order = np.argsort(steps)
+    steps, values = steps[order], values[order]
+    inside = (steps >= lo) & (steps <= hi) if level == 0 else \
+        ((steps >> level) >= (lo >> level)) & ((steps >> level) <= (hi >> level))
+    steps, values = steps[inside], values[inside]
+    out = []
+    for b in np.unique(steps >> level):
+        sel = (steps >> level) == b
+        v = values[sel]
+        finite = v[~np.isnan(v)]
+        out.append((int(steps[sel][-1]), v[-1], finite.min() if finite.size else math.nan,
+                    finite.max() if finite.size else math.nan, int(sel.sum()), int(np.isnan(v).sum())))
+    return out
+
+
+def same(a, b):
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+@pytest.mark.parametrize("max_points", [1, 3, 10, 64, 500])
+def test_downsampled_buckets_match_numpy(sessions, max_points):
+    rng = np.random.default_rng(max_points)
+    steps = rng.choice(20_000, size=5000, replace=False).astype(np.int64)
+    values = rng.normal(size=5000)
+    values[rng.choice(5000, 50)] = np.nan
+    values[rng.choice(5000, 5)] = np.inf
+    for chunk in np.array_split(np.arange(5000), 7):  # several batches, out of order
+        store(sessions, steps[chunk], values[chunk])
+    for lo, hi in [(None, None), (1234, 15_000), (0, 300)]:
+        first, last = int(steps.min()), int(steps.max())
+        a, b = max(first, lo or first), min(last, hi if hi is not None else last)
+        with sessions() as s:
+            got = query_series(s, "run", ["k"], max_points, lo, hi)["k"]
+        level = 0 if (b - a + 1 <= max_points) else bucket_level(a, b, max_points)
+        want = reference(steps, values, a, b, level)
+        assert len(got.step) == len(want) <= max_points
+        for i, (st, v, mn, mx, n, nn) in enumerate(want):
+            assert (got.step[i], got.count[i], got.nan[i]) == (st, n, nn)
+            assert same(got.value[i], v) and same(got.min[i], mn) and same(got.max[i], mx)
+
+
+def test_a_single_step_spike_survives_any_max_points(sessions):
+    n = 50_000
+    values = np.sin(np.arange(n) / 100.0)
+    spike_step = 31_337
+    values[spike_step] = 1e6
+    store(sessions, np.arange(n), values)
+    for max_points in (1, 2, 3, 7, 100, 999, 1000, 4096, n):
+        with sessions() as s:
+            got = query_series(s, "run", ["k"], max_points)["k"]
+        assert len(got.step) <= max_points
+        assert max(got.max) == 1e6, max_points
+        assert sum(got.count) == n
+
+
+def test_window_at_full_resolution_and_unknown_keys(sessions):
+    store(sessions, range(10_000), range(10_000))
+    with sessions() as s:
+        got = query_series(s, "run", ["k", "nope"], 1000, start=4000, end=4500)
+    assert "nope" not in got
+    assert got["k"].step == list(range(4000, 4501)) and got["k"].bucket_width == 1

@@ -1,0 +1,141 @@
+"""Alert rules: validation, evaluation, the REST routes, and user rules firing on ingest (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+from server_support import AUTH, make_settings, wait_for
+from fastapi.testclient import TestClient
+
+from sqd.errors import ConfigError
+from sqd.server import alerting
+from sqd.server.app import create_app
+from sqd.server.rules import RuleCreate, RuleSpec, evaluate, normalize
+from sqd.settings import AlertSettings
+
+
+# ---- validation and evaluation (no database) ------------------------------------------------------------------
+def test_expression_and_defaults() -> None:
+    f = normalize(RuleCreate(expression="eval/quality < 0.5 for 3 evaluations"))
+    assert (f["kind"], f["key"], f["op"], f["value"], f["count"]) == ("threshold", "eval/quality", "<", 0.5, 3)
+    assert f["name"] == "eval/quality < 0.5 for 3 points"
+    assert normalize(RuleCreate(kind="nan"))["key"] == "loss/*"
+    assert normalize(RuleCreate(kind="stalled", minutes=5))["name"] == "no new step for 5 min"
+
+
+@pytest.mark.parametrize(("body", "loc", "msg"), [
+    ({"expression": "quality is bad"}, "expression", "cannot read 'quality is bad'"),
+    ({"kind": "trend", "expression": "loss/D > 1"}, "expression", "kind must be 'threshold'"),
+    ({"kind": "threshold", "op": "<", "value": 1}, "key", "needs key, op and value"),
+    ({"kind": "trend", "key": "loss/D", "op": "<", "value": -1}, "window", "needs window"),
+    ({"kind": "stalled"}, "minutes", "needs minutes"),
+    ({"kind": "nan", "run_id": "a", "preset": "b"}, "preset", "not both"),
+])
+def test_invalid_rules_name_the_field(body: dict, loc: str, msg: str) -> None:
+    with pytest.raises(ConfigError, match=msg) as err:
+        normalize(RuleCreate(**body))
+    assert err.value.errors[0]["loc"] == ["body", loc]
+
+
+def _run(spec: RuleSpec, values: list[float], chunk: int = 2) -> list[int]:
+    """Steps where the rule fires, feeding the values in chunks (state carried over, as between batches)."""
+    state: dict = {}
+    hits = []
+    for lo in range(0, len(values), chunk):
+        steps = np.arange(lo, min(lo + chunk, len(values)))
+        hits += [h.step for h in evaluate(spec, state, "k", steps, np.asarray(values[lo:lo + chunk]),
+                                          [None] * len(steps))]
+    return hits
+
+
+def test_threshold_fires_once_per_bad_stretch() -> None:
+    spec = RuleSpec("threshold", "<", 0.5, 3, None)
+    values = [0.9, 0.4, 0.3, 0.2, 0.1, 0.1, 0.8, 0.4, 0.4, 0.9, 0.3, 0.3, 0.3]
+    assert _run(spec, values) == [3, 12]
+    assert _run(spec, values, chunk=1) == _run(spec, values, chunk=13)
+
+
+def test_nan_and_trend_rules() -> None:
+    assert _run(RuleSpec("nan", None, None, 1, None), [1.0, math.nan, math.nan, 2.0, math.inf]) == [1, 4]
+    falling = RuleSpec("trend", "<", -2.0, 1, 5)
+    values = [10, 10, 10, 10, 10, 9, 8, 7, 6, 5, 5, 5]
+    hits = _run(falling, [float(v) for v in values], chunk=3)
+    assert hits == [7]  # steps 3..7 (10 10 9 8 7) fit a change of −3.2; steps 2..6 only −2.0
+
+
+# ---- REST -----------------------------------------------------------------------------------------------------
+def test_rules_rest_routes(client: TestClient) -> None:
+    body = {"expression": "eval/quality < 0.5 for 3 evaluations"}
+    assert client.post("/api/v1/rules", json=body).status_code == 401
+    r = client.post("/api/v1/rules", json=body, headers=AUTH)
+    assert r.status_code == 201, r.text
+    rule = r.json()
+    assert rule["key"] == "eval/quality" and rule["builtin"] is False and rule["actions"] == {
+        "stop_run": False, "keep_best": False}
+    listed = client.get("/api/v1/rules").json()
+    assert listed["count"] == 2 and listed["data"][0]["builtin"] is True
+    assert client.get(f"/api/v1/rules/{rule['id']}").json() == rule
+    bad = client.post("/api/v1/rules", json={"kind": "threshold", "key": "x"}, headers=AUTH)
+    assert bad.status_code == 422
+    assert bad.json() == {"detail": [{"loc": ["body", "op"], "msg": "a threshold rule needs key, op and value"}]}
+    hook = client.post("/api/v1/rules", json={"kind": "nan", "webhook_url": "not a url"}, headers=AUTH)
+    assert hook.status_code == 422 and hook.json()["detail"][0]["loc"] == ["body", "webhook_url"]
+    assert client.delete(f"/api/v1/rules/{rule['id']}").status_code == 401
+    assert client.delete(f"/api/v1/rules/{rule['id']}", headers=AUTH).status_code == 204
+    assert client.get(f"/api/v1/rules/{rule['id']}").json() == {"detail": f"rule {rule['id']} not found"}
+    assert client.delete(f"/api/v1/rules/{rule['id']}", headers=AUTH).json() == {
+        "detail": f"rule {rule['id']} not found"}
+    assert client.get("/api/v1/rules/0").status_code == 422
+
+
+def _points(key: str, values: list[float], start: int = 0) -> list[dict]:
+    return [{"key": key, "step": start + i * 10, "value": v, "epoch": i} for i, v in enumerate(values)]
+
+
+def test_user_rules_created_over_rest_trigger_on_ingest(client: TestClient) -> None:
+    run = client.post("/api/v1/runs", json={"name": "watched"}, headers=AUTH).json()["id"]
+    other = client.post("/api/v1/runs", json={"name": "not watched"}, headers=AUTH).json()["id"]
+    quality = client.post("/api/v1/rules", headers=AUTH, json={
+        "expression": "eval/quality < 0.5 for 3 evaluations", "run_id": run, "severity": "critical"}).json()
+    nan = client.post("/api/v1/rules", headers=AUTH, json={"kind": "nan", "name": "NaN loss"}).json()
+    client.post("/api/v1/rules", headers=AUTH, json={"kind": "nan", "key": "loss/*", "preset": "elsewhere"})
+    for rid in (run, other):
+        for lo in (0, 3):  # two batches: the rule's count carries over between them
+            vals = [0.9, 0.4, 0.3, 0.2, 0.45, 0.9][lo:lo + 3]
+            pts = _points("eval/quality", vals, start=lo * 10)
+            r = client.post(f"/api/v1/runs/{rid}/metrics", json={"points": pts}, headers=AUTH)
+            assert r.status_code == 200, r.text
+        client.post(f"/api/v1/runs/{rid}/metrics", headers=AUTH,
+                    json={"points": _points("loss/D", [0.5, "NaN", 0.4])})  # type: ignore[list-item]
+    assert alerting.start(client.app.state.ctx).wait_idle(60)
+    alerts = client.get("/api/v1/alerts", params={"run_id": run}).json()["data"]
+    by_rule = {a["rule"]: a for a in alerts}
+    assert set(by_rule) == {quality["name"], "NaN loss"}, alerts
+    q = by_rule[quality["name"]]
+    assert (q["step"], q["signals"], q["severity"]) == (30, ["eval/quality"], "critical")
+    assert q["explanation"] == "eval/quality = 0.2 < 0.5 for 3 points in a row"
+    assert by_rule["NaN loss"]["step"] == 10 and by_rule["NaN loss"]["scores"] == {"loss/D": "NaN"}
+    assert [a["rule"] for a in client.get("/api/v1/alerts", params={"run_id": other}).json()["data"]] == [
+        nan["name"]]  # the quality rule is the other run's business only
+
+
+def test_stalled_rule_fires_once_per_silence(tmp_path, external_redis_url, db_url, prefix) -> None:
+    settings = make_settings(tmp_path / "home", external_redis_url, db_url, prefix).model_copy(
+        update={"alerts": AlertSettings(stalled_check_s=0.2)})
+    with TestClient(create_app(settings)) as client:
+        run = client.post("/api/v1/runs", json={"name": "quiet"}, headers=AUTH).json()["id"]
+        client.post(f"/api/v1/runs/{run}/metrics", json={"points": _points("loss/D", [1.0])}, headers=AUTH)
+        client.post("/api/v1/rules", headers=AUTH, json={"kind": "stalled", "minutes": 0.005, "run_id": run})
+        alert = wait_for(lambda: client.get("/api/v1/alerts", params={"run_id": run}).json()["data"], 20,
+                         "the stalled alert")[0]
+        assert alert["rule"] == "no new step for 0.005 min" and alert["step"] == 0
+        assert "has had no new step for" in alert["explanation"]
+        ctx = client.app.state.ctx
+        with ctx.sessions() as s, s.begin():  # the same silence later: nothing new
+            assert alerting.check_stalled(s, time.time() + 3600) == []
+        client.post(f"/api/v1/runs/{run}/metrics", json={"points": _points("loss/D", [1.0], 100)}, headers=AUTH)
+        wait_for(lambda: client.get("/api/v1/alerts", params={"run_id": run}).json()["count"] == 2, 20,
+                 "a second alert after the run moved and went quiet again")

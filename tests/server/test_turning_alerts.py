@@ -1,0 +1,140 @@
+"""The turning-point detector on ingest: alerts stored once, state kept between batches (online = offline on the
+server too), actions (best before collapse, stop), live `alert` events. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import numpy as np
+from server_support import AUTH, wait_for
+from test_events import Collector
+from test_turning import SPE, make_run
+
+from sqd.bus import INGEST
+from sqd.client import Client
+from sqd.protocol import CheckpointReady, MetricBatch
+from sqd.server import alerting
+from sqd.server.alert_models import TurningState
+from sqd.server.ingest import IngestHandler
+from sqd.server.turning import detect_turning_points
+
+
+class AlertFollower(Collector):
+    """Follows /events until the first `alert` event (a long idle timeout: on a loaded machine the alert can come
+    many seconds after the last points)."""
+
+    def __init__(self, url: str, run_ids: list[str]) -> None:
+        super().__init__(url, 1, run_ids)
+
+    def run(self) -> None:
+        try:
+            with Client(self.url, token=AUTH["Authorization"].split()[1]) as client:
+                stream = client.events(self.run_ids, timeout=90.0)
+                self.connected.set()
+                self.events = [next(e for e in stream if e.event == "alert")]
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+    def result(self, timeout: float = 120.0):  # type: ignore[no-untyped-def]
+        (event,) = super().result(timeout)
+        return event
+
+
+def points_between(series: dict, lo: int, hi: int) -> list[dict]:
+    out = []
+    for key, (steps, values, epochs) in series.items():
+        m = (steps >= lo) & (steps < hi)
+        out += [{"key": key, "step": int(s), "value": float(v), "epoch": int(e)}
+                for s, v, e in zip(steps[m], values[m], epochs[m], strict=True)]
+    return out
+
+
+def feed(client, run_id: str, series: dict, every: int = 10 * SPE) -> None:
+    """POST the run batch by batch, then wait until the alerting thread has checked everything."""
+    end = max(int(v[0][-1]) for v in series.values()) + 1
+    for lo in range(0, end, every):
+        r = client.post(f"/api/v1/runs/{run_id}/metrics", json={"points": points_between(series, lo, lo + every)},
+                        headers=AUTH)
+        assert r.status_code == 200, r.text
+    assert alerting.start(client.app.state.ctx).wait_idle(60)
+
+
+def new_run(client, name: str) -> str:
+    r = client.post("/api/v1/runs", json={"name": name}, headers=AUTH)
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def test_turning_point_alert_once_matching_the_offline_detector(client):
+    series = make_run(jump_epoch=30.0)
+    run_id = new_run(client, "collapsing")
+    feed(client, run_id, series)
+    alerts = client.get("/api/v1/alerts", params={"run_id": run_id}).json()
+    assert alerts["count"] == 1, alerts
+    alert = alerts["data"][0]
+    (offline,) = detect_turning_points(series)
+    assert alert["rule"] == "turning point" and alert["severity"] == "critical"
+    assert (alert["step"], alert["epoch"], alert["signals"]) == (offline.step, offline.epoch, offline.signals)
+    assert alert["explanation"] == offline.explanation
+    assert alert["scores"] == offline.scores
+    feed(client, run_id, series)  # the same batches again: stored once, nothing new raised
+    assert client.get("/api/v1/alerts", params={"run_id": run_id}).json()["count"] == 1
+    with client.app.state.ctx.sessions() as s:
+        state = s.get(TurningState, run_id)
+        assert state is not None and state.state["found"][0]["step"] == offline.step
+
+
+def test_stable_run_raises_nothing_and_disabling_the_builtin_rule_silences_it(client):
+    run_id = new_run(client, "stable")
+    feed(client, run_id, make_run(1))
+    assert client.get("/api/v1/alerts", params={"run_id": run_id}).json()["count"] == 0
+    builtin = next(r for r in client.get("/api/v1/rules").json()["data"] if r["builtin"])
+    assert client.delete(f"/api/v1/rules/{builtin['id']}", headers=AUTH).status_code == 204
+    assert client.get(f"/api/v1/rules/{builtin['id']}").json()["enabled"] is False
+    silent = new_run(client, "collapsing, unwatched")
+    feed(client, silent, make_run(jump_epoch=30.0))
+    assert client.get("/api/v1/alerts", params={"run_id": silent}).json()["count"] == 0
+
+
+def test_actions_keep_the_best_checkpoint_and_stop_the_run(client, api_bus):
+    run_id = new_run(client, "with actions")
+    r = client.post("/api/v1/rules", headers=AUTH, json={
+        "kind": "turning_point", "run_id": run_id, "name": "collapse: stop and keep",
+        "actions": {"stop_run": True, "keep_best": True}})
+    assert r.status_code == 201, r.text
+    checkpoints = [CheckpointReady(run_id=run_id, step=s, epoch=s // SPE, uri=f"runs/{run_id}/checkpoints/{s}.pt",
+                                   sha256="0" * 64, size_bytes=1, profile="none", generator={})
+                   for s in (200, 400, 580, 700)]
+    IngestHandler(client.app.state.ctx).apply(checkpoints)
+    feed(client, run_id, make_run(jump_epoch=30.0))
+    (alert,) = client.get("/api/v1/alerts", params={"run_id": run_id}).json()["data"]
+    assert alert["rule"] == "collapse: stop and keep"  # the run's own rule is the most specific
+    best = client.get(f"/api/v1/runs/{run_id}/best-before-collapse").json()
+    assert best["checkpoint_step"] == max(s for s in (200, 400, 580, 700) if s < alert["step"])
+    assert best["alert_id"] == alert["id"]
+    actions = {a["kind"]: a for a in client.get(f"/api/v1/alerts/{alert['id']}/actions").json()}
+    assert actions["keep_best"]["status"] == "done" and actions["stop_run"]["status"] == "done"
+    assert client.get(f"/api/v1/runs/{run_id}").json()["status"] == "cancelled"  # external: cancelled at once
+    assert client.get("/api/v1/runs/nope/best-before-collapse").status_code == 404
+
+
+def test_alert_is_pushed_over_sse_and_bus_ingest_uses_the_same_path(live_server, api_bus):
+    run_id = "sse-turning"
+    follower = AlertFollower(live_server.url, [run_id])
+    follower.start()
+    follower.connected.wait(5)
+    time.sleep(0.5)  # the stream position is taken when the request arrives
+    series = make_run(jump_epoch=30.0)
+    end = max(int(v[0][-1]) for v in series.values()) + 1
+    batches = []
+    for lo in range(0, end, 5 * SPE):  # as a Monitor would publish: one MetricBatch per flush
+        pts = points_between(series, lo, lo + 5 * SPE)
+        batches.append(MetricBatch.from_points(run_id, [(p["key"], p["step"], p["value"], p["epoch"], 0.0)
+                                                        for p in pts]))
+    api_bus.publish(INGEST, batches)
+    alerts = wait_for(lambda: httpx.get(f"{live_server.url}/api/v1/alerts", params={"run_id": run_id}).json()["data"],
+                      120, "the turning-point alert")
+    assert len(alerts) == 1 and np.isclose(alerts[0]["step"] / SPE, 30, atol=1)
+    seen = follower.result()
+    assert seen.data["id"] == alerts[0]["id"] and seen.data["explanation"] == alerts[0]["explanation"]
