@@ -1,0 +1,135 @@
+"""The Monitor's sender thread: turns metric windows and checkpoints into events and delivers them (via the Outbox).
+
+Everything slow or fallible happens here, off the training thread: waiting for the device → host copy, writing the
+checkpoint to the artifact store, talking to the bus. Store failures are reported (log + `health/checkpoint_failed`
+point + an alert event) and training goes on; a bug here is kept in `error` and re-raised by the training thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sqd.artifacts import ArtifactStore
+from sqd.bus import CHECKPOINTS, INGEST
+from sqd.errors import ArtifactError, SQDError
+from sqd.protocol import AlertRaised, CheckpointReady, Event, MetricBatch
+from sqd.trainer.metric_buffer import PointRow, Window
+from sqd.trainer.spool import Outbox
+
+log = logging.getLogger(__name__)
+
+NONFINITE_KEY = "health/nonfinite"
+CHECKPOINT_FAILED_KEY = "health/checkpoint_failed"
+
+
+class NonFiniteError(SQDError):
+    """A loss, gradient norm or angle became NaN/inf and the Monitor was asked to fail the run (on_nonfinite)."""
+
+
+def checkpoint_key(run_id: str, step: int) -> str:
+    return f"runs/{run_id}/checkpoints/step-{step:09d}.pt"
+
+
+@dataclass(frozen=True)
+class CheckpointJob:
+    step: int
+    epoch: int | None
+    wall_time: float
+    data: bytes
+    generator: dict[str, Any]
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EventsJob:
+    stream: str
+    events: list[Event]
+
+
+_STOP = object()
+
+
+class Publisher:
+    def __init__(self, run_id: str, outbox: Outbox, artifacts: ArtifactStore, profile: str):
+        self.run_id, self.outbox, self.artifacts, self.profile = run_id, outbox, artifacts, profile
+        self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self.first_nonfinite: str | None = None  # description of the first NaN/inf seen, once
+        self._thread = threading.Thread(target=self._run, name=f"sqd-monitor-{run_id[:8]}", daemon=True)
+        self._close_timeout_s = 10.0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: Window | CheckpointJob | EventsJob) -> None:
+        self.jobs.put(job)
+
+    def stop(self, close_timeout_s: float) -> None:
+        self._close_timeout_s = close_timeout_s
+        self.jobs.put(_STOP)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                job = self.jobs.get(timeout=0.5) if self.outbox.pending() else self.jobs.get()
+            except queue.Empty:
+                self.outbox.send()
+                continue
+            if job is _STOP:
+                break
+            try:
+                self._handle(job)
+            except Exception as exc:  # a bug: keep it for the training thread, keep delivering the rest
+                log.exception("monitor %s: handling %s failed", self.run_id, type(job).__name__)
+                self.error = self.error or exc
+            self.outbox.send()
+        self.outbox.close(self._close_timeout_s)
+
+    def _handle(self, job: Window | CheckpointJob | EventsJob) -> None:
+        if isinstance(job, Window):
+            self._metrics(list(job.points()))
+        elif isinstance(job, CheckpointJob):
+            self._checkpoint(job)
+        else:
+            self.outbox.put(job.stream, job.events)
+
+    def _metrics(self, rows: list[PointRow]) -> None:
+        if not rows:
+            return
+        bad: dict[tuple[int, int | None, float], list[str]] = {}
+        for key, step, value, epoch, wall in rows:
+            if not math.isfinite(value):
+                bad.setdefault((step, epoch, wall), []).append(f"{key}={value}")
+        rows += [(NONFINITE_KEY, step, float(len(keys)), epoch, wall) for (step, epoch, wall), keys in bad.items()]
+        self.outbox.put(INGEST, [MetricBatch.from_points(self.run_id, rows)])
+        if bad and self.first_nonfinite is None:
+            (step, epoch, _), keys = next(iter(bad.items()))
+            self.first_nonfinite = f"non-finite values at step {step}: {', '.join(keys)}"
+            log.warning("run %s: %s; recorded as %s (values kept as NaN/inf)", self.run_id, self.first_nonfinite,
+                        NONFINITE_KEY)
+            self.outbox.put(INGEST, [AlertRaised(run_id=self.run_id, rule="nonfinite", step=step, epoch=epoch,
+                                                 signals=[k.split("=")[0] for k in keys], severity="critical",
+                                                 explanation=self.first_nonfinite)])
+
+    def _checkpoint(self, job: CheckpointJob) -> None:
+        key = checkpoint_key(self.run_id, job.step)
+        try:
+            ref = self.artifacts.put_bytes(key, job.data)
+        except (ArtifactError, OSError) as exc:
+            log.error("run %s: checkpoint at step %d not saved: %s; training goes on", self.run_id, job.step, exc)
+            self._metrics([(CHECKPOINT_FAILED_KEY, job.step, 1.0, job.epoch, job.wall_time)])
+            self.outbox.put(INGEST, [AlertRaised(run_id=self.run_id, rule="checkpoint_failed", step=job.step,
+                                                 epoch=job.epoch, severity="warning",
+                                                 explanation=f"checkpoint not saved: {exc}")])
+            return
+        event = CheckpointReady(run_id=self.run_id, step=job.step, epoch=job.epoch, uri=ref.uri, sha256=ref.sha256,
+                                size_bytes=ref.size_bytes, profile=self.profile, generator=job.generator,
+                                config=job.config)
+        self.outbox.put(CHECKPOINTS, [event])
+        self.outbox.put(INGEST, [event])
