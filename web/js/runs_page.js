@@ -1,0 +1,270 @@
+// Runs page: every run with its live status, progress, latest Q / D / FID and alerts; sort, filter (status,
+// preset, text — kept in the URL), select several to compare.
+
+import { api } from "./api.js";
+import { clear, emptyState, errorState, h, loadingState, statusBadge } from "./dom.js";
+import { formatDuration, formatProgress, formatTime, formatValue, LIVE_STATUSES, runDuration, STATUSES,
+  toNumber } from "./format.js";
+import { SUMMARY_KEYS } from "./metrics.js";
+import { routeHash } from "./router.js";
+import { followEvents } from "./sse.js";
+
+const LIMIT = 200;
+const RELOAD_EVERY_S = 15;
+
+const COLUMNS = [
+  { id: "name", label: "Run", sort: (r) => r.name.toLowerCase() },
+  { id: "status", label: "Status", sort: (r) => STATUSES.indexOf(r.status) },
+  { id: "preset", label: "Preset", sort: (r) => r.preset || "" },
+  { id: "step", label: "Step", sort: (r) => r.last_step ?? -1, numeric: true },
+  { id: "q", label: "Q", sort: (r, s) => latestOf(s, "eval/quality"), numeric: true },
+  { id: "d", label: "D", sort: (r, s) => latestOf(s, "eval/diversity"), numeric: true },
+  { id: "fid", label: "FID", sort: (r, s) => latestOf(s, "eval/fid"), numeric: true },
+  { id: "alerts", label: "Alerts", sort: (r, s) => (s ? s.alerts : 0), numeric: true },
+  { id: "started", label: "Started", sort: (r) => r.started_at ?? r.created_at, numeric: true },
+  { id: "duration", label: "Duration", sort: (r) => runDuration(r, Date.now() / 1000) ?? -1, numeric: true },
+];
+
+function latestOf(summary, key) {
+  const v = summary && summary.latest[key] ? toNumber(summary.latest[key].value) : NaN;
+  return Number.isNaN(v) ? -Infinity : v;
+}
+
+function filterFromRoute(params) {
+  return {
+    status: (params.status || "").split(",").filter((s) => STATUSES.includes(s)),
+    preset: params.preset || "",
+    q: params.q || "",
+  };
+}
+
+export function mount(root, route, shell) {
+  const filter = filterFromRoute(route.params);
+  const state = { runs: new Map(), summaries: new Map(), rows: new Map(), selected: new Set(),
+    sort: { col: route.params.sort || "started", dir: route.params.dir === "asc" ? 1 : -1 }, count: 0 };
+  let events = null;
+  let ticker = null;
+  let reloadTimer = null;
+
+  const setRoute = (patch) => {
+    const params = { status: filter.status.join(","), preset: filter.preset, q: filter.q,
+      sort: state.sort.col === "started" ? "" : state.sort.col, dir: state.sort.dir === 1 ? "asc" : "", ...patch };
+    window.history.replaceState(null, "", routeHash("runs", { params }));
+  };
+
+  // --- filters ---------------------------------------------------------------------------------------------
+  const search = h("input", { type: "search", placeholder: "Filter by name or id  ( / )", value: filter.q,
+    "aria-label": "filter runs by name or id", dataset: { shortcut: "search" } });
+  const presetSelect = h("select", { "aria-label": "filter by preset" }, h("option", { value: "" }, "all presets"));
+  const statusBoxes = STATUSES.map((s) => h("label", { class: `chip status-${s}` },
+    h("input", { type: "checkbox", value: s, checked: filter.status.includes(s), onchange: onStatusChange }), s));
+  const compareButton = h("button", { type: "button", class: "primary", disabled: true, dataset: { key: "c" },
+    onclick: () => { window.location.hash = routeHash("compare", { params: { ids: [...state.selected].join(",") } }); },
+  }, "Compare selected");
+  const countLabel = h("span", { class: "muted" });
+  const table = h("table", { class: "runs" });
+  const body = h("div", { class: "table-wrap" }, loadingState("Loading runs…"));
+
+  let searchTimer = null;
+  search.addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => { filter.q = search.value.trim(); setRoute({}); load(); }, 250);
+  });
+  presetSelect.addEventListener("change", () => { filter.preset = presetSelect.value; setRoute({}); load(); });
+  function onStatusChange() {
+    filter.status = statusBoxes.map((l) => l.firstChild).filter((c) => c.checked).map((c) => c.value);
+    setRoute({});
+    load();
+  }
+
+  root.append(
+    h("div", { class: "page-head" }, h("h1", {}, "Runs"), countLabel, h("span", { class: "spacer" }), compareButton,
+      h("a", { class: "button", href: "#/launch" }, "Launch a run")),
+    h("div", { class: "filters", role: "search" }, search, presetSelect,
+      h("fieldset", { class: "chips" }, h("legend", { class: "sr" }, "status"), statusBoxes)),
+    body);
+
+  api.presets().then((presets) => {
+    for (const p of presets) presetSelect.append(h("option", { value: p.name }, p.name));
+    presetSelect.value = filter.preset;
+  }).catch(() => { /* the filter still works by typing; the table shows its own error */ });
+
+  // --- table -----------------------------------------------------------------------------------------------
+  function header() {
+    const all = h("input", { type: "checkbox", "aria-label": "select all shown runs", onchange: (ev) => {
+      for (const id of state.runs.keys()) toggle(id, ev.target.checked);
+    } });
+    return h("thead", {}, h("tr", {}, h("th", { class: "sel" }, all), COLUMNS.map((c) => {
+      const active = state.sort.col === c.id;
+      return h("th", { class: c.numeric ? "num" : "", "aria-sort": active ? (state.sort.dir > 0 ? "ascending"
+        : "descending") : "none" }, h("button", { type: "button", class: "sort", onclick: () => {
+        state.sort = { col: c.id, dir: active ? -state.sort.dir : c.numeric ? -1 : 1 };
+        setRoute({});
+        renderTable();
+      } }, c.label, active ? (state.sort.dir > 0 ? " ▲" : " ▼") : ""));
+    })));
+  }
+
+  function toggle(id, on) {
+    if (on) state.selected.add(id);
+    else state.selected.delete(id);
+    const row = state.rows.get(id);
+    if (row) row.querySelector("input").checked = on;
+    compareButton.disabled = state.selected.size < 1;
+    compareButton.textContent = state.selected.size ? `Compare ${state.selected.size}` : "Compare selected";
+  }
+
+  function cells(run) {
+    const s = state.summaries.get(run.id);
+    const val = (key) => (s && s.latest[key] ? formatValue(s.latest[key].value) : "–");
+    const alerts = s ? s.alerts : 0;
+    const alertCell = alerts ? h("span", { class: "badge alert", title: s.last_alert ? s.last_alert.explanation
+      : "" }, `⚠ ${alerts}`) : "";
+    return {
+      name: [h("a", { href: routeHash("run", { id: run.id }) }, run.name || run.id),
+        h("small", { class: "muted id" }, run.id.slice(0, 8))],
+      status: statusBadge(run.status),
+      preset: run.preset || (run.kind === "external" ? "external" : "–"),
+      step: formatProgress(run),
+      q: val("eval/quality"),
+      d: val("eval/diversity"),
+      fid: val("eval/fid"),
+      alerts: alertCell,
+      started: formatTime(run.started_at ?? run.created_at),
+      duration: formatDuration(runDuration(run, Date.now() / 1000)),
+    };
+  }
+
+  function renderRow(run) {
+    let row = state.rows.get(run.id);
+    if (!row) {
+      const box = h("input", { type: "checkbox", "aria-label": `select ${run.name || run.id}`,
+        onchange: (ev) => toggle(run.id, ev.target.checked) });
+      row = h("tr", { dataset: { runId: run.id } }, h("td", { class: "sel" }, box),
+        COLUMNS.map((c) => h("td", { class: c.numeric ? `num col-${c.id}` : `col-${c.id}` })));
+      state.rows.set(run.id, row);
+    }
+    const content = cells(run);
+    COLUMNS.forEach((c, i) => clear(row.children[i + 1], content[c.id]));
+    row.dataset.status = run.status;
+    return row;
+  }
+
+  function sortedRuns() {
+    const col = COLUMNS.find((c) => c.id === state.sort.col) || COLUMNS[8];
+    const key = (r) => col.sort(r, state.summaries.get(r.id));
+    return [...state.runs.values()].sort((a, b) => {
+      const ka = key(a);
+      const kb = key(b);
+      return (ka < kb ? -1 : ka > kb ? 1 : 0) * state.sort.dir;
+    });
+  }
+
+  function renderTable() {
+    countLabel.textContent = `${state.count} run${state.count === 1 ? "" : "s"}`
+      + (state.count > state.runs.size ? ` (newest ${state.runs.size} shown)` : "");
+    if (!state.runs.size) {
+      const filtered = filter.q || filter.preset || filter.status.length;
+      clear(body, filtered ? emptyState("No runs match these filters.", "Clear the filters to see every run.")
+        : emptyState("No runs yet.", "Launch one from the Launch page, run `sqd demo`, or feed one from your own "
+          + "training loop with sqd.trainer.Monitor."));
+      return;
+    }
+    const tbody = h("tbody", {}, sortedRuns().map(renderRow));
+    clear(table, h("caption", { class: "sr" }, "Runs"), header(), tbody);
+    if (table.parentNode !== body) clear(body, table);
+  }
+
+  async function loadSummaries(ids) {
+    if (!ids.length) return;
+    try {
+      const res = await api.summaries(ids, SUMMARY_KEYS);
+      for (const s of res.data) state.summaries.set(s.run_id, s);
+    } catch {
+      return; // the table stays useful without the summary columns
+    }
+    for (const id of ids) if (state.runs.has(id)) renderRow(state.runs.get(id));
+  }
+
+  async function load() {
+    try {
+      const res = await api.runs({ status: filter.status, preset: filter.preset, q: filter.q, limit: LIMIT });
+      state.runs = new Map(res.data.map((r) => [r.id, r]));
+      state.count = res.count;
+      for (const id of [...state.rows.keys()]) if (!state.runs.has(id)) state.rows.delete(id);
+      renderTable();
+      await loadSummaries([...state.runs.keys()]);
+    } catch (err) {
+      clear(body, errorState("Could not load the runs.", err, load));
+    }
+  }
+
+  // --- live updates ----------------------------------------------------------------------------------------
+  const matches = (run) => (!filter.status.length || filter.status.includes(run.status))
+    && (!filter.preset || run.preset === filter.preset)
+    && (!filter.q || `${run.name} ${run.id}`.toLowerCase().includes(filter.q.toLowerCase()));
+
+  function onBatch(batch) {
+    let resort = false;
+    const touched = new Set();
+    for (const { type, data } of batch) {
+      if (type === "reset") {
+        load();
+        return;
+      }
+      const id = data.run_id ?? data.id;
+      if (type === "run") {
+        if (!state.runs.has(id) && matches(data)) {
+          clearTimeout(reloadTimer); // a new run: reload the page of runs (it also brings the count)
+          reloadTimer = setTimeout(load, 200);
+        }
+        if (state.runs.has(id)) {
+          state.runs.set(id, data);
+          resort = true;
+        }
+      } else if (!state.runs.has(id)) {
+        continue;
+      } else if (type === "points") {
+        const run = state.runs.get(id);
+        const summary = state.summaries.get(id) || { run_id: id, latest: {}, alerts: 0, last_alert: null };
+        for (const [key, s] of Object.entries(data.series)) {
+          const last = s.step.length - 1;
+          if (last < 0) continue;
+          run.last_step = Math.max(run.last_step ?? 0, s.step[last]);
+          if (SUMMARY_KEYS.includes(key) && (!summary.latest[key] || s.step[last] >= summary.latest[key].step)) {
+            summary.latest[key] = { step: s.step[last], value: s.value[last] };
+          }
+        }
+        state.summaries.set(id, summary);
+      } else if (type === "alert") {
+        const summary = state.summaries.get(id) || { run_id: id, latest: {}, alerts: 0 };
+        summary.alerts += 1;
+        summary.last_alert = data;
+        state.summaries.set(id, summary);
+      }
+      touched.add(id);
+    }
+    if (resort) renderTable();
+    else for (const id of touched) if (state.runs.has(id)) renderRow(state.runs.get(id));
+  }
+
+  events = followEvents({ onBatch, onState: shell.setLive });
+  let ticks = 0;
+  ticker = setInterval(() => {
+    const live = [...state.runs.values()].filter((run) => LIVE_STATUSES.has(run.status));
+    for (const run of live) if (run.started_at) renderRow(run);
+    // points carry no epoch: re-read the page of runs now and then while some stream
+    ticks += 1;
+    if (live.length && ticks % RELOAD_EVERY_S === 0) load();
+  }, 1000);
+  load();
+
+  return {
+    unmount() {
+      events.close();
+      clearInterval(ticker);
+      clearTimeout(reloadTimer);
+      clearTimeout(searchTimer);
+    },
+  };
+}
