@@ -1,0 +1,108 @@
+"""Monitor overhead as a share of the training step, for the DCGAN and R3GAN digits presets.
+
+The zoo's real training step (`GANTrainer.step`) runs in alternating blocks without and with `Monitor.step`
+(angles of G and D, gradient norms, losses, flushes to a private Valkey every `log_every` steps). Printed per preset:
+
+* in-loop: time spent inside `mon.step` / time of the training step (what the training thread pays);
+* CPU A/B: process CPU time per step with the Monitor (its sender thread included) / without, minus 1 — CPU time,
+  not wall time, so that other load on a shared machine does not swamp a 1 % effect;
+* checkpoint: one `torch.save` of the checkpoint dict in the training thread, amortized over `checkpoint_every`.
+
+usage: .venv/bin/python bench/monitor_overhead.py [--rounds 12] [--block 25] [--threads 1] [--presets …]
+On a GPU machine the presets run on cuda (step times are synchronised at block ends only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from sqd.embedded_redis import EmbeddedRedis
+from sqd.presets import resolve_config
+from sqd.settings import Settings
+from sqd.trainer.loop import build_trainer
+from sqd.trainer.monitor import Monitor
+
+PRESETS = ("sqd-nsgan-digits", "r3gan-digits")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(preset: str, settings: Settings, rounds: int, block: int, threads: int) -> dict[str, float]:
+    cfg = resolve_config(preset, {"train.threads": threads})
+    trainer = build_trainer(cfg, settings)
+    mon = Monitor(trainer.G, trainer.D, name=f"bench {preset}", config=cfg.model_dump(mode="json"),
+                  generator_spec=trainer.g_spec, checkpoint_every=None, checkpoint_state=trainer.state_dict,
+                  flush_every=cfg.train.log_every, settings=settings)
+    step = 0
+    for _ in range(5):  # warm-up: allocator, first-call overheads
+        trainer.step(step)
+        step += 1
+    plain_cpu, mon_cpu, plain_wall, in_loop = [], [], [], []
+    with mon:
+        for _ in range(rounds):
+            for monitored in (False, True):
+                sync(trainer.device)
+                c0, w0, inside = time.process_time(), time.perf_counter(), 0.0
+                for _ in range(block):
+                    result = trainer.step(step)
+                    if monitored:
+                        t = time.perf_counter()
+                        mon.step(step, epoch=0, losses={"D": result.loss_d, "G": result.loss_g}, lr=trainer.lr,
+                                 metrics=result.metrics)
+                        inside += time.perf_counter() - t
+                    step += 1
+                sync(trainer.device)
+                cpu, wall = (time.process_time() - c0) / block, (time.perf_counter() - w0) / block
+                if monitored:
+                    mon_cpu.append(cpu)
+                    in_loop.append(inside / block / max(wall - inside / block, 1e-12))
+                else:
+                    plain_cpu.append(cpu)
+                    plain_wall.append(wall)
+        t = time.perf_counter()
+        mon.checkpoint(step)
+        checkpoint_s = time.perf_counter() - t
+    step_s = statistics.median(plain_wall)
+    return {"step_ms": 1e3 * step_s, "in_loop_pct": 100 * statistics.median(in_loop),
+            "cpu_ab_pct": 100 * (statistics.median(mon_cpu) / statistics.median(plain_cpu) - 1),
+            "checkpoint_pct": 100 * checkpoint_s / (cfg.train.checkpoint_every * step_s),
+            "params_g": sum(p.numel() for p in trainer.G.parameters()),
+            "params_d": sum(p.numel() for p in trainer.D.parameters()), "device": str(trainer.device)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--block", type=int, default=25)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sqd-bench-", dir="/tmp") as home:
+        valkey = EmbeddedRedis(Path(home) / "valkey")
+        url = valkey.start()
+        try:
+            settings = Settings(home=Path(home), redis_url=url)
+            print(f"Monitor overhead ({args.rounds} rounds × {args.block} steps each way, "
+                  f"{args.threads} torch thread(s))")
+            print(f"{'preset':18} {'device':6} {'params G/D':>14} {'step ms':>8} {'in-loop %':>9} "
+                  f"{'CPU A/B %':>9} {'ckpt %':>7}")
+            for preset in args.presets:
+                r = measure(preset, settings, args.rounds, args.block, args.threads)
+                print(f"{preset:18} {r['device']:6} {r['params_g']:>7,}/{r['params_d']:<7,}"
+                      f"{r['step_ms']:>8.1f} {r['in_loop_pct']:>9.2f} {r['cpu_ab_pct']:>9.2f} "
+                      f"{r['checkpoint_pct']:>7.2f}")
+        finally:
+            valkey.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Query latency of a 1,000,000-point series downsampled to 1,000 buckets, on SQLite and PostgreSQL: through the
+HTTP API (in-process, JSON included), the store function alone, and a plain GROUP BY over the raw points for
+comparison.
+
+    .venv/bin/python bench/server_query.py [--points 1000000] [--max-points 1000] [--repeat 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+from server_common import bench_settings, percentile
+from sqlalchemy import text
+
+from sqd.protocol import MetricBatch
+from sqd.server import migrate, runs_store
+from sqd.server.context import ServerContext
+from sqd.server.points_store import store_points
+from sqd.server.series_query import query_series
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+NAIVE = text("SELECT step / :w AS b, min(value), max(value), max(step) FROM points WHERE series_id = :sid "
+             "GROUP BY 1 ORDER BY 1")
+
+
+def load(ctx: ServerContext, n: int) -> None:
+    with ctx.sessions() as s:
+        runs_store.create_run(s, name="bench", kind="external", status="running", run_id="q")
+        s.commit()
+    steps = np.arange(n)
+    values = np.sin(steps / 500.0) + np.random.default_rng(0).normal(0, 0.1, n)
+    for lo in range(0, n, 100_000):
+        batch = MetricBatch(run_id="q", keys=["loss/D"], key_index=[0] * min(100_000, n - lo),
+                            step=steps[lo:lo + 100_000].tolist(), value=values[lo:lo + 100_000].tolist(),
+                            epoch=[None] * min(100_000, n - lo), wall_time=[0.0] * min(100_000, n - lo))
+        with ctx.sessions() as s:
+            store_points(s, [batch])
+            s.commit()
+
+
+def timed(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
+    fn()  # warm the page cache once
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append(1000 * (time.perf_counter() - t))
+    return out
+
+
+def bench(kind: str, n: int, max_points: int, repeat: int) -> dict[str, list[float]]:
+    from fastapi.testclient import TestClient
+
+    from sqd.server.app import create_app
+
+    with bench_settings(kind) as settings:
+        settings = settings.model_copy(update={"server": settings.server.model_copy(
+            update={"ingest_in_process": False})})
+        ctx = ServerContext.open(settings)
+        migrate.upgrade(ctx.engine)
+        load(ctx, n)
+        with ctx.sessions() as s:
+            sid = s.execute(text("SELECT id FROM series WHERE run_id = 'q'")).scalar_one()
+            store_ms = timed(lambda: query_series(s, "q", ["loss/D"], max_points), repeat)
+            naive_ms = timed(lambda: s.execute(NAIVE, {"w": n // max_points, "sid": sid}).all(), max(3, repeat // 5))
+        with TestClient(create_app(settings)) as client:
+            url = f"/api/v1/runs/q/metrics?keys=loss/D&max_points={max_points}"
+            assert len(client.get(url).json()["series"]["loss/D"]["step"]) <= max_points
+            http_ms = timed(lambda: client.get(url).raise_for_status(), repeat)
+        ctx.close()
+    return {"HTTP API": http_ms, "store query": store_ms, "plain GROUP BY": naive_ms}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--points", type=int, default=1_000_000)
+    parser.add_argument("--max-points", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=30)
+    args = parser.parse_args()
+    print(f"{args.points:,}-point series → {args.max_points} buckets (ms)")
+    print(f"{'database':<10}{'path':<16}{'p50':>9}{'p95':>9}")
+    for kind in ("sqlite", "postgres"):
+        for path, ms in bench(kind, args.points, args.max_points, args.repeat).items():
+            print(f"{kind:<10}{path:<16}{percentile(ms, 50):>9.1f}{percentile(ms, 95):>9.1f}")
+
+
+if __name__ == "__main__":
+    main()
