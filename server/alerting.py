@@ -215,6 +215,15 @@ class Runtime:
         with self.idle:
             return self.idle.wait_for(lambda: not self.pending and not self.busy, timeout_s)
 
+    def join(self, timeout_s: float) -> None:
+        """After ctx.stop: wait for the checks and deliveries in hand, so none outlives the database engine."""
+        self.wake.set()
+        self.webhooks.wake()
+        deadline = time.monotonic() + timeout_s
+        for thread in (self.thread, self.webhooks.thread):
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+
     def _take(self) -> list[str]:
         with self.lock:
             ids, self.pending = sorted(self.pending), set()

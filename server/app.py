@@ -43,13 +43,14 @@ def create_app(settings: Settings) -> FastAPI:
         ctx.aredis = aioredis.Redis.from_url(settings.resolved_redis_url, socket_connect_timeout=5)
         app.state.ctx = ctx
         consumer = start_consumer_thread(ctx) if settings.server.ingest_in_process else None
-        alerting.start(ctx)  # webhook deliveries and the stalled-run timer
+        alerts = alerting.start(ctx)  # webhook deliveries and the stalled-run timer
         try:
             yield
         finally:
             ctx.stop.set()
             if consumer is not None:
                 await asyncio.to_thread(consumer.join, 10.0)  # finishes the batch in hand, acks it
+            await asyncio.to_thread(alerts.join, 10.0)
             await ctx.aredis.aclose()
             ctx.close()
 

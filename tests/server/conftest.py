@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import redis
-import sqlalchemy
 from fastapi.testclient import TestClient
-from server_support import LiveServer, make_settings, pg_schema_url
+from server_support import LiveServer, make_settings, pg_schema
 
 from sqd.bus import Bus
 from sqd.server.app import create_app
@@ -23,17 +22,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'sqd.db'}"
         return
-    pg_url = request.getfixturevalue("pg_url")
-    schema = f"sqdtest_{uuid.uuid4().hex[:12]}"
-    engine = sqlalchemy.create_engine(pg_url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield pg_schema_url(pg_url, schema)
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        engine.dispose()
+    with pg_schema(request.getfixturevalue("pg_url")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -3,10 +3,15 @@ runs, since every test folder has one)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+
+import sqlalchemy
 
 from sqd.server.app import create_app
 from sqd.settings import BusSettings, ServerSettings, Settings
@@ -15,8 +20,23 @@ ADMIN = "admin-secret-for-tests"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
 
-def pg_schema_url(pg_url: str, schema: str) -> str:
-    return f"{pg_url}?options=-csearch_path%3D{schema}"
+@contextlib.contextmanager
+def pg_schema(pg_url: str) -> Iterator[str]:
+    """A private schema on the shared `test` database: yields a URL that uses it, then drops it. Connections are
+    named after the schema, so any a test left open (a thread that outlived its app) are ended first: otherwise
+    DROP SCHEMA waits on their locks or deadlocks with them."""
+    schema = f"sqdtest_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{pg_url}?options=-csearch_path%3D{schema}&application_name={schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                         "WHERE application_name = :name"), {"name": schema})
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        engine.dispose()
 
 
 def make_settings(home: Path, redis_url: str, db: str, prefix: str, **server: object) -> Settings:

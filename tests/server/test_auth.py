@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from server_support import AUTH, make_settings
 from fastapi.testclient import TestClient
+from server_support import AUTH, make_settings
 from sqlalchemy import select
 
 from sqd.server.app import create_app

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 from alembic import command
-from server_support import ADMIN, AUTH
 from fastapi.testclient import TestClient
+from server_support import ADMIN, AUTH
 
 from sqd.server import migrate
 from sqd.server.app import create_app

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from server_support import wait_for
+from server_support import make_settings, pg_schema, wait_for
 from sqlalchemy import func, select
 
 from sqd.bus import INGEST
@@ -51,6 +51,12 @@ def run_row(ctx, run_id):
 
 def pending(ctx):
     return ctx.bus.client.xpending(ctx.bus.key(INGEST), INGEST_GROUP)["pending"]
+
+
+def acked_through(ctx, last_id: str) -> bool:
+    """The ingest group has read up to `last_id` and acked everything it read."""
+    groups = [g for g in ctx.bus.client.xinfo_groups(ctx.bus.key(INGEST)) if g["name"].decode() == INGEST_GROUP]
+    return any(g["last-delivered-id"].decode() == last_id and g["pending"] == 0 for g in groups)
 
 
 def batch(run="r1", start=0, n=100):
@@ -102,9 +108,10 @@ def test_the_first_final_status_stands(consuming):
     # The trainer's Monitor says "finished"; the agent, stopping later, reports the same run "cancelled".
     ctx = consuming
     t0 = time.time()
-    ctx.bus.publish(INGEST, [RunStarted(run_id="f1", ts=t0), RunFinished(run_id="f1", status="finished", ts=t0 + 1),
-                             RunFinished(run_id="f1", status="cancelled", error="agent stopped", ts=t0 + 2)])
-    wait_for(lambda: pending(ctx) == 0 and run_row(ctx, "f1") is not None, what="acked")
+    ids = ctx.bus.publish(INGEST, [RunStarted(run_id="f1", ts=t0),
+                                   RunFinished(run_id="f1", status="finished", ts=t0 + 1),
+                                   RunFinished(run_id="f1", status="cancelled", error="agent stopped", ts=t0 + 2)])
+    wait_for(lambda: acked_through(ctx, ids[-1]), what="all three read and acked")
     assert run_row(ctx, "f1").status == "finished" and run_row(ctx, "f1").error is None
 
 
@@ -136,36 +143,28 @@ def test_database_outage_is_retried_not_dead_lettered(ctx, settings):
 def test_concurrent_consumers_on_postgres_store_each_point_once(tmp_path, external_redis_url, pg_url, prefix):
     """Two ingest-only replicas on one PostgreSQL: overlapping deliveries of the same series are serialised by the
     series lock, so points and rollup counts are exact."""
-    from server_support import make_settings, pg_schema_url
-
     from sqd.server.models import ROLLUP_LEVELS, Rollup
 
-    schema = f"sqdtest_{prefix.replace('-', '_')}"
-    admin = make_engine(pg_url)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    settings = make_settings(tmp_path, external_redis_url, pg_schema_url(pg_url, schema), prefix)
-    contexts = [ServerContext.open(settings) for _ in range(2)]
-    migrate.upgrade(contexts[0].engine)
-    stop = threading.Event()
-    threads = [threading.Thread(target=run_consumer, args=(c, stop, f"replica-{i}"), daemon=True)
-               for i, c in enumerate(contexts)]
-    try:
-        for t in threads:
-            t.start()
-        events = [batch(run="c1", start=s, n=500) for s in range(0, 5000, 250)]  # every step sent twice
-        for i in range(0, len(events), 2):
-            contexts[0].bus.publish(INGEST, events[i:i + 2])
-        wait_for(lambda: count(contexts[0], PointRow) == 5250 and pending(contexts[0]) == 0, timeout_s=30,
-                 what="5250 points stored and acked")
-        with contexts[0].sessions() as s:
-            assert s.scalar(select(func.sum(Rollup.n)).where(Rollup.level == ROLLUP_LEVELS[0])) == 5250
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(10)
-        for c in contexts:
-            c.close()
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with pg_schema(pg_url) as db:
+        settings = make_settings(tmp_path, external_redis_url, db, prefix)
+        contexts = [ServerContext.open(settings) for _ in range(2)]
+        migrate.upgrade(contexts[0].engine)
+        stop = threading.Event()
+        threads = [threading.Thread(target=run_consumer, args=(c, stop, f"replica-{i}"), daemon=True)
+                   for i, c in enumerate(contexts)]
+        try:
+            for t in threads:
+                t.start()
+            events = [batch(run="c1", start=s, n=500) for s in range(0, 5000, 250)]  # every step sent twice
+            for i in range(0, len(events), 2):
+                contexts[0].bus.publish(INGEST, events[i:i + 2])
+            wait_for(lambda: count(contexts[0], PointRow) == 5250 and pending(contexts[0]) == 0, timeout_s=30,
+                     what="5250 points stored and acked")
+            with contexts[0].sessions() as s:
+                assert s.scalar(select(func.sum(Rollup.n)).where(Rollup.level == ROLLUP_LEVELS[0])) == 5250
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
+            for c in contexts:
+                c.close()

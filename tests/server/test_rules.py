@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 import pytest
-from server_support import AUTH, make_settings, wait_for
 from fastapi.testclient import TestClient
+from server_support import AUTH, make_settings, wait_for
 
 from sqd.errors import ConfigError
 from sqd.server import alerting

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import requests
 import schemathesis
-from server_support import AUTH, LiveServer, make_settings
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
+from server_support import AUTH, LiveServer, make_settings
 
 MAX_EXAMPLES = 12
 SKIP = {("GET", "/api/v1/events")}

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from server_support import AUTH, free_port, make_settings, wait_for
 from fastapi.testclient import TestClient
+from server_support import AUTH, free_port, make_settings, wait_for
 
 from sqd.server.app import create_app
 from sqd.server.webhooks import backoff_s
