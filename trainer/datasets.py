@@ -19,11 +19,11 @@ import torch
 from torch.nn import functional as F
 
 from sqd.errors import ModelFileMissing
+from sqd.images import CELEBA_CROP, centre_square
 from sqd.train_config import DatasetConfig
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 DIGITS_EPOCH = 10_000  # stacked digits have no natural epoch: count one per 10,000 images (DESIGN: epochs)
-CELEBA_CROP = 140  # the usual face crop of the 178×218 aligned CelebA images before resizing to 64
 
 
 class ImageSource(Protocol):
@@ -134,17 +134,6 @@ def load_cifar10(root: Path, resolution: int = 32, channels: int = 3) -> UInt8Im
     return UInt8Images(np.concatenate(arrays), resolution, channels)
 
 
-def _square(img: object, crop: int | None, resolution: int) -> np.ndarray:
-    from PIL import Image
-
-    assert isinstance(img, Image.Image)
-    w, h = img.size
-    side = min(crop or min(w, h), w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    img = img.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.Resampling.LANCZOS)
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
-
-
 def image_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
@@ -170,7 +159,7 @@ def load_image_folder(root: Path, resolution: int, crop: int | None, cache_dir: 
     for i, f in enumerate(files):
         try:
             with Image.open(f) as img:
-                out[i] = _square(img.convert("RGB"), crop, resolution)
+                out[i] = centre_square(img.convert("RGB"), crop, resolution).transpose(2, 0, 1)
         except OSError as exc:
             raise ModelFileMissing(f"{what}: cannot read image {f}: {exc}") from exc
     out.flush()

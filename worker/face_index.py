@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from sqd.errors import ModelFileMissing
+from sqd.images import CELEBA_CROP, load_square
 from sqd.settings import Settings
 from sqd.worker.estimators import RunningMoments
 from sqd.worker.face_detect import FaceDetector, to_uint8_range
@@ -47,7 +48,6 @@ from sqd.worker.model_files import arcface_model_path, dlib_model_paths, file_sh
 FORMAT = "sqd-faces-index/1"
 IMAGES_DIR = "img_align_celeba"
 IDENTITY_FILE = "identity_CelebA.txt"
-CELEBA_CROP = 140  # the trainer's CelebA crop (trainer/datasets.py): the index must see what G learns from
 CELEBA_HOWTO = ("Download CelebA's img_align_celeba.zip (\"Align&Cropped Images\") and identity_CelebA.txt "
                 "(\"Anno\") from the CelebA site (https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html) and unpack "
                 "them into {root}, or pass --celeba DIR")
@@ -144,21 +144,6 @@ def read_celeba(root: Path) -> CelebA:
                                f"are not in {images} (first: {absent[0]}). " + CELEBA_HOWTO.format(root=root))
     identity_ids, labels = np.unique(np.asarray(numbers, dtype=np.int64), return_inverse=True)
     return CelebA(root, files, labels, identity_ids, hashlib.sha256(raw).hexdigest())
-
-
-def load_square(path: Path, crop: int, resolution: int) -> np.ndarray:
-    """Centre square of side min(crop, w, h), LANCZOS-resized: (resolution, resolution, 3) uint8 — the same
-    preprocessing as the trainer's image folders (roles do not import each other, so it is restated here)."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        rgb = img.convert("RGB")
-    w, h = rgb.size
-    side = min(crop, w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    square = rgb.crop((left, top, left + side, top + side)).resize((resolution, resolution),
-                                                                   Image.Resampling.LANCZOS)
-    return np.asarray(square, dtype=np.uint8)
 
 
 def embedder_files(settings: Settings, embedder: FaceEmbedder) -> list[Path]:

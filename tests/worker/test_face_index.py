@@ -17,6 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sqd.errors import ModelFileMissing
+from sqd.images import load_square
 from sqd.settings import Settings, WorkerSettings, get_settings
 from sqd.worker import cli as worker_cli
 from sqd.worker import face_index
@@ -139,7 +140,7 @@ def test_each_real_face_is_nearest_to_its_own_identity(built: Path, models_with_
 
     settings = index_settings(tmp_path, models_with_inception)
     names = sorted(os.listdir(celeba / face_index.IMAGES_DIR))
-    real = np.stack([face_index.load_square(celeba / face_index.IMAGES_DIR / n, 140, 64) for n in names])
+    real = np.stack([load_square(celeba / face_index.IMAGES_DIR / n, 140, 64) for n in names])
     images = torch.from_numpy(real).permute(0, 3, 1, 2).float().div(127.5).sub(1)
     profile = FacesProfile(settings, "cpu")
     timings: dict[str, float] = {}
