@@ -4,7 +4,8 @@ The zoo's real training step (`GANTrainer.step`) runs in alternating blocks with
 (angles of G and D, gradient norms, losses, flushes to a private Valkey every `log_every` steps). Printed per preset:
 
 * in-loop: time spent inside `mon.step` / time of the training step (what the training thread pays);
-* CPU A/B: process CPU time per step with the Monitor (its sender thread included) / without, minus 1 — CPU time,
+* CPU A/B: process CPU time per step with the Monitor (its sender thread included) / without, minus 1, each
+  monitored block against the plain block before it (median and interquartile range over the rounds) — CPU time,
   not wall time, so that other load on a shared machine does not swamp a 1 % effect;
 * checkpoint: one `torch.save` of the checkpoint dict in the training thread, amortized over `checkpoint_every`.
 
@@ -72,8 +73,11 @@ def measure(preset: str, settings: Settings, rounds: int, block: int, threads: i
         mon.checkpoint(step)
         checkpoint_s = time.perf_counter() - t
     step_s = statistics.median(plain_wall)
+    # each monitored block against the plain block just before it: drifts in machine load cancel out
+    paired = sorted(100 * (m / p - 1) for m, p in zip(mon_cpu, plain_cpu, strict=True))
     return {"step_ms": 1e3 * step_s, "in_loop_pct": 100 * statistics.median(in_loop),
-            "cpu_ab_pct": 100 * (statistics.median(mon_cpu) / statistics.median(plain_cpu) - 1),
+            "cpu_ab_pct": statistics.median(paired), "cpu_ab_lo": paired[len(paired) // 4],
+            "cpu_ab_hi": paired[(3 * len(paired)) // 4],
             "checkpoint_pct": 100 * checkpoint_s / (cfg.train.checkpoint_every * step_s),
             "params_g": sum(p.numel() for p in trainer.G.parameters()),
             "params_d": sum(p.numel() for p in trainer.D.parameters()), "device": str(trainer.device)}
@@ -94,11 +98,12 @@ def main() -> None:
             print(f"Monitor overhead ({args.rounds} rounds × {args.block} steps each way, "
                   f"{args.threads} torch thread(s))")
             print(f"{'preset':18} {'device':6} {'params G/D':>14} {'step ms':>8} {'in-loop %':>9} "
-                  f"{'CPU A/B %':>9} {'ckpt %':>7}")
+                  f"{'CPU A/B % (IQR)':>22} {'ckpt %':>7}")
             for preset in args.presets:
                 r = measure(preset, settings, args.rounds, args.block, args.threads)
                 print(f"{preset:18} {r['device']:6} {r['params_g']:>7,}/{r['params_d']:<7,}"
-                      f"{r['step_ms']:>8.1f} {r['in_loop_pct']:>9.2f} {r['cpu_ab_pct']:>9.2f} "
+                      f"{r['step_ms']:>8.1f} {r['in_loop_pct']:>9.2f} "
+                      f"{r['cpu_ab_pct']:>7.2f} ({r['cpu_ab_lo']:>5.1f} to {r['cpu_ab_hi']:>4.1f}) "
                       f"{r['checkpoint_pct']:>7.2f}")
         finally:
             valkey.stop()

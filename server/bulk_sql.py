@@ -1,5 +1,6 @@
-"""Dialect-specific bulk writes of numpy columns: SQLite `executemany` (a C loop), PostgreSQL binary COPY built
-with numpy (psycopg's per-value adaptation would cost more than the database's own work).
+"""Dialect-specific bulk writes of numpy columns: SQLite multi-row INSERTs through `executemany` (a C loop),
+PostgreSQL binary COPY built with numpy (psycopg's per-value adaptation would cost more than the database's own
+work).
 
 Rollups are merged with one upsert whose SET clause is shared by both dialects: counts add, min/max combine with the
 NULL (all-NaN) side losing, and `last` follows the larger step — so merging is order-independent.
@@ -14,6 +15,7 @@ from sqlalchemy import Connection
 
 PG_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 PG_TYPES = {"int2": ">i2", "int4": ">i4", "int8": ">i8", "float8": ">f8"}
+SQLITE_ROWS_PER_INSERT = 100  # × at most 9 columns: well under SQLite's 32,766 bound parameters per statement
 
 
 @dataclass
@@ -74,9 +76,19 @@ def insert_rows(conn: Connection, table: str, columns: list[Column], on_conflict
         _pg_copy(conn, table, columns)
         return
     names = ", ".join(c.name for c in columns)
-    marks = ", ".join("?" for _ in columns)
-    rows = list(zip(*(c.python() for c in columns), strict=True))
-    conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks}) {on_conflict}", rows)
+    row_marks = "(" + ", ".join("?" for _ in columns) + ")"
+    width = len(columns)
+    flat = [v for row in zip(*(c.python() for c in columns), strict=True) for v in row]
+    # SQLite: statements of SQLITE_ROWS_PER_INSERT rows each halve the per-row cost of one-row executemany
+    per = SQLITE_ROWS_PER_INSERT * width
+    full = len(flat) - len(flat) % per
+    if full:
+        conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES {', '.join([row_marks] * SQLITE_ROWS_PER_INSERT)} "
+                             f"{on_conflict}", [tuple(flat[i:i + per]) for i in range(0, full, per)])
+    if full < len(flat):
+        rest = (len(flat) - full) // width
+        conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES {', '.join([row_marks] * rest)} {on_conflict}",
+                             tuple(flat[full:]))
 
 
 def rollup_merge_clause(dialect: str) -> str:
