@@ -15,7 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
-from sqd.bus import Bus
+from sqd.bus import Bus, drop_prefix
 from sqd.embedded_redis import EmbeddedRedis
 from sqd.protocol import MetricBatch
 from sqd.settings import BusSettings, Settings
@@ -60,8 +60,7 @@ def run_case(url: str, batch_size: int, total_points: int) -> float:
     consumer.run(handler, stop)
     elapsed = time.perf_counter() - t0
     proc.join()
-    for key in bus.client.scan_iter(match=f"{prefix}:*"):
-        bus.client.delete(key)
+    drop_prefix(url, prefix)
     bus.close()
     return expected * batch_size / elapsed
 

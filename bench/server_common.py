@@ -9,9 +9,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import redis
 import sqlalchemy
 
+from sqd.bus import drop_prefix
 from sqd.settings import BusSettings, Settings
 
 REDIS_URL = os.environ.get("SQD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -46,11 +46,7 @@ def bench_settings(kind: str) -> Iterator[Settings]:
             yield Settings(home=home, redis_url=REDIS_URL, database_url=url, token=TOKEN,
                            artifacts_url=str(home / "artifacts"),
                            bus=BusSettings(prefix=prefix, block_ms=50))
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    drop_prefix(REDIS_URL, prefix)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -99,6 +99,17 @@ class Bus:
         self.client.close()
 
 
+def drop_prefix(redis_url: str, prefix: str) -> int:
+    """Delete every key under `prefix:` (streams, dead letters, tables): retiring a deployment's bus, or a test's.
+    Returns how many were deleted."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        return int(client.delete(*keys)) if keys else 0
+    finally:
+        client.close()
+
+
 def _to_delivery(message_id: bytes, fields: Fields) -> Delivery:
     delivery = Delivery(message_id.decode(), fields)
     try:

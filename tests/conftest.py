@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from sqd.bus import Bus
+from sqd.bus import Bus, drop_prefix
 from sqd.embedded_redis import EmbeddedRedis
 from sqd.settings import BusSettings, Settings
 
@@ -54,11 +54,7 @@ def redis_url(request: pytest.FixtureRequest) -> str:
 def stream_prefix(redis_url: str) -> Iterator[str]:
     prefix = f"test-{uuid.uuid4().hex[:10]}"
     yield prefix
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    drop_prefix(redis_url, prefix)
 
 
 @pytest.fixture

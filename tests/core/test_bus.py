@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from sqd.bus import Bus, Delivery, TransientError
+from sqd.bus import Bus, Delivery, TransientError, drop_prefix
 from sqd.errors import BusError
 from sqd.protocol import MetricBatch, RunStarted
 
@@ -138,3 +138,15 @@ def test_publish_to_unreachable_server_raises_bus_error(settings):
     dead = Bus.connect(settings, url="redis://127.0.0.1:1/0")
     with pytest.raises(BusError, match="publish to ingest:"):
         dead.publish("ingest", [batch()])
+
+
+def test_drop_prefix_deletes_its_keys_and_no_others(bus, redis_url):
+    bus.publish("ingest", [batch()])
+    bus.publish("control", [RunStarted(run_id="r")])
+    neighbour = f"{bus.settings.prefix}x:ingest"  # shares the text but not the `prefix:` namespace
+    bus.client.set(neighbour, b"keep")
+    try:
+        assert drop_prefix(redis_url, bus.settings.prefix) == 2
+        assert bus.length("ingest") == 0 and bus.client.get(neighbour) == b"keep"
+    finally:
+        bus.client.delete(neighbour)

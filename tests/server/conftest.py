@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 from server_support import LiveServer, make_settings, pg_schema
 
-from sqd.bus import Bus
+from sqd.bus import Bus, drop_prefix
 from sqd.server.app import create_app
 from sqd.settings import Settings
 
@@ -31,11 +30,7 @@ def prefix(external_redis_url: str) -> Iterator[str]:
     """A private stream prefix on the pre-started Redis, deleted afterwards."""
     value = f"srvtest-{uuid.uuid4().hex[:10]}"
     yield value
-    client = redis.Redis.from_url(external_redis_url)
-    keys = list(client.scan_iter(match=f"{value}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    drop_prefix(external_redis_url, value)
 
 
 @pytest.fixture

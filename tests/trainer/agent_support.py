@@ -11,10 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import redis
 from monitor_support import events
 
 from sqd.bus import Bus
+from sqd.bus import drop_prefix as drop_bus_prefix
 from sqd.protocol import LaunchRequest
 from sqd.settings import BusSettings, Settings, TrainerSettings
 from sqd.trainer.agent import Agent
@@ -30,11 +30,7 @@ def agent_settings(tmp_path: Path, redis_url: str) -> Settings:
 
 
 def drop_prefix(settings: Settings) -> None:
-    client = redis.Redis.from_url(settings.resolved_redis_url)
-    keys = list(client.scan_iter(match=f"{settings.bus.prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    drop_bus_prefix(settings.resolved_redis_url, settings.bus.prefix)
 
 
 def fake_command(request: LaunchRequest) -> list[str]:

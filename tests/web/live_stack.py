@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
 from sqd.artifacts import ArtifactStore
-from sqd.bus import INGEST, Bus
+from sqd.bus import INGEST, Bus, drop_prefix
 from sqd.protocol import AlertRaised, EvaluationResult, MetricBatch, RunFinished, RunStarted
 from sqd.settings import BusSettings, ServerSettings, Settings
 
@@ -107,11 +106,7 @@ def serve(home: Path, redis_url: str, open_reads: bool = True) -> Iterator[Dashb
         with DashboardServer(home, redis_url, prefix, open_reads=open_reads) as server:
             yield server
     finally:
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        drop_prefix(redis_url, prefix)
 
 
 def grid_png(step: int, size: int = 64) -> bytes:
