@@ -19,7 +19,7 @@ import redis
 from live_stack import TOKEN, DashboardServer, RunFeed, serve, wait
 from playwright.sync_api import expect
 
-from sqd.protocol import MetricBatch
+from sqd.protocol import MetricBatch, RunStarted
 
 pytestmark = pytest.mark.browser
 
@@ -210,6 +210,21 @@ def test_compare_two_runs(page: Any, server: DashboardServer, artifact_dir: Path
         .find((t) => t.name === 'cmp-nsgan-gp').x.slice(-1)[0] >= n""", arg=799)
     page.screenshot(path=str(artifact_dir / "compare.png"), full_page=True)
 
+    # epoch axis: each run by its own epochs (100 steps each here): a's step 599 ends epoch 5, b's 799 epoch 7
+    page.keyboard.press("e")
+    page.wait_for_function("""() => { const plot = document.querySelector('.plot[data-chart="cmp-angle/G"]');
+        const last = (n) => plot.data.find((t) => t.name === n).x.slice(-1)[0];
+        return plot.layout.xaxis.title.text === 'epoch' && Math.abs(last('cmp-nsgan') - 6) < 1e-6
+            && Math.abs(last('cmp-nsgan-gp') - 8) < 1e-6; }""")
+    # a zoom in epochs becomes each run's own step window, re-queried at full resolution
+    page.evaluate("""() => Plotly.relayout(document.querySelector('.plot[data-chart="cmp-angle/G"]'),
+        {'xaxis.range[0]': 2, 'xaxis.range[1]': 4})""")
+    page.wait_for_function("""() => document.querySelector('.plot[data-chart="cmp-angle/G"]').data
+        .filter((t) => t.name).every((t) => t.x.length === 201)""")
+    xs = page.evaluate("""() => document.querySelector('.plot[data-chart="cmp-angle/G"]').data
+        .find((t) => t.name === 'cmp-nsgan').x""")
+    assert abs(xs[0] - 2) < 1e-6 and abs(xs[-1] - 4) < 1e-6  # steps 199..399
+
 
 def control_requests(server: DashboardServer) -> list[dict[str, Any]]:
     client = redis.Redis.from_url(server.settings.resolved_redis_url)
@@ -341,3 +356,15 @@ def test_launch_runs_on_a_real_trainer_agent(page: Any, server: DashboardServer,
     finally:
         agent.terminate()
         agent.wait(30)
+
+
+def test_runs_page_shows_more_than_its_first_page(page: Any, server: DashboardServer) -> None:
+    ids = [new_id(f"bulk-{i:03d}") for i in range(230)]
+    server.publish(*(RunStarted(run_id=i, name=f"bulk {i}", host="test-host") for i in ids))
+    visit(page, server, "/runs?q=bulk")
+    page.wait_for_function("document.querySelectorAll('table.runs tbody tr').length === 200")
+    assert "230 runs (newest 200 shown)" in page.locator(".page-head").inner_text()
+    page.get_by_role("button", name="Show 200 more").click()
+    page.wait_for_function("document.querySelectorAll('table.runs tbody tr').length === 230")
+    assert page.get_by_role("button", name="Show 200 more").is_hidden()
+    assert "(newest" not in page.locator(".page-head").inner_text()

@@ -9,7 +9,8 @@ import { SUMMARY_KEYS } from "./metrics.js";
 import { routeHash } from "./router.js";
 import { followEvents } from "./sse.js";
 
-const LIMIT = 200;
+const SHOW_STEP = 200; // runs shown at first and added by "Show more"
+const API_PAGE = 1000; // the most GET /runs returns at once
 const RELOAD_EVERY_S = 15;
 
 const COLUMNS = [
@@ -64,6 +65,9 @@ export function mount(root, route, shell) {
   const countLabel = h("span", { class: "muted" });
   const table = h("table", { class: "runs" });
   const body = h("div", { class: "table-wrap" }, loadingState("Loading runs…"));
+  let shown = SHOW_STEP;
+  const more = h("button", { type: "button", class: "ghost", hidden: true,
+    onclick: () => { shown += SHOW_STEP; load(); } }, `Show ${SHOW_STEP} more`);
 
   let searchTimer = null;
   search.addEventListener("input", () => {
@@ -82,7 +86,7 @@ export function mount(root, route, shell) {
       h("a", { class: "button", href: "#/launch" }, "Launch a run")),
     h("div", { class: "filters", role: "search" }, search, presetSelect,
       h("fieldset", { class: "chips" }, h("legend", { class: "sr" }, "status"), statusBoxes)),
-    body);
+    body, h("div", { class: "table-more" }, more));
 
   api.presets().then((presets) => {
     for (const p of presets) presetSelect.append(h("option", { value: p.name }, p.name));
@@ -163,6 +167,7 @@ export function mount(root, route, shell) {
   function renderTable() {
     countLabel.textContent = `${state.count} run${state.count === 1 ? "" : "s"}`
       + (state.count > state.runs.size ? ` (newest ${state.runs.size} shown)` : "");
+    more.hidden = state.count <= state.runs.size;
     if (!state.runs.size) {
       const filtered = filter.q || filter.preset || filter.status.length;
       clear(body, filtered ? emptyState("No runs match these filters.", "Clear the filters to see every run.")
@@ -188,9 +193,17 @@ export function mount(root, route, shell) {
 
   async function load() {
     try {
-      const res = await api.runs({ status: filter.status, preset: filter.preset, q: filter.q, limit: LIMIT });
-      state.runs = new Map(res.data.map((r) => [r.id, r]));
-      state.count = res.count;
+      const runs = [];
+      let count = 0;
+      for (let offset = 0; offset < shown; offset += API_PAGE) {
+        const res = await api.runs({ status: filter.status, preset: filter.preset, q: filter.q, offset,
+          limit: Math.min(API_PAGE, shown - offset) });
+        runs.push(...res.data);
+        count = res.count;
+        if (runs.length >= count) break;
+      }
+      state.runs = new Map(runs.map((r) => [r.id, r]));
+      state.count = count;
       for (const id of [...state.rows.keys()]) if (!state.runs.has(id)) state.rows.delete(id);
       renderTable();
       await loadSummaries([...state.runs.keys()]);
