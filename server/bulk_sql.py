@@ -77,18 +77,19 @@ def insert_rows(conn: Connection, table: str, columns: list[Column], on_conflict
         return
     names = ", ".join(c.name for c in columns)
     row_marks = "(" + ", ".join("?" for _ in columns) + ")"
+
+    def insert(rows: int) -> str:
+        return f"INSERT INTO {table} ({names}) VALUES {', '.join([row_marks] * rows)} {on_conflict}"
+
     width = len(columns)
     flat = [v for row in zip(*(c.python() for c in columns), strict=True) for v in row]
     # SQLite: statements of SQLITE_ROWS_PER_INSERT rows each halve the per-row cost of one-row executemany
     per = SQLITE_ROWS_PER_INSERT * width
     full = len(flat) - len(flat) % per
     if full:
-        conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES {', '.join([row_marks] * SQLITE_ROWS_PER_INSERT)} "
-                             f"{on_conflict}", [tuple(flat[i:i + per]) for i in range(0, full, per)])
+        conn.exec_driver_sql(insert(SQLITE_ROWS_PER_INSERT), [tuple(flat[i:i + per]) for i in range(0, full, per)])
     if full < len(flat):
-        rest = (len(flat) - full) // width
-        conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES {', '.join([row_marks] * rest)} {on_conflict}",
-                             tuple(flat[full:]))
+        conn.exec_driver_sql(insert((len(flat) - full) // width), tuple(flat[full:]))
 
 
 def rollup_merge_clause(dialect: str) -> str:
