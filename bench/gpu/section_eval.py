@@ -1,0 +1,9 @@
+"""GPU bench section 'eval' (see run.py): not written yet."""
+
+from __future__ import annotations
+
+from report import Context, Report
+
+
+def run(ctx: Context, report: Report) -> None:
+    report.note("section eval: not written yet")
