@@ -49,9 +49,9 @@ FRAME_PROBE = """(seconds) => new Promise((resolve) => {
 
 def preload(server: DashboardServer, run_id: str, n: int) -> float:
     """Store a finished-looking run with n points per step key straight through the server's point store."""
-    from sqd.server import migrate, runs_store
     from sqd.server.context import ServerContext
-    from sqd.server.points_store import store_points
+    from sqd.server.store import migrate, runs_store
+    from sqd.server.store.points_store import store_points
 
     ctx = ServerContext.open(server.settings)
     migrate.upgrade(ctx.engine)

@@ -5,7 +5,7 @@ trackers + a bench-only digits judge every checkpoint), then the turning point i
 
 * angle jump: the first epoch (after the first 3) whose `angle_epoch/G` or `angle_epoch/D` exceeds twice the
   median of the 3 epochs before it — the simple heuristic the issue asks for;
-* detector: `sqd.server.turning.detect_turning_points` on the same series (what the dashboard alerts on);
+* detector: `sqd.server.alerts.turning.detect_turning_points` on the same series (what the dashboard alerts on);
 * hindsight: bench/turning_record.py's label (diversity falls below 75 % of its best and stays there).
 
 usage: .venv/bin/python bench/demo_turning.py [--seeds 5] [--steps N] [--preset demo-turning] [--stable]
@@ -47,7 +47,7 @@ def angle_jump_epoch(s: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) ->
 
 def detector_epoch(s: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[int | None, str]:
     try:
-        from sqd.server.turning import detect_turning_points
+        from sqd.server.alerts.turning import detect_turning_points
     except ImportError:
         return None, "(detector not installed)"
     points = detect_turning_points({k: v for k, v in s.items() if not k.startswith("loss/")})

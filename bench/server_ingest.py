@@ -21,9 +21,9 @@ from server_common import bench_settings
 
 from sqd.bus import INGEST
 from sqd.protocol import MetricBatch
-from sqd.server import migrate
 from sqd.server.context import ServerContext
-from sqd.server.ingest import run_consumer
+from sqd.server.ingest.consumer import run_consumer
+from sqd.server.store import migrate
 
 KEYS = ("loss/D", "loss/G", "angle/G", "angle/D")
 POINTS_PER_EVENT = 1000  # what a Monitor flush of 250 steps × 4 keys sends

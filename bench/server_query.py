@@ -16,10 +16,10 @@ from server_common import bench_settings, percentile
 from sqlalchemy import text
 
 from sqd.protocol import MetricBatch
-from sqd.server import migrate, runs_store
 from sqd.server.context import ServerContext
-from sqd.server.points_store import store_points
-from sqd.server.series_query import query_series
+from sqd.server.store import migrate, runs_store
+from sqd.server.store.points_store import store_points
+from sqd.server.store.series_query import query_series
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 

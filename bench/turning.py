@@ -1,4 +1,4 @@
-"""Accuracy of the turning-point detector (sqd.server.turning) and the search that chose its defaults.
+"""Accuracy of the turning-point detector (sqd.server.alerts.turning) and the search that chose its defaults.
 
     .venv/bin/python bench/turning.py                # defaults on the held-out suite + recorded runs
     .venv/bin/python bench/turning.py search         # coordinate search on a training suite, then the same report
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from turning_data import LabelledRun, recorded_runs, synthetic_suite
 
-from sqd.server.turning import TurningDetector, TurningParams, TurningPoint
-from sqd.server.turning_signals import GROUPS, GroupParams, Mark, family_of
+from sqd.server.alerts.signals import GROUPS, GroupParams, Mark, family_of
+from sqd.server.alerts.turning import TurningDetector, TurningParams, TurningPoint
 
 EARLY_TOLERANCE_EPOCHS = 0.5
 LATE_LIMIT_EPOCHS = 10.0

@@ -18,10 +18,11 @@ import numpy as np
 from server_common import bench_settings, percentile
 
 from sqd.protocol import MetricBatch
-from sqd.server import alerting, migrate, rules_store, runs_store
+from sqd.server.alerts import engine, rules_store
+from sqd.server.alerts.rules import RuleCreate
 from sqd.server.context import ServerContext
-from sqd.server.ingest import IngestHandler
-from sqd.server.rules import RuleCreate
+from sqd.server.ingest.consumer import IngestHandler
+from sqd.server.store import migrate, runs_store
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 STEPS_PER_EPOCH = 156
@@ -54,18 +55,18 @@ def measure(ctx: ServerContext, run_id: str, data: list[MetricBatch]) -> tuple[l
     and the alert checks of that batch (what the alerting thread spends, off the ingest path)."""
     handler = IngestHandler(ctx)
     ingest, checks = [], []
-    real = alerting.after_ingest
-    alerting.after_ingest = lambda _ctx, _ids: None  # type: ignore[assignment]
+    real = engine.after_ingest
+    engine.after_ingest = lambda _ctx, _ids: None  # type: ignore[assignment]
     try:
         for batch in data:
             t0 = time.perf_counter()
             handler.apply([batch])
             t1 = time.perf_counter()
-            alerting.deliver(ctx, alerting.check_runs(ctx, [run_id]))
+            engine.deliver(ctx, engine.check_runs(ctx, [run_id]))
             checks.append(time.perf_counter() - t1)
             ingest.append(t1 - t0)
     finally:
-        alerting.after_ingest = real  # type: ignore[assignment]
+        engine.after_ingest = real  # type: ignore[assignment]
     return ingest, checks
 
 

@@ -16,12 +16,13 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 import sqd
-from sqd.server import alerting, migrate
+from sqd.server.alerts import engine
 from sqd.server.api import api_router, ops
 from sqd.server.context import ServerContext
 from sqd.server.errors import install_error_handlers
-from sqd.server.ingest import start_consumer_thread
+from sqd.server.ingest.consumer import start_consumer_thread
 from sqd.server.limits import BodySizeLimit
+from sqd.server.store import migrate
 from sqd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
         ctx.aredis = aioredis.Redis.from_url(settings.resolved_redis_url, socket_connect_timeout=5)
         app.state.ctx = ctx
         consumer = start_consumer_thread(ctx) if settings.server.ingest_in_process else None
-        alerts = alerting.start(ctx)  # webhook deliveries and the stalled-run timer
+        alerts = engine.start(ctx)  # webhook deliveries and the stalled-run timer
         try:
             yield
         finally:

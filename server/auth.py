@@ -11,7 +11,7 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sqd.server.models import Token
+from sqd.server.store.models import Token
 from sqd.settings import Settings
 
 TOKEN_PREFIX = "sqd_"

@@ -30,8 +30,8 @@ def _number(v: float) -> str:
 
 
 def _sessions():  # type: ignore[no-untyped-def]
-    from sqd.server import migrate
-    from sqd.server.db import make_engine, session_factory
+    from sqd.server.store import migrate
+    from sqd.server.store.db import make_engine, session_factory
     from sqd.settings import get_settings
 
     engine = make_engine(get_settings().resolved_database_url)
@@ -42,8 +42,8 @@ def _sessions():  # type: ignore[no-untyped-def]
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="target revision")) -> None:
     """Apply the migrations to SQD_DATABASE_URL (the server also does this when it starts)."""
-    from sqd.server import migrate
-    from sqd.server.db import make_engine
+    from sqd.server.store import migrate
+    from sqd.server.store.db import make_engine
     from sqd.settings import get_settings
 
     url = get_settings().resolved_database_url
@@ -165,7 +165,7 @@ def register(app: typer.Typer) -> None:
             update["ingest_in_process"] = False
         settings = settings.model_copy(update={"server": settings.server.model_copy(update=update)})
         if ingest_only:
-            from sqd.server.ingest import run_standalone
+            from sqd.server.ingest.consumer import run_standalone
 
             run_standalone(settings)
             return

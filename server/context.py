@@ -1,6 +1,6 @@
 """What one server process holds for its lifetime, created and closed in the app's lifespan (or by
 `sqd server --ingest-only`). Routes reach it through api/deps.py; the ingest consumer and
-`sqd.server.alerting.after_ingest(ctx, run_ids)` receive it directly."""
+`sqd.server.alerts.engine.after_ingest(ctx, run_ids)` receive it directly."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sqd.artifacts import ArtifactStore
 from sqd.bus import Bus
-from sqd.server.db import make_engine, session_factory
 from sqd.server.observability import ServerMetrics
+from sqd.server.store.db import make_engine, session_factory
 from sqd.settings import Settings
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from sqd.errors import ArtifactError, ConfigError
-from sqd.server.db import jsonable
+from sqd.server.store.db import jsonable
 
 log = logging.getLogger(__name__)
 

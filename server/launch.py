@@ -11,9 +11,10 @@ from sqlalchemy.orm import Session
 from sqd.bus import CONTROL
 from sqd.errors import BusError, ConfigError
 from sqd.protocol import TERMINAL_STATUSES, CancelRequest, LaunchRequest, new_id
-from sqd.server import live, runs_store
+from sqd.server import live
 from sqd.server.context import ServerContext
 from sqd.server.schemas import PresetPublic, RunCreate, RunPublic
+from sqd.server.store import runs_store
 from sqd.wire import encode
 
 

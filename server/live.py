@@ -18,7 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from sqd.bus import Bus
-from sqd.server.db import jsonable
+from sqd.server.store.db import jsonable
 
 LIVE_MAXLEN = 20_000  # entries kept for resuming; a client further behind re-reads over REST
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")

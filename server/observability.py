@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from sqd.bus import INGEST
-from sqd.server.models import Run
+from sqd.server.store.models import Run
 
 if TYPE_CHECKING:
     from sqd.server.context import ServerContext

@@ -42,8 +42,8 @@ class Report:
     def add(self, section: str, figure: str, value: str, goal: str = "", met: bool | None = None) -> None:
         row = Row(section, figure, value, goal, met)
         self.rows.append(row)
-        print(f"  [{section}] {figure}: {value}" + (f" (goal {goal}{', met' if met else ', NOT met' if met is False else ''})"
-                                                 if goal else ""), flush=True)
+        verdict = {True: ", met", False: ", NOT met", None: ""}[met]
+        print(f"  [{section}] {figure}: {value}" + (f" (goal {goal}{verdict})" if goal else ""), flush=True)
 
     def note(self, text: str) -> None:
         self.notes.append(text)

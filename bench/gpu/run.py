@@ -17,7 +17,6 @@ import traceback
 from pathlib import Path
 
 import torch
-
 from report import Context, Report
 
 SECTIONS = ("monitor", "zoo", "eval")  # modules bench/gpu/section_<name>.py

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from sqd.server import records_store
 from sqd.server.api.deps import ReadDep, SessionDep
 from sqd.server.schemas import AlertsPublic
+from sqd.server.store import records_store
 
 router = APIRouter(tags=["alerts"])
 

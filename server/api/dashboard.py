@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from sqd.server.api.deps import CtxDep, ReadDep, RunDep, SessionDep, bearer
 from sqd.server.auth import reads_are_open, token_is_valid
-from sqd.server.models import Alert, PointRow, Series
 from sqd.server.schemas import AlertPublic, Schema
+from sqd.server.store.models import Alert, PointRow, Series
 
 router = APIRouter(tags=["dashboard"])
 

@@ -9,10 +9,10 @@ from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from sqd.server import runs_store
 from sqd.server.auth import reads_are_open, token_is_valid
 from sqd.server.context import ServerContext
 from sqd.server.schemas import RunPublic
+from sqd.server.store import runs_store
 
 bearer = HTTPBearer(auto_error=False, description="a token from `sqd token create`, or SQD_TOKEN")
 

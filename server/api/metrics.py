@@ -9,10 +9,10 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import StreamingResponse
 
 from sqd.protocol import MetricBatch
-from sqd.server import export, series_query
 from sqd.server.api.deps import CtxDep, ReadDep, RunDep, SessionDep, TokenDep
-from sqd.server.ingest import IngestHandler
+from sqd.server.ingest.consumer import IngestHandler
 from sqd.server.schemas import IngestAck, MetricsIn, MetricsPublic, SeriesKey, SeriesKeysPublic, SeriesPublic
+from sqd.server.store import export, series_query
 
 router = APIRouter(prefix="/runs/{run_id}", tags=["metrics"])
 

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from sqd.server import records_store, samples
 from sqd.server.api.deps import CtxDep, ReadDep, RunDep, SessionDep
 from sqd.server.schemas import CheckpointsPublic, EvaluationsPublic, LogPublic, SamplesPublic
+from sqd.server.store import records_store, samples
 
 router = APIRouter(prefix="/runs/{run_id}", tags=["evaluations"], dependencies=[ReadDep])
 

@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
-from sqd.server import alert_actions, rules_store
+from sqd.server.alerts import actions, rules_store
+from sqd.server.alerts.rules import AlertActionPublic, BestBeforeCollapse, RuleCreate, RulePublic, RulesPublic
 from sqd.server.api.deps import CtxDep, ReadDep, RunDep, SessionDep, TokenDep
-from sqd.server.rules import AlertActionPublic, BestBeforeCollapse, RuleCreate, RulePublic, RulesPublic
 
 router = APIRouter(tags=["rules"])
 RuleId = Annotated[int, Path(ge=1, le=2**31 - 1, description="rule id")]
@@ -51,7 +51,7 @@ def alert_actions_list(session: SessionDep,
                        alert_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> list[AlertActionPublic]:
     """Webhook deliveries (status, attempts, last error), stop requests and kept checkpoints of one alert."""
     out = []
-    for row in alert_actions.actions_of(session, [alert_id]):
+    for row in actions.actions_of(session, [alert_id]):
         action = AlertActionPublic.model_validate(row)
         out.append(action.model_copy(update={"detail": {}}) if row.kind == "webhook" else action)
     return out
@@ -60,7 +60,7 @@ def alert_actions_list(session: SessionDep,
 @router.get("/runs/{run_id}/best-before-collapse", response_model=BestBeforeCollapse, dependencies=[ReadDep])
 def best_before_collapse(session: SessionDep, run: RunDep) -> BestBeforeCollapse:
     """The checkpoint a rule with `keep_best` kept: the last one before the run's turning point."""
-    best = alert_actions.best_before_collapse(session, run.id)
+    best = actions.best_before_collapse(session, run.id)
     if best is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run.id!r} has no checkpoint kept before a collapse")
     return BestBeforeCollapse.model_validate(best)
@@ -71,7 +71,7 @@ def best_before_collapse(session: SessionDep, run: RunDep) -> BestBeforeCollapse
 def best_before_collapse_file(ctx: CtxDep, session: SessionDep, run: RunDep) -> Response:
     """The kept checkpoint file itself (a torch.save dict, see DESIGN.md), checked against its sha256."""
     best = best_before_collapse(session, run)
-    data = alert_actions.read_checkpoint(ctx.artifacts, run.id, best.uri, best.sha256)
+    data = actions.read_checkpoint(ctx.artifacts, run.id, best.uri, best.sha256)
     name = f"best-before-collapse-{run.id}-step{best.checkpoint_step}.pt"
     return Response(data, media_type="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response, status
 
-from sqd.server import launch, runs_store
+from sqd.server import launch
 from sqd.server.api.deps import CtxDep, ReadDep, RunDep, SessionDep, TokenDep
 from sqd.server.schemas import CancelBody, RunCreate, RunFilter, RunPublic, RunsPublic
+from sqd.server.store import runs_store
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 

@@ -1,12 +1,12 @@
-"""Alembic environment: runs on the connection that sqd.server.migrate hands over (config.attributes),
+"""Alembic environment: runs on the connection that sqd.server.store.migrate hands over (config.attributes),
 or on SQD_DATABASE_URL when alembic is run from the command line."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from sqd.server.db import make_engine
-from sqd.server.models import Base
+from sqd.server.store.db import make_engine
+from sqd.server.store.models import Base
 from sqd.settings import get_settings
 
 config = context.config

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from sqd.server.app import create_app
 from sqd.server.auth import create_token, hash_token, revoke_token
-from sqd.server.models import Token
+from sqd.server.store.models import Token
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 

@@ -12,9 +12,9 @@ from alembic import command
 from fastapi.testclient import TestClient
 from server_support import ADMIN, AUTH
 
-from sqd.server import migrate
 from sqd.server.app import create_app
-from sqd.server.db import make_engine
+from sqd.server.store import migrate
+from sqd.server.store.db import make_engine
 
 
 def sqd(*args, env):

@@ -12,12 +12,12 @@ from sqlalchemy import func, select
 
 from sqd.bus import INGEST
 from sqd.protocol import EvaluationResult, LaunchRequest, MetricBatch, RunFinished, RunStarted
-from sqd.server import migrate
 from sqd.server.context import ServerContext
-from sqd.server.db import make_engine, session_factory
 from sqd.server.health import INGEST_GROUP, check_health
-from sqd.server.ingest import run_consumer
-from sqd.server.models import Evaluation, PointRow, Run
+from sqd.server.ingest.consumer import run_consumer
+from sqd.server.store import migrate
+from sqd.server.store.db import make_engine, session_factory
+from sqd.server.store.models import Evaluation, PointRow, Run
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_database_outage_is_retried_not_dead_lettered(ctx, settings):
 def test_concurrent_consumers_on_postgres_store_each_point_once(tmp_path, external_redis_url, pg_url, prefix):
     """Two ingest-only replicas on one PostgreSQL: overlapping deliveries of the same series are serialised by the
     series lock, so points and rollup counts are exact."""
-    from sqd.server.models import ROLLUP_LEVELS, Rollup
+    from sqd.server.store.models import ROLLUP_LEVELS, Rollup
 
     with pg_schema(pg_url) as db:
         settings = make_settings(tmp_path, external_redis_url, db, prefix)

@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import func, select
 
 from sqd.protocol import MetricBatch
-from sqd.server import migrate, runs_store
-from sqd.server.db import make_engine, session_factory
-from sqd.server.models import ROLLUP_LEVELS, PointRow, Rollup
-from sqd.server.points_store import store_points
-from sqd.server.series_query import bucket_level, query_series
+from sqd.server.store import migrate, runs_store
+from sqd.server.store.db import make_engine, session_factory
+from sqd.server.store.models import ROLLUP_LEVELS, PointRow, Rollup
+from sqd.server.store.points_store import store_points
+from sqd.server.store.series_query import bucket_level, query_series
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from server_support import AUTH, make_settings, wait_for
 
 from sqd.errors import ConfigError
-from sqd.server import alerting
+from sqd.server.alerts import engine
+from sqd.server.alerts.rules import RuleCreate, RuleSpec, evaluate, normalize
 from sqd.server.app import create_app
-from sqd.server.rules import RuleCreate, RuleSpec, evaluate, normalize
 from sqd.settings import AlertSettings
 
 
@@ -110,7 +110,7 @@ def test_user_rules_created_over_rest_trigger_on_ingest(client: TestClient) -> N
             assert r.status_code == 200, r.text
         client.post(f"/api/v1/runs/{rid}/metrics", headers=AUTH,
                     json={"points": _points("loss/D", [0.5, "NaN", 0.4])})  # type: ignore[list-item]
-    assert alerting.start(client.app.state.ctx).wait_idle(60)
+    assert engine.start(client.app.state.ctx).wait_idle(60)
     alerts = client.get("/api/v1/alerts", params={"run_id": run}).json()["data"]
     by_rule = {a["rule"]: a for a in alerts}
     assert set(by_rule) == {quality["name"], "NaN loss"}, alerts
@@ -135,7 +135,7 @@ def test_stalled_rule_fires_once_per_silence(tmp_path, external_redis_url, db_ur
         assert "has had no new step for" in alert["explanation"]
         ctx = client.app.state.ctx
         with ctx.sessions() as s, s.begin():  # the same silence later: nothing new
-            assert alerting.check_stalled(s, time.time() + 3600) == []
+            assert engine.check_stalled(s, time.time() + 3600) == []
         client.post(f"/api/v1/runs/{run}/metrics", json={"points": _points("loss/D", [1.0], 100)}, headers=AUTH)
         wait_for(lambda: client.get("/api/v1/alerts", params={"run_id": run}).json()["count"] == 2, 20,
                  "a second alert after the run moved and went quiet again")

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from sqd.server.turning import TurningDetector, TurningParams, detect_turning_points
+from sqd.server.alerts.turning import TurningDetector, TurningParams, detect_turning_points
 
 SPE = 20  # steps per epoch
 EPOCHS = 60
@@ -172,6 +172,6 @@ def test_fires_once_and_rearms_after_the_run_is_stable_again() -> None:
 def test_params_round_trip_and_import_has_no_server_side_effects() -> None:
     params = TurningParams().with_group("quality", coef=0.25)
     assert TurningParams.from_dict(json.loads(json.dumps(params.to_dict()))) == params
-    code = ("import sys, sqd.server.turning; bad = [m for m in ('fastapi', 'sqlalchemy', 'torch') "
+    code = ("import sys, sqd.server.alerts.turning; bad = [m for m in ('fastapi', 'sqlalchemy', 'torch') "
             "if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -14,10 +14,10 @@ from test_turning import SPE, make_run
 from sqd.bus import INGEST
 from sqd.client import Client
 from sqd.protocol import CheckpointReady, MetricBatch
-from sqd.server import alerting
-from sqd.server.alert_models import TurningState
-from sqd.server.ingest import IngestHandler
-from sqd.server.turning import detect_turning_points
+from sqd.server.alerts import engine
+from sqd.server.alerts.models import TurningState
+from sqd.server.alerts.turning import detect_turning_points
+from sqd.server.ingest.consumer import IngestHandler
 
 
 class AlertFollower(Collector):
@@ -57,7 +57,7 @@ def feed(client, run_id: str, series: dict, every: int = 10 * SPE) -> None:
         r = client.post(f"/api/v1/runs/{run_id}/metrics", json={"points": points_between(series, lo, lo + every)},
                         headers=AUTH)
         assert r.status_code == 200, r.text
-    assert alerting.start(client.app.state.ctx).wait_idle(60)
+    assert engine.start(client.app.state.ctx).wait_idle(60)
 
 
 def new_run(client, name: str) -> str:

@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from server_support import AUTH, free_port, make_settings, wait_for
 
+from sqd.server.alerts.webhooks import backoff_s
 from sqd.server.app import create_app
-from sqd.server.webhooks import backoff_s
 from sqd.settings import AlertSettings
 
 

@@ -20,8 +20,8 @@ import httpx
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from sqd.server.alert_models import AlertAction
-from sqd.server.db import dumps
+from sqd.server.alerts.models import AlertAction
+from sqd.server.store.db import dumps
 from sqd.settings import AlertSettings
 
 log = logging.getLogger(__name__)

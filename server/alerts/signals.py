@@ -1,4 +1,4 @@
-"""Per-key evidence for the turning-point detector (server/turning.py): one `SignalTracker` per metric key.
+"""Per-key evidence for the turning-point detector (server/alerts/turning.py): one `SignalTracker` per metric key.
 
 A tracker turns one series into *marks*. Points are averaged into blocks (per-step keys: a quarter of an epoch by
 default; per-epoch keys and evaluations: one point per block), transformed (log for angles, whose noise is

@@ -6,9 +6,9 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from sqd.errors import ConfigError
-from sqd.server.alert_models import AlertRule, RuleState
-from sqd.server.models import Run
-from sqd.server.rules import RuleCreate, RulePublic, RulesPublic, normalize
+from sqd.server.alerts.models import AlertRule, RuleState
+from sqd.server.alerts.rules import RuleCreate, RulePublic, RulesPublic, normalize
+from sqd.server.store.models import Run
 
 
 def create_rule(session: Session, body: RuleCreate) -> RulePublic:

@@ -1,5 +1,5 @@
 """Database tables. Typed ORM models for runs, evaluations, checkpoints, alerts and tokens; `points` and `rollups`
-are written with Core bulk statements (server/points_store.py) and only declared here.
+are written with Core bulk statements (server/store/points_store.py) and only declared here.
 
 Long series (DESIGN.md): `series` maps (run, key) to an integer id; `points` is keyed (series_id, step) and
 clustered on that key (SQLite WITHOUT ROWID), so a window of one series is one range scan. A NaN value is stored

@@ -25,11 +25,11 @@ from sqd.protocol import (
     RunFinished,
     RunStarted,
 )
-from sqd.server import records_store
 from sqd.server.live import LiveEvent
-from sqd.server.models import Run
-from sqd.server.points_store import store_points
 from sqd.server.schemas import RunPublic
+from sqd.server.store import records_store
+from sqd.server.store.models import Run
+from sqd.server.store.points_store import store_points
 
 
 @dataclass

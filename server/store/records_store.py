@@ -8,9 +8,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from sqd.protocol import AlertRaised, CheckpointReady, EvaluationResult
-from sqd.server.models import Alert, Checkpoint, Evaluation
-from sqd.server.points_store import insert_ignore
 from sqd.server.schemas import AlertPublic, AlertsPublic, CheckpointPublic, EvaluationPublic
+from sqd.server.store.models import Alert, Checkpoint, Evaluation
+from sqd.server.store.points_store import insert_ignore
 
 # An evaluation is stored once per (run, checkpoint step). A later "ok" replaces a "skipped" or "failed" one (a
 # worker retried, or caught up on a checkpoint it had skipped); an "ok" is never replaced, and a repeated delivery

@@ -19,9 +19,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from sqd.protocol import MetricBatch
-from sqd.server import bulk_sql
-from sqd.server.bulk_sql import Column
-from sqd.server.models import ROLLUP_LEVELS, PointRow, Series
+from sqd.server.store import bulk_sql
+from sqd.server.store.bulk_sql import Column
+from sqd.server.store.models import ROLLUP_LEVELS, PointRow, Series
 
 
 @dataclass

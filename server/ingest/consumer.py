@@ -20,11 +20,13 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from sqd.bus import INGEST, Consumer, Delivery, TransientError, stop_on_signals
 from sqd.protocol import AlertRaised, CheckpointReady, EvaluationResult, MetricBatch, RunFinished, RunStarted
-from sqd.server import alerting, live, migrate
+from sqd.server import live
+from sqd.server.alerts import engine
 from sqd.server.context import ServerContext
 from sqd.server.health import INGEST_GROUP
-from sqd.server.ingest_apply import ApplyResult, apply_events
+from sqd.server.ingest.apply import ApplyResult, apply_events
 from sqd.server.schemas import MAX_JSON_DEPTH, json_depth
+from sqd.server.store import migrate
 from sqd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -100,9 +102,9 @@ class IngestHandler:
         for latency in result.evaluation_latencies:
             ctx.metrics.evaluation_latency.observe(latency)
         try:
-            alerting.after_ingest(ctx, sorted(result.run_ids))
+            engine.after_ingest(ctx, sorted(result.run_ids))
         except Exception:  # the alert hook must never block ingest; its failure is logged with the traceback
-            log.exception("alerting.after_ingest failed for runs %s", sorted(result.run_ids))
+            log.exception("engine.after_ingest failed for runs %s", sorted(result.run_ids))
         return result
 
 

@@ -1,6 +1,6 @@
 """Tables of the alerting side (migration 0002): rules, their per-run state, the turning-point detector's state
 per run, and the actions an alert started (webhook deliveries with their retries, run stops, "best before collapse"
-checkpoints). Alerts themselves live in `alerts` (server/models.py)."""
+checkpoints). Alerts themselves live in `alerts` (server/store/models.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from sqd.server.models import RUN_ID, Base, now
+from sqd.server.store.models import RUN_ID, Base, now
 
 
 class AlertRule(Base):

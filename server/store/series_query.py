@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
-from sqd.server.models import ROLLUP_LEVELS, PointRow, Series
+from sqd.server.store.models import ROLLUP_LEVELS, PointRow, Series
 
 # Each bucket's last value is fetched by its full primary key in a scalar subquery: a unique-index lookup whatever
 # the planner's statistics (a join here picked a nested loop over the whole level on a freshly loaded PostgreSQL).

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from sqd.artifacts import ArtifactStore, check_key
 from sqd.errors import ArtifactError
-from sqd.server import records_store
 from sqd.server.schemas import LogPublic, SamplePublic, SamplesPublic
+from sqd.server.store import records_store
 
 LOG_READ_LIMIT = 4 * 1024 * 1024  # bytes read from the end of a log at most
 

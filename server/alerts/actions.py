@@ -17,12 +17,12 @@ from sqlalchemy.orm import Session
 from sqd.artifacts import ArtifactStore, check_key
 from sqd.errors import ArtifactError
 from sqd.protocol import AlertRaised
-from sqd.server import records_store
-from sqd.server.alert_models import AlertAction, AlertRule
-from sqd.server.db import jsonable
-from sqd.server.models import Checkpoint, Run
-from sqd.server.samples import read_artifact
+from sqd.server.alerts.models import AlertAction, AlertRule
 from sqd.server.schemas import AlertPublic
+from sqd.server.store import records_store
+from sqd.server.store.db import jsonable
+from sqd.server.store.models import Checkpoint, Run
+from sqd.server.store.samples import read_artifact
 
 
 @dataclass

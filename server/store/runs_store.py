@@ -9,8 +9,8 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from sqd.protocol import TERMINAL_STATUSES, new_id
-from sqd.server.models import Run
 from sqd.server.schemas import RunFilter, RunPublic, RunsPublic
+from sqd.server.store.models import Run
 
 
 def list_runs(session: Session, f: RunFilter) -> RunsPublic:

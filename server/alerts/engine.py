@@ -1,12 +1,12 @@
-"""Alerts after each committed ingest batch (`after_ingest(ctx, run_ids)`, called by server/ingest.py), and the
+"""Alerts after each committed ingest batch (`after_ingest(ctx, run_ids)`, called by server/ingest/consumer.py), and the
 timer for rules that fire on silence (stalled runs).
 
 Ingest only queues the run ids (`after_ingest` returns at once). The alerting thread then checks each queued run
 in one transaction: the rules that apply (rules_store.rules_for_run); the turning-point detector, resumed from its
 saved state, reads the run's new points (step > what it has seen, per key, one query) and saves its state again;
 each point rule does the same from its own cursors. Whatever fires becomes an alert with its actions
-(server/alert_actions.py). After the commit: alerts go to the live stream (SSE `alert`), a stop request is sent,
-and the webhook thread is woken. Webhooks are delivered by their own thread (server/webhooks.py), so neither a
+(server/alerts/actions.py). After the commit: alerts go to the live stream (SSE `alert`), a stop request is sent,
+and the webhook thread is woken. Webhooks are delivered by their own thread (server/alerts/webhooks.py), so neither a
 rule nor a slow receiver ever slows ingest.
 
 Online = offline: the detector state is the whole of TurningDetector, so feeding it batch by batch gives what
@@ -26,15 +26,16 @@ import numpy as np
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from sqd.server import launch, live, runs_store
-from sqd.server.alert_actions import Finding, Raised, raise_alert
-from sqd.server.alert_models import AlertAction, AlertRule, RuleState, TurningState
+from sqd.server import launch, live
+from sqd.server.alerts.actions import Finding, Raised, raise_alert
+from sqd.server.alerts.models import AlertAction, AlertRule, RuleState, TurningState
+from sqd.server.alerts.rules import POINT_KINDS, RuleSpec, evaluate, key_matches
+from sqd.server.alerts.rules_store import rules_for_run
+from sqd.server.alerts.turning import TurningDetector
+from sqd.server.alerts.webhooks import WebhookSender
 from sqd.server.context import ServerContext
-from sqd.server.models import PointRow, Run, Series
-from sqd.server.rules import POINT_KINDS, RuleSpec, evaluate, key_matches
-from sqd.server.rules_store import rules_for_run
-from sqd.server.turning import TurningDetector
-from sqd.server.webhooks import WebhookSender
+from sqd.server.store import runs_store
+from sqd.server.store.models import PointRow, Run, Series
 
 log = logging.getLogger(__name__)
 MAX_READ = 100_000  # points of one key read per batch; a run with more to catch up continues next batch

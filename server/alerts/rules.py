@@ -1,13 +1,13 @@
 """Alert rules: what a user can ask for, its validation, and the evaluation of the point rules.
 
 Kinds:
-* `turning_point` — the built-in detector (sqd.server.turning); a user rule of this kind adds actions or a
+* `turning_point` — the built-in detector (sqd.server.alerts.turning); a user rule of this kind adds actions or a
   webhook for some runs (one alert per turning point, named after the most specific matching rule).
 * `threshold` — `key op value` true for `count` points in a row, e.g. `eval/quality < 0.5 for 3`.
 * `trend` — the least-squares change of `key` over its last `window` points, `op value`, e.g. loss/D falling by
   more than 0.5 over 20 points: op "<", value −0.5, window 20.
 * `nan` — a NaN or ±inf value of `key` (default `loss/*`).
-* `stalled` — a running run with no new step for `minutes` (checked by a timer, server/alerting.py).
+* `stalled` — a running run with no new step for `minutes` (checked by a timer, server/alerts/engine.py).
 A rule applies to one run (`run_id`), one preset's runs (`preset`) or every run. `key` may be a glob (`loss/*`).
 A rule fires once, and again only after its condition was false in between (so a long bad stretch is one alert).
 """

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from sqd.server.models import PointRow, Series
+from sqd.server.store.models import PointRow, Series
 
 CHUNK = 10_000
 
