@@ -63,8 +63,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_request_bytes)
     if settings.server.cors_origins:  # closed unless configured
         app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins,
-                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type",
-                                                                                    "Last-Event-ID"])
+                           allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])
     app.include_router(api_router, prefix="/api/v1")
     app.include_router(ops.router, include_in_schema=False)  # Prometheus' conventional /metrics as well
 

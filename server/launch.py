@@ -71,7 +71,8 @@ def create_external(ctx: ServerContext, session: Session, body: RunCreate) -> Ru
     if body.id is not None and runs_store.run_exists(session, body.id):
         raise HTTPException(status.HTTP_409_CONFLICT, f"run {body.id!r} already exists")
     run = runs_store.create_run(session, name=body.name, kind="external", status="running", config=body.config,
-                                steps=body.steps, run_id=body.id)
+                                steps=body.steps, run_id=body.id, tags=body.tags, notes=body.notes,
+                                started_at=body.started_at)
     session.commit()
     notify(ctx, run)
     return run
@@ -93,7 +94,8 @@ def launch(ctx: ServerContext, session: Session, body: RunCreate) -> RunPublic:
                             [{"loc": ["body", "overrides"], "msg": f"cannot be sent to a trainer agent ({exc})"}],
                             ) from exc
     run = runs_store.create_run(session, name=request.name, kind="launched", status="queued", preset=body.preset,
-                                config=config, steps=body.steps, run_id=request.run_id)
+                                config=config, steps=body.steps, run_id=request.run_id, tags=body.tags,
+                                notes=body.notes)
     session.commit()  # the row exists before any agent can report on it
     try:
         _publish(ctx, request)

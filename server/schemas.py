@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from sqd.protocol import MAX_TAGS, Tag
 
 RunKind = Literal["launched", "external"]
 # Free-form JSON (a run's config, launch overrides, a generator spec) nests a few levels; far deeper trees are junk
@@ -36,6 +38,13 @@ def _shallow(value: dict[str, Any]) -> dict[str, Any]:
 
 
 JsonObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
+
+
+def _unique(tags: list[str]) -> list[str]:
+    return list(dict.fromkeys(tags))
+
+
+Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS), AfterValidator(_unique)]
 # `cancelling`: a cancel was requested and the agent has not confirmed it yet
 ServerRunStatus = Literal["queued", "running", "cancelling", "finished", "failed", "cancelled"]
 
@@ -54,6 +63,10 @@ class RunCreate(Schema):
     steps: int | None = Field(None, ge=1, le=10**12)
     config: JsonObject = {}
     id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="client-chosen run id (external)")
+    tags: Tags = []
+    notes: str = Field("", max_length=10_000)
+    started_at: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                     description="external runs: when it started (an importer's source time)")
 
 
 class RunPublic(Schema):
@@ -76,6 +89,53 @@ class RunPublic(Schema):
     last_epoch: int | None = None
     error: str | None = None
     traceback: str | None = None
+    tags: list[str] = []
+    notes: str = ""
+    archived_at: float | None = None
+    deleted_at: float | None = Field(None, description="soft-deleted: hidden, recoverable until `gc`")
+
+
+class RunUpdate(Schema):
+    """PATCH /runs/{id}: any of these; a field left out is left as it is."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, max_length=200)
+    status: Literal["finished", "failed"] | None = None
+    error: str | None = Field(None, max_length=100_000, description="with status 'failed'")
+    finished_at: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                      description="with a status: when it ended (default: now)")
+    tags: Tags | None = Field(None, description="the run's tags, replacing the old list")
+    notes: str | None = Field(None, max_length=10_000)
+    archived: bool | None = Field(None, description="true archives (hidden from the default list), false restores")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunUpdate:
+        if not self.model_fields_set:
+            raise ValueError("nothing to change: give any of name, status, error, finished_at, tags, notes, archived")
+        if self.error is not None and self.status != "failed":
+            raise ValueError("'error' goes with \"status\": \"failed\"")
+        if self.finished_at is not None and self.status is None:
+            raise ValueError("'finished_at' goes with a status")
+        return self
+
+
+class RunErased(Schema):
+    id: str
+    series: int = Field(description="metric series removed")
+    points: int = Field(description="points removed")
+    artifacts: int = Field(description="files removed from the artifact store (checkpoints, sample grids, logs)")
+    artifacts_error: str | None = Field(None, description="the artifacts could not all be removed: why")
+
+
+class GcBody(Schema):
+    model_config = ConfigDict(extra="forbid")
+    older_than_s: float = Field(0.0, ge=0, allow_inf_nan=False,
+                                description="erase runs soft-deleted at least this long ago")
+
+
+class GcResult(Schema):
+    data: list[RunErased]
+    count: int
 
 
 class RunsPublic(Schema):
@@ -88,6 +148,13 @@ class RunFilter(Schema):
     q: str | None = Field(None, max_length=200, description="substring of the name or id")
     preset: str | None = Field(None, max_length=100)
     kind: RunKind | None = None
+    filter: str | None = Field(None, max_length=4000, description=(
+        "e.g. `config.lr >= 1e-3 and eval/fid < 50 and tag = baseline and status in (running, finished)`; "
+        "syntax in docs/server.md"))
+    sort: str | None = Field(None, max_length=500, description=(
+        "comma-separated fields, '-' for descending, e.g. `eval/fid` or `-config.lr` (default: -created)"))
+    view: Literal["active", "archived", "all", "deleted"] = Field(
+        "active", description="active: neither archived nor deleted; all: active and archived; deleted: the trash")
     limit: int = Field(50, ge=1, le=1000)
     offset: int = Field(0, ge=0, le=10**9)
 

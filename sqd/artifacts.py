@@ -85,6 +85,18 @@ class ArtifactStore:
     def delete(self, key: str) -> None:
         self._discard(self._path(key))
 
+    def delete_tree(self, prefix: str) -> int:
+        """Remove every artifact under `prefix/` (a run's folder); returns how many files went."""
+        path = self._path(prefix)
+        try:
+            if not self.fs.exists(path):
+                return 0
+            files = self.fs.find(path)
+            self.fs.rm(path, recursive=True)
+        except OSError as exc:
+            raise ArtifactError(f"delete {prefix}/: cannot remove from {self.url}: {exc}") from exc
+        return len(files)
+
     def local_path(self, key: str) -> str:
         """The filesystem path of a key, for local stores only (e.g. to stream a file from the server)."""
         if not self.is_local:

@@ -13,11 +13,17 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, model_validator
 
 SCHEMA_VERSION: Literal[1] = 1
 RunStatus = Literal["queued", "running", "finished", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"finished", "failed", "cancelled"})
+# A run's tag is a label (`baseline`, `lr-sweep`, `paper:fig3`): no commas (lists of tags are comma-separated on
+# the command line and in URLs) and no control characters.
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100,
+                                       pattern=r"^[^\x00-\x1f\x7f,]+$")]
+MAX_TAGS = 50
+TAGS_ADAPTER: TypeAdapter[list[Tag]] = TypeAdapter(list[Tag])
 
 
 def new_id() -> str:
@@ -102,6 +108,7 @@ class RunStarted(Event):
     pid: int | None = None
     device: str = "cpu"
     agent: str | None = None
+    tags: list[Tag] = Field([], max_length=MAX_TAGS)
 
 
 class RunFinished(Event):

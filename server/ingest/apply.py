@@ -64,6 +64,7 @@ def _started(run: Run, e: RunStarted) -> bool:
     run.name = e.name or run.name
     run.preset = e.preset or run.preset
     run.config = e.config or run.config
+    run.tags = list(dict.fromkeys([*(run.tags or []), *e.tags]))  # the Monitor's tags join any given at creation
     run.host, run.pid, run.device, run.agent = e.host or run.host, e.pid, e.device, e.agent
     run.finished_at = run.error = run.traceback = None
     return True

@@ -6,6 +6,11 @@ clustered on that key (SQLite WITHOUT ROWID), so a window of one series is one r
 as NULL (SQLite turns NaN into NULL anyway, and PostgreSQL sorts NaN above +inf, which would break max()); since
 every point has a value, NULL means NaN and nothing else. ±inf are stored as they are.
 `rollups` keeps min/max/last/count per bucket of 2^level steps for the levels in ROLLUP_LEVELS.
+
+`series.last_value` is the value at `series.last_step` (NULL = NaN, or no point yet when `n_points` is 0): the
+per-series summary that run filters and sorts on metrics read (`eval/fid < 50`), whatever stores the points.
+A run's lifecycle (migration 0004): `tags` (a JSON list of labels), `notes`, `archived_at` (hidden from the
+default listing) and `deleted_at` (a soft delete: hidden everywhere but recoverable until `gc` erases it).
 """
 
 from __future__ import annotations
@@ -60,6 +65,10 @@ class Run(Base):
     last_epoch: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[list[str]] = mapped_column(default=list)
+    notes: Mapped[str] = mapped_column(Text, default="")
+    archived_at: Mapped[float | None] = mapped_column(Float)
+    deleted_at: Mapped[float | None] = mapped_column(Float)
 
 class Series(Base):
     __tablename__ = "series"
@@ -71,6 +80,7 @@ class Series(Base):
     first_step: Mapped[int | None] = mapped_column(BigInteger)
     last_step: Mapped[int | None] = mapped_column(BigInteger)
     n_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_value: Mapped[float | None] = mapped_column(Float)  # at last_step; NULL = NaN (or no point yet)
 
 class PointRow(Base):
     __tablename__ = "points"

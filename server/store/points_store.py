@@ -3,7 +3,8 @@
 A batch's points arrive as numpy columns. Under a lock on their `series` rows (PostgreSQL FOR UPDATE; SQLite has
 one writer at a time) the store finds which (series, step) pairs are new — anything past the series' last step is,
 earlier steps are looked up — inserts only those (ON CONFLICT DO NOTHING stays as a safety belt) and merges their
-min/max/last/count into every rollup level. So a duplicate delivery inserts nothing and changes no rollup, and the
+min/max/last/count into every rollup level and moves each series' summary (first/last step, point count, last
+value) forward. So a duplicate delivery inserts nothing and changes no rollup, and the
 first value stored for a (run, key, step) wins.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, func, select, tuple_, update
+from sqlalchemy import Connection, bindparam, case, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -148,14 +149,19 @@ def _advance_series(session: Session, cols: PointColumns) -> None:
     postgres = session.get_bind().dialect.name == "postgresql"
     least, greatest = (func.least, func.greatest) if postgres else (func.min, func.max)
     table = Series.__table__
+    # SET expressions read the row as it was, so `last_value` compares against the old last step
     stmt = (update(table).where(table.c.id == bindparam("sid")).values(
         first_step=least(func.coalesce(table.c.first_step, bindparam("lo")), bindparam("lo")),
         last_step=greatest(func.coalesce(table.c.last_step, bindparam("hi")), bindparam("hi")),
+        last_value=case((or_(table.c.last_step.is_(None), table.c.last_step <= bindparam("hi")), bindparam("v")),
+                        else_=table.c.last_value),
         n_points=table.c.n_points + bindparam("n")))
+    last = cols.value[ends]
+    values: list[float | None] = [None if v != v else v for v in last.tolist()]  # NaN → NULL, as in points
     session.connection().execute(stmt, [
-        {"sid": sid, "lo": lo, "hi": hi, "n": n} for sid, lo, hi, n in zip(
+        {"sid": sid, "lo": lo, "hi": hi, "n": n, "v": v} for sid, lo, hi, n, v in zip(
             cols.series_id[starts].tolist(), cols.step[starts].tolist(), cols.step[ends].tolist(),
-            (ends - starts + 1).tolist(), strict=True)])
+            (ends - starts + 1).tolist(), values, strict=True)])
 
 
 def json_values(values: np.ndarray) -> list[float | str]:
