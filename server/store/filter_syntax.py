@@ -221,11 +221,3 @@ def parse_filter(text: str) -> Node | None:
         return None
     return _Parser(text).parse()
 
-
-def comparisons(node: Node | None) -> list[Comparison]:
-    """Every comparison in the tree, left to right."""
-    if node is None:
-        return []
-    if isinstance(node, Comparison):
-        return [node]
-    return [c for part in node.parts for c in comparisons(part)]

@@ -71,8 +71,10 @@ def _compare(expr: SQLExpr, op: str, values: Sequence[Any]) -> SQLExpr:
     if op == "not in":
         return expr.not_in(values)
     value = values[0]
+    if op == "~":
+        return expr.ilike(f"%{value}%")
     return {"=": expr == value, "!=": expr != value, "<": expr < value, "<=": expr <= value, ">": expr > value,
-            ">=": expr >= value, "~": expr.ilike(f"%{value}%")}[op]
+            ">=": expr >= value}[op]
 
 
 @dataclass(frozen=True)
