@@ -2,9 +2,11 @@
 
     from sqd.client import Client
     with Client() as sqd:                     # SQD_URL / SQD_TOKEN, else http://127.0.0.1:8765
-        run = sqd.create_run("my script")
+        run = sqd.create_run("my script", tags=["baseline"])
         sqd.log_metrics(run["id"], [("loss/D", 0, 0.7), ("loss/G", 0, 1.2)])
+        sqd.finish(run["id"])                 # else it stays "running"
         series = sqd.metrics(run["id"], keys=["loss/D"], max_points=500)["series"]["loss/D"]
+        best = sqd.runs(filter="tag = baseline and eval/fid < 50", sort="eval/fid")
 
 Values come back as floats, NaN and ±inf included (the server sends them as strings).
 """
@@ -115,23 +117,60 @@ class Client:
     def health(self) -> dict[str, Any]:
         return dict(self._json("GET", "/health"))
 
-    def runs(self, status: Iterable[str] | None = None, q: str | None = None, limit: int = 50,
-             offset: int = 0) -> dict[str, Any]:
-        params: dict[str, Any] = {"limit": limit, "offset": offset}
+    def runs(self, status: Iterable[str] | None = None, q: str | None = None, limit: int = 50, offset: int = 0,
+             filter: str | None = None, sort: str | None = None, view: str = "active") -> dict[str, Any]:
+        """A page of runs: `filter` in the filter language (`config.lr >= 1e-3 and eval/fid < 50`), `sort` by fields
+        ('-' for descending), `view` active | archived | all | deleted."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset, "view": view}
         if status:
             params["status"] = list(status)
-        if q:
-            params["q"] = q
+        params.update({k: v for k, v in (("q", q), ("filter", filter), ("sort", sort)) if v})
         return dict(self._json("GET", "/runs", params=params))
 
     def run(self, run_id: str) -> dict[str, Any]:
         return dict(self._json("GET", f"/runs/{run_id}"))
 
-    def create_run(self, name: str = "", config: dict[str, Any] | None = None,
-                   run_id: str | None = None) -> dict[str, Any]:
-        """An external run that this script feeds with log_metrics."""
-        body = {"name": name, "config": config or {}, **({"id": run_id} if run_id else {})}
+    def create_run(self, name: str = "", config: dict[str, Any] | None = None, run_id: str | None = None,
+                   tags: Iterable[str] = (), notes: str = "", started_at: float | None = None) -> dict[str, Any]:
+        """An external run that this script feeds with log_metrics; end it with `finish` (or it stays running)."""
+        body = {"name": name, "config": config or {}, "tags": list(tags), "notes": notes,
+                **({"id": run_id} if run_id else {}), **({"started_at": started_at} if started_at is not None else {})}
         return dict(self._json("POST", "/runs", json=body))
+
+    def update_run(self, run_id: str, **fields: Any) -> dict[str, Any]:
+        """PATCH any of name, status ("finished" | "failed"), error, finished_at, tags (replacing the list), notes,
+        archived."""
+        return dict(self._json("PATCH", f"/runs/{run_id}", json=fields))
+
+    def finish(self, run_id: str, status: str = "finished", error: str | None = None,
+               finished_at: float | None = None) -> dict[str, Any]:
+        """End a run this script fed: finished, or failed with an error message."""
+        fields: dict[str, Any] = {"status": status}
+        fields.update({k: v for k, v in (("error", error), ("finished_at", finished_at)) if v is not None})
+        return self.update_run(run_id, **fields)
+
+    def archive(self, run_id: str, archived: bool = True) -> dict[str, Any]:
+        return self.update_run(run_id, archived=archived)
+
+    def delete(self, run_id: str, hard: bool = False) -> dict[str, Any]:
+        """Soft delete (recoverable with `restore` until gc); `hard=True` erases the run and all its data now."""
+        return dict(self._json("DELETE", f"/runs/{run_id}", params={"hard": "true"} if hard else {}))
+
+    def restore(self, run_id: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/runs/{run_id}/restore"))
+
+    def gc(self, older_than_s: float = 0.0) -> dict[str, Any]:
+        """Erase for good the runs soft-deleted at least `older_than_s` ago."""
+        return dict(self._json("POST", "/runs/gc", json={"older_than_s": older_than_s}))
+
+    def summaries(self, run_ids: Iterable[str], keys: Iterable[str]) -> list[dict[str, Any]]:
+        """Per run: the latest value of each key and the alert count (what the runs table shows)."""
+        params = {"run_id": ",".join(run_ids), "keys": ",".join(keys)}
+        rows = self._json("GET", "/summaries", params=params)["data"]
+        for row in rows:
+            for latest in row["latest"].values():
+                latest["value"] = _number(latest["value"])
+        return list(rows)
 
     def launch(self, preset: str, overrides: dict[str, Any] | None = None, name: str = "",
                steps: int | None = None) -> dict[str, Any]:
@@ -196,6 +235,11 @@ class Client:
 
     def sample_png(self, run_id: str, step: int) -> bytes:
         return self._request("GET", f"/runs/{run_id}/samples/{step}.png").content
+
+    def put_sample(self, run_id: str, step: int, png: bytes) -> dict[str, Any]:
+        """Store a sample grid (PNG) at `step`: it joins the run's sample timeline (importers use this)."""
+        return dict(self._json("PUT", f"/runs/{run_id}/samples/{step}.png", content=png,
+                               headers={"Content-Type": "image/png"}))
 
     def events(self, run_ids: Iterable[str] | None = None, last_event_id: str | None = None,
                timeout: float | None = None) -> Iterator[Event]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Response
 
-from sqd.server.api.deps import CtxDep, ReadDep, RunDep, SessionDep
-from sqd.server.schemas import CheckpointsPublic, EvaluationsPublic, LogPublic, SamplesPublic
+from sqd.server.api.deps import CtxDep, ReadDep, RunDep, SessionDep, TokenDep
+from sqd.server.schemas import CheckpointsPublic, EvaluationsPublic, LogPublic, SamplePublic, SamplesPublic
 from sqd.server.store import records_store, samples
 
 router = APIRouter(prefix="/runs/{run_id}", tags=["evaluations"], dependencies=[ReadDep])
@@ -36,6 +36,14 @@ def sample_png(ctx: CtxDep, session: SessionDep, run: RunDep,
                step: Annotated[int, Path(ge=0, lt=2**62)]) -> Response:
     png = samples.sample_png(ctx.artifacts, session, run.id, step)
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.put("/samples/{step}.png", response_model=SamplePublic, dependencies=[TokenDep],
+            openapi_extra={"requestBody": {"content": {"image/png": {}}, "required": True}})
+def put_sample(ctx: CtxDep, session: SessionDep, run: RunDep, step: Annotated[int, Path(ge=0, lt=2**62)],
+               png: Annotated[bytes, Body(media_type="image/png")]) -> SamplePublic:
+    """Add a sample grid (PNG) at `step` to the run's sample timeline (importers); a step with a grid keeps it."""
+    return samples.store_sample(ctx.artifacts, session, run.id, step, png)
 
 
 @router.get("/logs", response_model=LogPublic)

@@ -10,14 +10,17 @@ from __future__ import annotations
 import os
 
 from fastapi import HTTPException, status
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sqd.artifacts import ArtifactStore, check_key
 from sqd.errors import ArtifactError
 from sqd.server.schemas import LogPublic, SamplePublic, SamplesPublic
 from sqd.server.store import records_store
+from sqd.server.store.models import Evaluation
 
 LOG_READ_LIMIT = 4 * 1024 * 1024  # bytes read from the end of a log at most
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def confined(artifacts: ArtifactStore, key: str) -> str:
@@ -50,6 +53,33 @@ def sample_png(artifacts: ArtifactStore, session: Session, run_id: str, step: in
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"the grid recorded for step {step} lies outside run "
                                                        f"{run_id!r}'s artifacts")
     return read_artifact(artifacts, key)
+
+
+def sample_key(run_id: str, step: int) -> str:
+    return f"runs/{run_id}/samples/step-{step:09d}.png"  # the layout the workers write (worker/grid.py)
+
+
+def store_sample(artifacts: ArtifactStore, session: Session, run_id: str, step: int, png: bytes) -> SamplePublic:
+    """A sample grid from outside the workers (an importer): stored under the run's samples and recorded on the
+    evaluation at `step` (created, with no metrics, when there is none). Idempotent: a step that already has a grid
+    keeps it. Refuses (422) anything that is not a PNG."""
+    if not png.startswith(PNG_SIGNATURE):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
+            "loc": ["body"], "msg": f"not a PNG image (it starts with {png[:8]!r}); send the grid as image/png"}])
+    url = f"/api/v1/runs/{run_id}/samples/{step}.png"
+    row = session.scalar(select(Evaluation).where(Evaluation.run_id == run_id, Evaluation.checkpoint_step == step)
+                         .with_for_update())
+    if row is not None and row.grid_uri:
+        return SamplePublic(step=step, url=url, status=row.status)
+    key = sample_key(run_id, step)
+    artifacts.put_bytes(confined(artifacts, key), png)
+    if row is None:
+        row = Evaluation(run_id=run_id, event_id=f"sample-{step}", checkpoint_step=step, status="ok", metrics={},
+                         worker="import")
+        session.add(row)
+    row.grid_uri = key
+    session.flush()
+    return SamplePublic(step=step, url=url, status=row.status)
 
 
 def tail_log(artifacts: ArtifactStore, run_id: str, tail: int) -> LogPublic:
