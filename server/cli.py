@@ -1,4 +1,4 @@
-"""`sqd server`, `sqd db upgrade`, `sqd token create|list|revoke`, `sqd runs ls`, `sqd metrics get`."""
+"""`sqd server`, `sqd db upgrade`, `sqd token create|list|revoke`, `sqd metrics get` (`sqd runs` is sqd/runs_cli.py)."""
 
 from __future__ import annotations
 
@@ -6,19 +6,12 @@ import typer
 
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens (stored hashed; SQD_TOKEN is always an admin token).", no_args_is_help=True)
-runs_app = typer.Typer(help="Runs, over the REST API (SQD_URL, SQD_TOKEN).", no_args_is_help=True)
 metrics_app = typer.Typer(help="Metric series, over the REST API (SQD_URL, SQD_TOKEN).", no_args_is_help=True)
 
 
 def _fail(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     return typer.Exit(code=1)
-
-
-def _when(ts: float | None) -> str:
-    import datetime
-
-    return "" if ts is None else datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _number(v: float) -> str:
@@ -69,12 +62,13 @@ def token_list() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from sqd.runs_cli import when
     from sqd.server.auth import list_tokens
 
     table = Table("id", "name", "created", "revoked")
     with _sessions()() as session:
         for row in list_tokens(session):
-            table.add_row(str(row.id), row.name, _when(row.created_at), _when(row.revoked_at))
+            table.add_row(str(row.id), row.name, when(row.created_at), when(row.revoked_at))
     Console().print(table)
 
 
@@ -89,29 +83,6 @@ def token_revoke(token_id: int = typer.Argument(..., help="id from `sqd token li
             raise _fail(f"no token with id {token_id} (see `sqd token list`)")
         session.commit()
     typer.echo(f"token {token_id} revoked")
-
-
-@runs_app.command("ls")
-def runs_ls(status: list[str] = typer.Option(None, "--status", "-s", help="only these statuses (repeatable)"),
-            q: str = typer.Option(None, help="name or id contains"),
-            limit: int = typer.Option(50, help="at most this many")) -> None:
-    """List runs, newest first."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from sqd.client import Client
-    from sqd.errors import SQDError
-
-    try:
-        with Client() as client:
-            page = client.runs(status=status, q=q, limit=limit)
-    except SQDError as exc:
-        raise _fail(str(exc)) from exc
-    table = Table("id", "name", "status", "preset", "step", "created", title=f"{page['count']} runs")
-    for r in page["data"]:
-        table.add_row(r["id"], r["name"], r["status"], r["preset"] or "", str(r["last_step"] or ""),
-                      _when(r["created_at"]))
-    Console().print(table)
 
 
 @metrics_app.command("get")
@@ -179,5 +150,4 @@ def register(app: typer.Typer) -> None:
 
     app.add_typer(db_app, name="db")
     app.add_typer(token_app, name="token")
-    app.add_typer(runs_app, name="runs")
     app.add_typer(metrics_app, name="metrics")

@@ -22,7 +22,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
 
 PORT_HELP = f"dashboard / REST port (default $SQD_SERVER__PORT or {DEFAULT_PORT})"
 HOME_HELP = "data dir (default $SQD_HOME or ~/.sqd)"
-ROLE_CLIS = ("sqd.server.cli", "sqd.worker.cli", "sqd.trainer.cli")
+ROLE_CLIS = ("sqd.server.cli", "sqd.worker.cli", "sqd.trainer.cli", "sqd.runs_cli", "sqd.importers.cli")
 
 
 def fail(message: str) -> typer.Exit:

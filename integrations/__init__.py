@@ -1,0 +1,1 @@
+"""Hooks into training frameworks (`sqd.integrations.lightning`). See docs/monitor.md."""
