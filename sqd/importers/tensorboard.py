@@ -62,7 +62,10 @@ def check_event_file(path: Path) -> int:
 def _hparams(acc: Any) -> dict[str, Any]:
     from tensorboard.plugins.hparams import metadata
 
-    content = acc.PluginTagToContent(metadata.PLUGIN_NAME).get(metadata.SESSION_START_INFO_TAG)
+    try:
+        content = acc.PluginTagToContent(metadata.PLUGIN_NAME).get(metadata.SESSION_START_INFO_TAG)
+    except KeyError:  # no hparams written in this run
+        return {}
     if content is None:
         return {}
     info = metadata.parse_session_start_info_plugin_data(content)

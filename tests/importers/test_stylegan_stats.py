@@ -29,7 +29,7 @@ def png(shade: int) -> bytes:
 def write_run(root: Path, ticks: int = 5, name: str = "00003-r3gan-cifar10-gpus1-batch64") -> Path:
     run = root / name
     run.mkdir(parents=True)
-    with open(run / "stats.jsonl", "wt") as fh:
+    with open(run / "stats.jsonl", "w") as fh:
         for tick in range(ticks):
             kimg = tick * 4.096  # kimg_per_tick 4 at batch 64: ticks land past whole kimg
             fields = {"Loss/G/loss": stat(2.0 - tick * 0.1), "Loss/D/loss": stat(0.5 + tick * 0.01),
@@ -40,7 +40,7 @@ def write_run(root: Path, ticks: int = 5, name: str = "00003-r3gan-cifar10-gpus1
             if tick == 2:
                 fields["Loss/G/loss"] = stat(math.nan)  # a NaN mean is kept as NaN
             fh.write(json.dumps(dict(fields, timestamp=T0 + 60 * tick)) + "\n")  # json writes NaN as NaN
-    with open(run / "metric-fid50k_full.jsonl", "wt") as fh:
+    with open(run / "metric-fid50k_full.jsonl", "w") as fh:
         for kimg, fid in ((0, 300.0), (16, 45.5)):
             fh.write(json.dumps({"results": {"fid50k_full": fid}, "metric": "fid50k_full", "total_time": 100.0,
                                  "total_time_str": "1m 40s", "num_gpus": 1,
