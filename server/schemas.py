@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from sqd.protocol import MAX_TAGS, Tag
+from sqd.protocol import Tags
 
 RunKind = Literal["launched", "external"]
 # Free-form JSON (a run's config, launch overrides, a generator spec) nests a few levels; far deeper trees are junk
@@ -39,12 +39,6 @@ def _shallow(value: dict[str, Any]) -> dict[str, Any]:
 
 JsonObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
 
-
-def _unique(tags: list[str]) -> list[str]:
-    return list(dict.fromkeys(tags))
-
-
-Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS), AfterValidator(_unique)]
 # `cancelling`: a cancel was requested and the agent has not confirmed it yet
 ServerRunStatus = Literal["queued", "running", "cancelling", "finished", "failed", "cancelled"]
 

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, model_validator
 
 SCHEMA_VERSION: Literal[1] = 1
 RunStatus = Literal["queued", "running", "finished", "failed", "cancelled"]
@@ -23,7 +23,8 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"finished", "failed", "cancelled"
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100,
                                        pattern=r"^[^\x00-\x1f\x7f,]+$")]
 MAX_TAGS = 50
-TAGS_ADAPTER: TypeAdapter[list[Tag]] = TypeAdapter(list[Tag])
+Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS), AfterValidator(lambda tags: list(dict.fromkeys(tags)))]
+TAGS_ADAPTER: TypeAdapter[list[str]] = TypeAdapter(Tags)
 
 
 def new_id() -> str:
@@ -108,7 +109,7 @@ class RunStarted(Event):
     pid: int | None = None
     device: str = "cpu"
     agent: str | None = None
-    tags: list[Tag] = Field([], max_length=MAX_TAGS)
+    tags: Tags = []
 
 
 class RunFinished(Event):

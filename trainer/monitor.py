@@ -1,6 +1,6 @@
 """`Monitor`: the SDK any PyTorch GAN loop uses to report to SQD (losses, weight angles, checkpoints).
 
-    mon = Monitor(G, D, name="my run", config=cfg, generator_spec=spec)
+    mon = Monitor(G, D, name="my run", config=cfg, generator_spec=spec, tags=["baseline"])
     with mon:                                   # RunStarted; an exception → RunFinished(failed) and re-raise
         for step in range(n):
             ...                                 # your D and G optimizer steps
@@ -24,17 +24,18 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import FrameType, TracebackType
 from typing import Any, Literal
 
 import redis
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from sqd.artifacts import ArtifactStore
 from sqd.bus import INGEST, Bus
-from sqd.protocol import RunFinished, RunStarted, new_id
+from sqd.protocol import TAGS_ADAPTER, RunFinished, RunStarted, new_id
 from sqd.settings import Settings, get_settings
 from sqd.trainer.metric_buffer import MetricBuffer, Value
 from sqd.trainer.publisher import CheckpointJob, EventsJob, NonFiniteError, Publisher
@@ -64,11 +65,17 @@ class Monitor:
                  flush_every: int = 50, settings: Settings | None = None, bus: Bus | None = None,
                  artifacts: ArtifactStore | None = None, *, checkpoint_every_epochs: int | None = None,
                  flush_interval_s: float = 2.0, grad_norms: bool = True,
-                 on_nonfinite: Literal["mark", "fail"] = "mark", close_timeout_s: float = 10.0):
+                 on_nonfinite: Literal["mark", "fail"] = "mark", close_timeout_s: float = 10.0,
+                 tags: Iterable[str] = ()):
         if flush_every < 1:
             raise ValueError(f"Monitor: flush_every must be >= 1 (got {flush_every})")
         if on_nonfinite not in ("mark", "fail"):
             raise ValueError(f"Monitor: on_nonfinite must be 'mark' or 'fail' (got {on_nonfinite!r})")
+        try:
+            self.tags = TAGS_ADAPTER.validate_python(list(tags))
+        except ValidationError as exc:
+            raise ValueError(f"Monitor: tags {list(tags)!r}: {exc.errors()[0]['msg']} (a tag is 1–100 characters, "
+                             "no commas)") from exc
         self.nets = {"G": G} if D is None else {"G": G, "D": D}
         self.name, self.preset, self.profile = name, preset, profile
         self.config = dict(config or {})
@@ -115,7 +122,7 @@ class Monitor:
         self._publisher.start()
         self._publisher.submit(EventsJob(INGEST, [RunStarted(
             run_id=self.run_id, name=self.name, preset=self.preset, config=self.config, host=socket.gethostname(),
-            pid=os.getpid(), device=str(device), agent=self._agent)]))
+            pid=os.getpid(), device=str(device), agent=self._agent, tags=self.tags)]))
         self._install_sigterm()
         atexit.register(self._at_exit)
         return self
