@@ -1,5 +1,9 @@
 """`sqd up`: the whole system on one machine — embedded Valkey, SQLite, the server, one evaluation worker and
 one trainer agent — each role in its own process group, supervised, and stopped cleanly on Ctrl-C / SIGTERM.
+
+Output: the banner (dashboard URL with its token, the `export SQD_URL=… SQD_TOKEN=…` line for scripts) goes to
+stdout as plain, unwrapped lines, flushed the moment the server answers /health; progress, the table of roles
+and restarts go to stderr through rich.
 """
 
 from __future__ import annotations
@@ -187,6 +191,14 @@ class Stack:
             self.redis.stop()
 
 
+def banner(stack: Stack) -> str:
+    """What a user copies: plain lines for stdout, never wrapped (rich would wrap them at 80 columns when stdout is
+    not a terminal, splitting the export line in two), so `sqd up > up.log` keeps each one whole."""
+    return (f"\n  Dashboard: {stack.base_url}/?token={stack.token}\n"
+            f"  Scripts:   export SQD_URL={stack.base_url} SQD_TOKEN={stack.token}\n"
+            "  Stop:      Ctrl-C\n")
+
+
 def up(settings: Settings, port: int, on_ready: Callable[[Stack], None] | None = None) -> None:
     """Start everything, print the dashboard URL, supervise until Ctrl-C / SIGTERM, then stop everything."""
     stack = Stack(settings, port)
@@ -200,10 +212,9 @@ def up(settings: Settings, port: int, on_ready: Callable[[Stack], None] | None =
         with console.status("starting sqd…"):
             stack.start()
             stack.wait_healthy()
+        sys.stdout.write(banner(stack))
+        sys.stdout.flush()
         console.print(stack.describe())
-        console.print(f"\n  Dashboard: [bold]{stack.base_url}/?token={stack.token}[/bold]\n"
-                      f"  Scripts:   export SQD_URL={stack.base_url} SQD_TOKEN={stack.token}\n"
-                      "  Stop:      Ctrl-C\n")
         if on_ready is not None:
             on_ready(stack)
         while not stack.stop_event.wait(1.0):

@@ -123,3 +123,33 @@ def test_second_instance_on_same_home_is_refused(tmp_path):
             EmbeddedRedis(tmp_path / "v").start()
     finally:
         first.stop()
+
+
+def test_banner_reaches_a_log_file_whole_as_soon_as_the_server_answers(tmp_path):
+    """`sqd up > up.log`: the export line stays one line (rich wraps at 80 columns off a terminal) and is in the
+    file by the time /health answers (it is flushed then, not when the process ends)."""
+    home, port = tmp_path / "home", free_port()
+    log = tmp_path / "up.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQD_")}
+    env.update(SQD_HOME=str(home), COLUMNS="80")
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "sqd", "up", "--port", str(port)], env=env, stdout=out,
+                                stderr=subprocess.DEVNULL)
+    try:
+        wait_health(port, proc)
+        deadline = time.monotonic() + 20  # the banner follows the first healthy answer within moments
+        while "Stop:" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        lines = log.read_text().splitlines()
+        [export] = [line for line in lines if "export SQD_URL=" in line]
+        token = (home / "token").read_text().strip()
+        assert export.strip() == f"Scripts:   export SQD_URL=http://127.0.0.1:{port} SQD_TOKEN={token}"
+        assert f"  Dashboard: http://127.0.0.1:{port}/?token={token}" in lines
+        shell = subprocess.run(["bash", "-c", f"{export.split(':', 1)[1].strip()}; "
+                                "curl -sf -H \"Authorization: Bearer $SQD_TOKEN\" -X POST \"$SQD_URL/api/v1/runs\" "
+                                "-H 'Content-Type: application/json' -d '{\"name\": \"from the log\"}'"],
+                               capture_output=True, text=True, timeout=60)
+        assert shell.returncode == 0 and '"name":"from the log"' in shell.stdout, shell.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
