@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 
@@ -24,7 +24,7 @@ from sqd.server.store.filter_syntax import FilterError
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
-BAD_FILTER = {422: {"description": "a filter or sort that does not parse: `detail[0]` names the token and its "
+BAD_FILTER: dict[int | str, dict[str, Any]] = {422: {"description": "a filter or sort that does not parse: `detail[0]` names the token and its "
                                    "position (`loc` = [\"query\", \"filter\"] or [\"query\", \"sort\"])"}}
 
 
