@@ -1,6 +1,6 @@
 """What the dashboard asks for beyond the resource routes: who the browser is (/whoami), the latest values and
-alert counts of many runs in one call (/summaries, the runs table), and where each epoch ends (/runs/{id}/epochs,
-the charts' epoch axis)."""
+alert counts of many runs in one call (/summaries, the runs table), the metric keys of many runs (/keys, the
+runs table's column picker), and where each epoch ends (/runs/{id}/epochs, the charts' epoch axis)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,11 @@ class RunSummary(Schema):
 
 class SummariesPublic(Schema):
     data: list[RunSummary]
+    count: int
+
+
+class KeysPublic(Schema):
+    data: list[str]
     count: int
 
 
@@ -93,6 +98,19 @@ def summaries(session: SessionDep,
     ids = _split(run_id)[:1000]
     data = summarize(session, ids, _split(keys) or list(DEFAULT_SUMMARY_KEYS))
     return SummariesPublic(data=data, count=len(data))
+
+
+MAX_KEYS = 2000
+
+
+@router.get("/keys", response_model=KeysPublic, dependencies=[ReadDep])
+def metric_keys(session: SessionDep,
+                run_id: Annotated[list[str], Query(max_length=1000, description="repeatable or a,b")]) -> KeysPublic:
+    """The metric keys any of these runs has, sorted (at most 2,000)."""
+    ids = _split(run_id)[:1000]
+    keys = list(session.scalars(select(Series.key).where(Series.run_id.in_(ids)).distinct().order_by(Series.key)
+                                .limit(MAX_KEYS)))
+    return KeysPublic(data=keys, count=len(keys))
 
 
 _EPOCH_ENDS = text("SELECT epoch, max(step) FROM points WHERE series_id = :sid AND epoch IS NOT NULL "

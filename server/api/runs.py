@@ -24,8 +24,9 @@ from sqd.server.store.filter_syntax import FilterError
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
-BAD_FILTER: dict[int | str, dict[str, Any]] = {422: {"description": "a filter or sort that does not parse: `detail[0]` names the token and its "
-                                   "position (`loc` = [\"query\", \"filter\"] or [\"query\", \"sort\"])"}}
+BAD_FILTER: dict[int | str, dict[str, Any]] = {422: {"description": (
+    "a filter or sort that does not parse: `detail[0]` names the token and its position (`loc` = "
+    '["query", "filter"] or ["query", "sort"])')}}
 
 
 @router.get("", response_model=RunsPublic, dependencies=[ReadDep], responses=BAD_FILTER)

@@ -71,4 +71,8 @@ export const api = {
   presets: () => request("GET", "/presets"),
   launch: (body) => request("POST", "/runs", body),
   cancel: (id) => request("POST", `/runs/${enc(id)}/cancel`, { reason: "cancelled from the dashboard" }),
+  updateRun: (id, body) => request("PATCH", `/runs/${enc(id)}`, body),
+  deleteRun: (id, hard = false) => request("DELETE", `/runs/${enc(id)}${q({ hard: hard ? "true" : "" })}`),
+  restoreRun: (id) => request("POST", `/runs/${enc(id)}/restore`),
+  metricKeys: (ids) => request("GET", `/keys${q({ run_id: ids.join(",") })}`),
 };

@@ -10,6 +10,7 @@ import { formatDuration, formatInt, formatProgress, formatTime, formatValue, LIV
   runDuration } from "./format.js";
 import { modeCount, otherKeys, RUN_CHART_KEYS, RUN_CHARTS } from "./metrics.js";
 import { alertsPanel, configPanel, evaluationsPanel, logsPanel, samplesPanel } from "./run_panels.js";
+import { runEditor } from "./run_edit.js";
 import { rulesPanel } from "./rules_panel.js";
 import { emptySeries, fromApi, latest, mergeLive, toPlot } from "./series.js";
 import { followEvents } from "./sse.js";
@@ -75,15 +76,21 @@ export function mount(root, route, shell) {
   others.addEventListener("toggle", () => { if (others.open) renderOthers(true); });
 
   // --- header ----------------------------------------------------------------------------------------------
+  const editor = runEditor(shell, (run) => { st.run = run; renderHead(); });
+
   function renderHead() {
     const run = st.run;
     const live = LIVE_STATUSES.has(run.status);
     const cancel = h("button", { type: "button", class: "danger", disabled: !live || run.status === "cancelling",
       title: shell.canWrite ? "" : "needs a token: sign in first", onclick: onCancel }, "Cancel run");
+    editor.update(run);
     clear(head,
-      h("div", { class: "title-row" }, h("h1", {}, run.name || run.id), statusBadge(run.status),
+      h("div", { class: "title-row" }, editor.title, statusBadge(run.status),
+        run.archived_at ? h("span", { class: "badge" }, "archived") : null,
+        run.deleted_at ? h("span", { class: "badge status-failed" }, "deleted") : null,
         h("span", { class: "spacer" }), h("a", { class: "button ghost", href: `#/compare?ids=${run.id}` }, "Compare…"),
-        cancel),
+        cancel, editor.buttons),
+      h("div", { class: "edit-row" }, editor.tags, editor.notes),
       h("dl", { class: "facts inline" },
         h("dt", {}, "preset"), h("dd", {}, run.preset || run.kind),
         h("dt", {}, "step"), h("dd", { class: "run-step" }, formatProgress(run)),

@@ -1,5 +1,7 @@
-// Runs page: every run with its live status, progress, latest Q / D / FID and alerts; sort, filter (status,
-// preset, text — kept in the URL), select several to compare.
+// Runs page: every run with its live status, progress, latest Q / D / FID, alerts, tags and notes; sort (on the
+// server where it can), filter (status, preset, text, the filter language, the view — kept in the URL), extra
+// columns for config values and last metrics (kept in localStorage), select several to compare, archive, delete
+// or restore.
 
 import { api } from "./api.js";
 import { clear, emptyState, errorState, h, loadingState, statusBadge } from "./dom.js";
@@ -7,24 +9,30 @@ import { formatDuration, formatProgress, formatTime, formatValue, LIVE_STATUSES,
   toNumber } from "./format.js";
 import { SUMMARY_KEYS } from "./metrics.js";
 import { routeHash } from "./router.js";
+import { bulkActions } from "./runs_actions.js";
+import { cellText, columnPicker, configKeys, extraColumn, loadPicked, metricKeyOf } from "./runs_columns.js";
+import { filterBox, filterError } from "./runs_filter.js";
 import { followEvents } from "./sse.js";
 
 const SHOW_STEP = 200; // runs shown at first and added by "Show more"
 const API_PAGE = 1000; // the most GET /runs returns at once
 const RELOAD_EVERY_S = 15;
 
+// `server`: the GET /runs sort field (the server then picks which runs are shown, and in what order)
 const COLUMNS = [
-  { id: "name", label: "Run", sort: (r) => r.name.toLowerCase() },
-  { id: "status", label: "Status", sort: (r) => STATUSES.indexOf(r.status) },
-  { id: "preset", label: "Preset", sort: (r) => r.preset || "" },
-  { id: "step", label: "Step", sort: (r) => r.last_step ?? -1, numeric: true },
-  { id: "q", label: "Q", sort: (r, s) => latestOf(s, "eval/quality"), numeric: true },
-  { id: "d", label: "D", sort: (r, s) => latestOf(s, "eval/diversity"), numeric: true },
-  { id: "fid", label: "FID", sort: (r, s) => latestOf(s, "eval/fid"), numeric: true },
+  { id: "name", label: "Run", sort: (r) => r.name.toLowerCase(), server: "name" },
+  { id: "status", label: "Status", sort: (r) => STATUSES.indexOf(r.status), server: "status" },
+  { id: "preset", label: "Preset", sort: (r) => r.preset || "", server: "preset" },
+  { id: "step", label: "Step", sort: (r) => r.last_step ?? -1, numeric: true, server: "step" },
+  { id: "q", label: "Q", sort: (r, s) => latestOf(s, "eval/quality"), numeric: true, server: "eval/quality" },
+  { id: "d", label: "D", sort: (r, s) => latestOf(s, "eval/diversity"), numeric: true, server: "eval/diversity" },
+  { id: "fid", label: "FID", sort: (r, s) => latestOf(s, "eval/fid"), numeric: true, server: "eval/fid" },
   { id: "alerts", label: "Alerts", sort: (r, s) => (s ? s.alerts : 0), numeric: true },
-  { id: "started", label: "Started", sort: (r) => r.started_at ?? r.created_at, numeric: true },
+  { id: "notes", label: "Notes", sort: (r) => r.notes || "" },
+  { id: "started", label: "Started", sort: (r) => r.started_at ?? r.created_at, numeric: true, server: "created" },
   { id: "duration", label: "Duration", sort: (r) => runDuration(r, Date.now() / 1000) ?? -1, numeric: true },
 ];
+const VIEWS = { active: "Active runs", archived: "Archived", all: "Active and archived", deleted: "Deleted (trash)" };
 
 function latestOf(summary, key) {
   const v = summary && summary.latest[key] ? toNumber(summary.latest[key].value) : NaN;
@@ -36,19 +44,24 @@ function filterFromRoute(params) {
     status: (params.status || "").split(",").filter((s) => STATUSES.includes(s)),
     preset: params.preset || "",
     q: params.q || "",
+    expr: params.filter || "",
+    view: VIEWS[params.view] ? params.view : "active",
   };
 }
 
 export function mount(root, route, shell) {
   const filter = filterFromRoute(route.params);
   const state = { runs: new Map(), summaries: new Map(), rows: new Map(), selected: new Set(),
-    sort: { col: route.params.sort || "started", dir: route.params.dir === "asc" ? 1 : -1 }, count: 0 };
+    sort: { col: route.params.sort || "started", dir: route.params.dir === "asc" ? 1 : -1 }, count: 0,
+    picked: loadPicked() };
+  const columns = () => [...COLUMNS, ...state.picked.map(extraColumn)];
   let events = null;
   let ticker = null;
   let reloadTimer = null;
 
   const setRoute = (patch) => {
-    const params = { status: filter.status.join(","), preset: filter.preset, q: filter.q,
+    const params = { status: filter.status.join(","), preset: filter.preset, q: filter.q, filter: filter.expr,
+      view: filter.view === "active" ? "" : filter.view,
       sort: state.sort.col === "started" ? "" : state.sort.col, dir: state.sort.dir === 1 ? "asc" : "", ...patch };
     window.history.replaceState(null, "", routeHash("runs", { params }));
   };
@@ -75,6 +88,19 @@ export function mount(root, route, shell) {
     searchTimer = setTimeout(() => { filter.q = search.value.trim(); setRoute({}); load(); }, 250);
   });
   presetSelect.addEventListener("change", () => { filter.preset = presetSelect.value; setRoute({}); load(); });
+  const viewSelect = h("select", { "aria-label": "which runs", onchange: () => {
+    filter.view = viewSelect.value;
+    unselectAll();
+    setRoute({});
+    actions.setView(filter.view);
+    load();
+  } }, Object.entries(VIEWS).map(([v, label]) => h("option", { value: v, selected: v === filter.view }, label)));
+  const exprBox = filterBox(filter.expr, (expr) => { filter.expr = expr; setRoute({}); load(); });
+  const picker = columnPicker(state.picked, () => { state.rows.clear(); renderTable(); load(); });
+  picker.element.addEventListener("toggle", () => { if (picker.element.open) offerColumns(); });
+  const unselectAll = () => [...state.selected].forEach((id) => toggle(id, false));
+  const actions = bulkActions(shell, () => [...state.selected], () => { unselectAll(); load(); });
+  actions.setView(filter.view);
   function onStatusChange() {
     filter.status = statusBoxes.map((l) => l.firstChild).filter((c) => c.checked).map((c) => c.value);
     setRoute({});
@@ -84,9 +110,10 @@ export function mount(root, route, shell) {
   root.append(
     h("div", { class: "page-head" }, h("h1", {}, "Runs"), countLabel, h("span", { class: "spacer" }), compareButton,
       h("a", { class: "button", href: "#/launch" }, "Launch a run")),
-    h("div", { class: "filters", role: "search" }, search, presetSelect,
-      h("fieldset", { class: "chips" }, h("legend", { class: "sr" }, "status"), statusBoxes)),
-    body, h("div", { class: "table-more" }, more));
+    h("div", { class: "filters", role: "search" }, search, presetSelect, viewSelect,
+      h("fieldset", { class: "chips" }, h("legend", { class: "sr" }, "status"), statusBoxes),
+      h("span", { class: "spacer" }), picker.element),
+    exprBox.element, actions.element, body, h("div", { class: "table-more" }, more));
 
   api.presets().then((presets) => {
     for (const p of presets) presetSelect.append(h("option", { value: p.name }, p.name));
@@ -98,13 +125,14 @@ export function mount(root, route, shell) {
     const all = h("input", { type: "checkbox", "aria-label": "select all shown runs", onchange: (ev) => {
       for (const id of state.runs.keys()) toggle(id, ev.target.checked);
     } });
-    return h("thead", {}, h("tr", {}, h("th", { class: "sel" }, all), COLUMNS.map((c) => {
+    return h("thead", {}, h("tr", {}, h("th", { class: "sel" }, all), columns().map((c) => {
       const active = state.sort.col === c.id;
       return h("th", { class: c.numeric ? "num" : "", "aria-sort": active ? (state.sort.dir > 0 ? "ascending"
         : "descending") : "none" }, h("button", { type: "button", class: "sort", onclick: () => {
         state.sort = { col: c.id, dir: active ? -state.sort.dir : c.numeric ? -1 : 1 };
         setRoute({});
-        renderTable();
+        if (c.server) load();
+        else renderTable();
       } }, c.label, active ? (state.sort.dir > 0 ? " ▲" : " ▼") : ""));
     })));
   }
@@ -116,6 +144,7 @@ export function mount(root, route, shell) {
     if (row) row.querySelector("input").checked = on;
     compareButton.disabled = state.selected.size < 1;
     compareButton.textContent = state.selected.size ? `Compare ${state.selected.size}` : "Compare selected";
+    actions.setCount(state.selected.size);
   }
 
   function cells(run) {
@@ -124,9 +153,14 @@ export function mount(root, route, shell) {
     const alerts = s ? s.alerts : 0;
     const alertCell = alerts ? h("span", { class: "badge alert", title: s.last_alert ? s.last_alert.explanation
       : "" }, `⚠ ${alerts}`) : "";
+    const extra = Object.fromEntries(state.picked.map((id) => [id, cellText(extraColumn(id).value(run, s))]));
     return {
+      ...extra,
       name: [h("a", { href: routeHash("run", { id: run.id }) }, run.name || run.id),
-        h("small", { class: "muted id" }, run.id.slice(0, 8))],
+        h("small", { class: "muted id" }, run.id.slice(0, 8)),
+        (run.tags || []).length ? h("span", { class: "tags" }, run.tags.map((t) => h("span", { class: "tag" }, t)))
+          : null],
+      notes: run.notes ? h("span", { class: "notes", title: run.notes }, run.notes.split("\n")[0]) : "",
       status: statusBadge(run.status),
       preset: run.preset || (run.kind === "external" ? "external" : "–"),
       step: formatProgress(run),
@@ -145,17 +179,20 @@ export function mount(root, route, shell) {
       const box = h("input", { type: "checkbox", "aria-label": `select ${run.name || run.id}`,
         onchange: (ev) => toggle(run.id, ev.target.checked) });
       row = h("tr", { dataset: { runId: run.id } }, h("td", { class: "sel" }, box),
-        COLUMNS.map((c) => h("td", { class: c.numeric ? `num col-${c.id}` : `col-${c.id}` })));
+        columns().map((c) => h("td", { class: c.numeric ? "num" : "", dataset: { col: c.id } })));
+      row.querySelectorAll("td[data-col]").forEach((td) => td.classList.add(`col-${td.dataset.col}`));
       state.rows.set(run.id, row);
     }
     const content = cells(run);
-    COLUMNS.forEach((c, i) => clear(row.children[i + 1], content[c.id]));
+    columns().forEach((c, i) => clear(row.children[i + 1], content[c.id]));
+    row.querySelector("input").checked = state.selected.has(run.id);
     row.dataset.status = run.status;
     return row;
   }
 
   function sortedRuns() {
-    const col = COLUMNS.find((c) => c.id === state.sort.col) || COLUMNS[8];
+    const col = columns().find((c) => c.id === state.sort.col) || COLUMNS[9];
+    if (col.server) return [...state.runs.values()]; // the server's order
     const key = (r) => col.sort(r, state.summaries.get(r.id));
     return [...state.runs.values()].sort((a, b) => {
       const ka = key(a);
@@ -169,7 +206,7 @@ export function mount(root, route, shell) {
       + (state.count > state.runs.size ? ` (newest ${state.runs.size} shown)` : "");
     more.hidden = state.count <= state.runs.size;
     if (!state.runs.size) {
-      const filtered = filter.q || filter.preset || filter.status.length;
+      const filtered = filter.q || filter.preset || filter.status.length || filter.expr || filter.view !== "active";
       clear(body, filtered ? emptyState("No runs match these filters.", "Clear the filters to see every run.")
         : emptyState("No runs yet.", "Launch one from the Launch page, run `sqd demo`, or feed one from your own "
           + "training loop with sqd.trainer.Monitor."));
@@ -180,10 +217,25 @@ export function mount(root, route, shell) {
     if (table.parentNode !== body) clear(body, table);
   }
 
+  async function offerColumns() {
+    const ids = [...state.runs.keys()];
+    let keys = [];
+    try {
+      keys = ids.length ? (await api.metricKeys(ids)).data : [];
+    } catch { /* the config columns are still offered */ }
+    picker.offer(configKeys([...state.runs.values()]), keys);
+  }
+
+  function serverSort() {
+    const col = columns().find((c) => c.id === state.sort.col);
+    return col && col.server ? `${state.sort.dir < 0 ? "-" : ""}${col.server}` : "";
+  }
+
   async function loadSummaries(ids) {
     if (!ids.length) return;
+    const keys = [...new Set([...SUMMARY_KEYS, ...state.picked.map(metricKeyOf).filter(Boolean)])];
     try {
-      const res = await api.summaries(ids, SUMMARY_KEYS);
+      const res = await api.summaries(ids, keys);
       for (const s of res.data) state.summaries.set(s.run_id, s);
     } catch {
       return; // the table stays useful without the summary columns
@@ -197,7 +249,7 @@ export function mount(root, route, shell) {
       let count = 0;
       for (let offset = 0; offset < shown; offset += API_PAGE) {
         const res = await api.runs({ status: filter.status, preset: filter.preset, q: filter.q, offset,
-          limit: Math.min(API_PAGE, shown - offset) });
+          filter: filter.expr, view: filter.view, sort: serverSort(), limit: Math.min(API_PAGE, shown - offset) });
         runs.push(...res.data);
         count = res.count;
         if (runs.length >= count) break;
@@ -205,15 +257,26 @@ export function mount(root, route, shell) {
       state.runs = new Map(runs.map((r) => [r.id, r]));
       state.count = count;
       for (const id of [...state.rows.keys()]) if (!state.runs.has(id)) state.rows.delete(id);
+      exprBox.clearError();
       renderTable();
+      if (picker.element.open) offerColumns();
       await loadSummaries([...state.runs.keys()]);
     } catch (err) {
+      if (filterError(err)) {
+        exprBox.showError(err);
+        state.runs = new Map();
+        countLabel.textContent = "";
+        clear(body, emptyState("The filter does not parse.", "Fix it (the error is under the filter box)."));
+        return;
+      }
       clear(body, errorState("Could not load the runs.", err, load));
     }
   }
 
   // --- live updates ----------------------------------------------------------------------------------------
-  const matches = (run) => (!filter.status.length || filter.status.includes(run.status))
+  // the filter language and the views are the server's to judge: a new run means a reload then
+  const matches = (run) => Boolean(filter.expr) || filter.view !== "active" || (!filter.status.length
+    || filter.status.includes(run.status))
     && (!filter.preset || run.preset === filter.preset)
     && (!filter.q || `${run.name} ${run.id}`.toLowerCase().includes(filter.q.toLowerCase()));
 
@@ -232,7 +295,9 @@ export function mount(root, route, shell) {
           reloadTimer = setTimeout(load, 200);
         }
         if (state.runs.has(id)) {
-          state.runs.set(id, data);
+          const gone = (data.deleted_at && filter.view !== "deleted") || (data.archived_at && filter.view === "active");
+          if (gone) { state.runs.delete(id); state.count -= 1; }
+          else state.runs.set(id, data);
           resort = true;
         }
       } else if (!state.runs.has(id)) {
