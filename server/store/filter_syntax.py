@@ -23,6 +23,7 @@ Nothing is partially accepted: a filter parses whole or not at all.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -148,18 +149,18 @@ class _Parser:
         return node
 
     def or_expr(self) -> Node:
-        parts = [self.and_expr()]
-        while self.keyword("or"):
-            self.take()
-            parts.append(self.and_expr())
-        return parts[0] if len(parts) == 1 else BoolOp("or", tuple(parts))
+        return self.chain("or", self.and_expr)
 
     def and_expr(self) -> Node:
-        parts = [self.factor()]
-        while self.keyword("and"):
+        return self.chain("and", self.factor)
+
+    def chain(self, op: Literal["and", "or"], operand: Callable[[], Node]) -> Node:
+        """operand (op operand)*, one BoolOp for the run (or the operand alone)."""
+        parts = [operand()]
+        while self.keyword(op):
             self.take()
-            parts.append(self.factor())
-        return parts[0] if len(parts) == 1 else BoolOp("and", tuple(parts))
+            parts.append(operand())
+        return parts[0] if len(parts) == 1 else BoolOp(op, tuple(parts))
 
     def factor(self) -> Node:
         token = self.peek()
