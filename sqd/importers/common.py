@@ -94,9 +94,9 @@ def send(client: Client, run: ImportedRun, progress: Progress) -> ImportResult:
     task = progress.add_task(f"{run.name[:40]}: points", total=len(run.points))
     new = 0
     for chunk in _chunks(run.points):
-        new += client.log_metrics(run.run_id, [{"key": k, "step": s, "value": v, "epoch": e, "wall_time": w}
-                                               if e is not None else {"key": k, "step": s, "value": v, "wall_time": w}
-                                               for k, s, v, e, w in chunk])["stored"]
+        rows = [{"key": k, "step": s, "value": v, "wall_time": w, **({"epoch": e} if e is not None else {})}
+                for k, s, v, e, w in chunk]
+        new += client.log_metrics(run.run_id, rows)["stored"]
         progress.advance(task, len(chunk))
     if run.samples:
         sample_task = progress.add_task(f"{run.name[:40]}: samples", total=len(run.samples))

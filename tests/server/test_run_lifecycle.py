@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqd.bus import INGEST
 from sqd.protocol import AlertRaised, CheckpointReady, EvaluationResult, MetricBatch, RunFinished, RunStarted
 from sqd.server.store.db import make_engine, session_factory
-from sqd.server.store.models import Alert, Checkpoint, Evaluation, PointRow, Rollup, Series
+from sqd.server.store.models import Alert, Checkpoint, Evaluation, PointRow, Rollup, Run, Series
 
 
 def external_run(client, name="script", **extra):
@@ -241,3 +241,47 @@ def test_series_last_value_follows_the_last_step(client, api_settings):
     assert last() is None
     send((20, 3.5))
     assert last() == 3.5
+
+
+def test_migration_fills_last_values_from_stored_points(api_settings):
+    """A database from before 0004 gets `series.last_value` from its points, and its runs no tags."""
+    from alembic import command
+
+    from sqd.server.store import migrate
+
+    engine = make_engine(api_settings.resolved_database_url)
+    cfg = migrate.alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002_alert_rules")
+        conn.exec_driver_sql("INSERT INTO runs (id, name, status, kind, config, created_at, updated_at) "
+                             "VALUES ('old', 'old', 'finished', 'external', '{}', 0, 0)")
+        conn.exec_driver_sql("INSERT INTO series (id, run_id, key, first_step, last_step, n_points) "
+                             "VALUES (1, 'old', 'eval/fid', 0, 7, 2), (2, 'old', 'loss/D', 3, 3, 1)")
+        conn.exec_driver_sql("INSERT INTO points (series_id, step, value, epoch, wall_time) "
+                             "VALUES (1, 0, 90.0, NULL, 0), (1, 7, 35.5, NULL, 0), (2, 3, NULL, NULL, 0)")
+    migrate.upgrade(engine)
+    with session_factory(engine)() as s:
+        assert dict(s.execute(select(Series.key, Series.last_value)).all()) == {"eval/fid": 35.5, "loss/D": None}
+        assert s.execute(select(Run.tags, Run.notes, Run.deleted_at)).one() == ([], "", None)
+    engine.dispose()
+
+
+def test_downgrade_and_upgrade_keep_every_runs_data(client, api_settings):
+    """0004 alters `runs` in place: a copy-and-rename would cascade-delete series on SQLite (foreign keys on)."""
+    from alembic import command
+
+    from sqd.server.store import migrate
+
+    run = external_run(client, tags=["kept"])
+    client.post(f"/api/v1/runs/{run['id']}/metrics", json={"points": [{"key": "loss/D", "step": 1, "value": 2.0}]},
+                headers=AUTH)
+    engine = make_engine(api_settings.resolved_database_url)
+    cfg = migrate.alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002_alert_rules")
+    migrate.upgrade(engine)
+    with session_factory(engine)() as s:
+        assert s.execute(select(Series.key, Series.n_points, Series.last_value)).all() == [("loss/D", 1, 2.0)]
+    engine.dispose()

@@ -18,23 +18,20 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("runs") as batch:
-        batch.add_column(sa.Column("tags", sa.JSON(), nullable=False, server_default=sa.text("'[]'")))
-        batch.add_column(sa.Column("notes", sa.Text(), nullable=False, server_default=""))
-        batch.add_column(sa.Column("archived_at", sa.Float(), nullable=True))
-        batch.add_column(sa.Column("deleted_at", sa.Float(), nullable=True))
-    with op.batch_alter_table("series") as batch:
-        batch.add_column(sa.Column("last_value", sa.Float(), nullable=True))
+    # Plain ADD COLUMN, not a batch (copy-and-rename) alteration: SQLite runs with foreign_keys=ON, and dropping the
+    # old `runs` table during a copy would cascade-delete every series, evaluation and alert of every run.
+    op.add_column("runs", sa.Column("tags", sa.JSON(), nullable=False, server_default=sa.text("'[]'")))
+    op.add_column("runs", sa.Column("notes", sa.Text(), nullable=False, server_default=""))
+    op.add_column("runs", sa.Column("archived_at", sa.Float(), nullable=True))
+    op.add_column("runs", sa.Column("deleted_at", sa.Float(), nullable=True))
+    op.add_column("series", sa.Column("last_value", sa.Float(), nullable=True))
     if "points" in sa.inspect(op.get_bind()).get_table_names():
         op.execute("UPDATE series SET last_value = (SELECT p.value FROM points p "
                    "WHERE p.series_id = series.id AND p.step = series.last_step)")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("series") as batch:
-        batch.drop_column("last_value")
-    with op.batch_alter_table("runs") as batch:
-        batch.drop_column("deleted_at")
-        batch.drop_column("archived_at")
-        batch.drop_column("notes")
-        batch.drop_column("tags")
+    # SQLite ≥ 3.35 drops a column in place (no table copy, so no cascade either)
+    for table, column in (("series", "last_value"), ("runs", "deleted_at"), ("runs", "archived_at"),
+                          ("runs", "notes"), ("runs", "tags")):
+        op.drop_column(table, column)
