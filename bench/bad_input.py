@@ -66,6 +66,16 @@ REFUSED = -1  # pseudo status: refused by the producer before reaching the bus
 CLOSED = 0  # pseudo status: the server closed the connection without an answer
 
 
+PNG_PROBE = b"\x89PNG\r\n\x1a\n auth probe"  # what PUT /samples/{step}.png accepts: a PNG signature first
+
+
+def with_body(body: Any, headers: dict[str, str]) -> dict[str, Any]:
+    """httpx keywords for a write request's body: JSON, or raw PNG bytes with their content type."""
+    if isinstance(body, bytes):
+        return {"content": body, "headers": {**headers, "Content-Type": "image/png"}}
+    return {"json": body, "headers": headers}
+
+
 @dataclass(frozen=True)
 class Budget:
     examples: int = 40  # schemathesis examples per operation
@@ -404,7 +414,7 @@ class Campaign:
         for (method, path), body in writes.items():
             for variant, kwargs in cases.auth_variants(TOKEN, revoked).items():
                 r = self.call(tally, f"{method} {path}: {variant}", method, path, expect=[401], auth=False,
-                              valid_run=run, json=body, **kwargs)
+                              valid_run=run, **with_body(body, kwargs.get("headers", {})))
                 if r is not None and r.status_code == 401 and r.headers.get("www-authenticate") != "Bearer":
                     tally.problems.append(f"{method} {path}: {variant}: 401 without WWW-Authenticate: Bearer")
         took_effect = [what for what, happened in (
@@ -413,11 +423,14 @@ class Campaign:
             ("points stored on auth-target", self.system.count_points(target) > 0),
             ("rule deleted", self.http.get(f"/api/v1/rules/{doomed}").status_code != 200),
             ("rule auth-made created", "auth-made" in self.http.get("/api/v1/rules").text),
+            ("auth-target edited or deleted", any((self.system.run_row(target) or {}).get(c)
+                                                  for c in ("notes", "deleted_at", "archived_at"))),
+            ("sample stored on auth-target", self.http.get(f"/api/v1/runs/{target}/samples").json()["count"] > 0),
         ) if happened]
         tally.problems += [f"an unauthorised write took effect: {what}" for what in took_effect]
         for (method, path), body in writes.items():  # the same requests with a valid token are accepted
             self.call(tally, f"{method} {path}: valid token", method, path, expect=[200, 201, 202, 204],
-                      auth=False, headers={"Authorization": f"Bearer {good}"}, json=body)
+                      auth=False, **with_body(body, {"Authorization": f"Bearer {good}"}))
         self.valid[target]["auth/x"].add(1)
         self.valid_runs.add("auth-made")
 
@@ -430,6 +443,11 @@ class Campaign:
                                                         {"points": [{"key": "auth/x", "step": 1, "value": 1}]}),
             ("POST", "/api/v1/rules"): ("/api/v1/rules", {"kind": "nan", "name": "auth-made"}),
             ("DELETE", "/api/v1/rules/{rule_id}"): (f"/api/v1/rules/{rule_id}", None),
+            ("PATCH", "/api/v1/runs/{run_id}"): (f"/api/v1/runs/{target}", {"notes": "auth probe"}),
+            ("DELETE", "/api/v1/runs/{run_id}"): (f"/api/v1/runs/{target}", None),  # soft: restored just after
+            ("POST", "/api/v1/runs/{run_id}/restore"): (f"/api/v1/runs/{target}/restore", None),
+            ("POST", "/api/v1/runs/gc"): ("/api/v1/runs/gc", {"older_than_s": 1e9}),  # erases nothing
+            ("PUT", "/api/v1/runs/{run_id}/samples/{step}.png"): (f"/api/v1/runs/{target}/samples/1.png", PNG_PROBE),
         }
         spec = self.http.get("/openapi.json").json()
         routes = [(m.upper(), p) for p, ops in spec["paths"].items() for m in ops if m in ("post", "put", "patch",
