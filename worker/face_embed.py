@@ -113,10 +113,13 @@ class TorchArcFaceEmbedder:
         self.model_id = f"arcface-{file_sha256(model_file)[:12]}"
 
     def embed(self, faces: Faces) -> torch.Tensor:
-        crops = align_faces(faces.images.to(self.device), faces.landmarks)  # RGB in [0, 255]
+        return self.embed_crops(align_faces(faces.images.to(self.device), faces.landmarks))
+
+    def embed_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        """Aligned 112×112 RGB crops in [0, 255] (N, 3, 112, 112) → (N, 512) embeddings on the device."""
         out = []
         with torch.inference_mode(), conv_math(self.device, self.tf32):
-            for batch in crops.split(self.batch_size):
+            for batch in crops.to(self.device).split(self.batch_size):
                 out.append(self.net(as_input(batch.sub(127.5).div(127.5))).float())
         return torch.cat(out) if out else torch.zeros(0, self.dim, device=self.device)
 

@@ -189,7 +189,7 @@ def test_interrupted_build_resumes_from_the_saved_sums(built: Path, celeba: Path
 
 def test_partial_sums_of_other_inputs_are_not_resumed(tmp_path: Path) -> None:
     sums = face_index.Sums.empty(3, 4, torch.device("cpu"))
-    sums.add(np.array([0, 2]), np.ones((2, 4), np.float32), 1, torch.randn(2, 2048))
+    sums.add(np.array([0, 2]), torch.ones(2, 4), 1, torch.randn(2, 2048))
     sums.save(tmp_path / "partial.npz", key="a")
     again = face_index.Sums.resume(tmp_path / "partial.npz", "a", torch.device("cpu"))
     assert again is not None and again.done == 2 and again.no_face == 1 and again.counts.tolist() == [1, 0, 1]
