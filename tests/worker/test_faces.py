@@ -18,7 +18,7 @@ from sqd.errors import ModelFileMissing
 from sqd.settings import Settings
 from sqd.worker.face_align import align_faces, similarity_transforms, warp_affine
 from sqd.worker.face_detect import ARCFACE_TEMPLATE, FaceDetector, Faces, fallback_landmarks, to_uint8_range
-from sqd.worker.face_embed import OnnxArcFaceEmbedder, DlibEmbedder, build_embedder
+from sqd.worker.face_embed import DlibEmbedder, OnnxArcFaceEmbedder, build_embedder
 from sqd.worker.faces import IdentityAssigner
 from sqd.worker.model_files import ARCFACE_FILE
 
