@@ -266,15 +266,19 @@ def _at_scale(device: torch.device, sizes: Sizes) -> bool:
 def run(ctx: Context, report: Report) -> None:
     sizes = QUICK if ctx.quick else FULL
     device = torch.device(ctx.device)
+    threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(1)  # a dry run on a shared machine: one thread contends least
-    with tempfile.TemporaryDirectory() as tmp:
-        profile = _faces(ctx, report, sizes, device, Path(tmp))
-        if ctx.time_left() > 30 or ctx.quick:
-            _precision(ctx, report, profile, sizes, device)
-        else:
-            report.note(f"eval: precision checks skipped ({ctx.time_left():.0f} s left)")
-        del profile
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        _digits(report, sizes, device, Path(tmp))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            profile = _faces(ctx, report, sizes, device, Path(tmp))
+            if ctx.time_left() > 30 or ctx.quick:
+                _precision(ctx, report, profile, sizes, device)
+            else:
+                report.note(f"eval: precision checks skipped ({ctx.time_left():.0f} s left)")
+            del profile
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            _digits(report, sizes, device, Path(tmp))
+    finally:
+        torch.set_num_threads(threads)
