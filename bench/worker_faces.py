@@ -32,7 +32,7 @@ from sqd.settings import Settings, WorkerSettings
 from sqd.worker import face_index
 from sqd.worker.arcface_export import export_onnx, random_arcface
 from sqd.worker.faces import FacesProfile
-from sqd.worker.inception import FIDInception
+from sqd.worker.inception import FIDInception, save_weights_file
 from sqd.worker.iresnet import IRESNET50
 from sqd.worker.model_files import ARCFACE_FILE, INCEPTION_FILE
 from sqd.worker.sampling import pick_device
@@ -84,8 +84,7 @@ def main() -> None:
         root, models = Path(tmp) / "celeba", Path(tmp) / "models"
         models.mkdir()
         paths = write_lfw_celeba(root, args.identities)
-        state = {k: v for k, v in FIDInception().net.state_dict().items() if not k.endswith("num_batches_tracked")}
-        torch.save(state, models / INCEPTION_FILE)
+        save_weights_file(FIDInception(), models / INCEPTION_FILE)
         if args.embedder == "arcface":
             export_onnx(random_arcface(IRESNET50), models / "arcface" / ARCFACE_FILE)
         settings = Settings(home=Path(tmp) / "home", worker=WorkerSettings(

@@ -98,3 +98,14 @@ class FaceDetector:
         prob[images_with_face], box[images_with_face] = boxes[best, 4], boxes[best, :4]
         landmarks[images_with_face], has_face[images_with_face] = points[best], True
         return Faces(x, prob, box, landmarks, has_face)
+
+    def reference_detect(self, images: torch.Tensor) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """facenet-pytorch's own `detect_face` on the same nets and images — one crop per box in a Python loop —
+        the reference `detect` is tested and benchmarked against: per image, boxes (K, 5) and landmarks (K, 5, 2)."""
+        from facenet_pytorch.models.utils.detect_face import detect_face
+
+        m, x = self.mtcnn, images.to(self.device)
+        with torch.no_grad():
+            boxes, points = detect_face(x.permute(0, 2, 3, 1), m.min_face_size, m.pnet, m.rnet, m.onet, m.thresholds,
+                                        m.factor, self.device)
+        return [np.asarray(b, np.float64) for b in boxes], [np.asarray(p, np.float64) for p in points]

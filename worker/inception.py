@@ -100,6 +100,14 @@ class FIDInception(nn.Module):
         self.net.load_state_dict(state, strict=False)
 
 
+def save_weights_file(model: FIDInception, path: Path) -> Path:
+    """Write `model`'s weights as the real file lays them out (torchvision's Inception3 names, 1008 classes, no
+    num_batches_tracked): how tests and benches make a random-weights stand-in under the real name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v for k, v in model.net.state_dict().items() if not k.endswith("num_batches_tracked")}, path)
+    return path
+
+
 def load_fid_inception(path: Path, device: torch.device | str = "cpu") -> FIDInception:
     model = FIDInception()
     model.load_weights_file(path)

@@ -12,8 +12,9 @@ FID 10,000, `gpu_batch_size`; ArcFace in PyTorch as a CUDA worker runs it):
   MTCNN and ArcFace work as on a good generator's output. The profile runs MTCNN on all 2,000 embedded images (their
   landmarks align ArcFace's crops), so its total is stricter than the goal's 1,000.
 - the first evaluation (cuDNN autotuning, lazy CUDA init) is reported apart; the figures are medians of the next.
-Then, per network, the share of the stage's wall time the GPU spends in kernels (torch.profiler): a low share means
-the stage is host-bound. Then precision: ArcFace on CUDA against onnxruntime on the CPU (cosine), the Inception
+Then MTCNN on 1,000 images through facenet-pytorch's own `detect_face` and through our batched stages, and, per
+network, the share of the stage's wall time the GPU spends in kernels (torch.profiler): a low share means the
+stage is host-bound. Then precision: ArcFace on CUDA against onnxruntime on the CPU (cosine), the Inception
 with strict float32 (TF32 off) against the default (speed, feature and FID differences).
 Digits: the worker's Evaluator on one `demo-stable` checkpoint (bench/worker_digits.py), 2,000 samples.
 """
@@ -33,6 +34,7 @@ import torch
 from report import Context, Report
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the LFW CelebA and checkpoint helpers
+from mtcnn_batched import compare as compare_mtcnn  # noqa: E402
 from worker_digits import store_checkpoint  # noqa: E402
 from worker_faces import fake_generator, write_lfw_celeba  # noqa: E402
 
@@ -47,7 +49,7 @@ from sqd.worker.face_align import align_faces  # noqa: E402
 from sqd.worker.face_detect import to_uint8_range  # noqa: E402
 from sqd.worker.face_embed import TorchArcFaceEmbedder  # noqa: E402
 from sqd.worker.faces import FacesProfile  # noqa: E402
-from sqd.worker.inception import FIDInception, fid_features  # noqa: E402
+from sqd.worker.inception import FIDInception, fid_features, save_weights_file  # noqa: E402
 from sqd.worker.iresnet import IRESNET50  # noqa: E402
 from sqd.worker.model_files import ARCFACE_FILE, INCEPTION_FILE  # noqa: E402
 from sqd.worker.sampling import GeneratorSampler  # noqa: E402
@@ -107,8 +109,7 @@ def _faces_setup(tmp: Path, sizes: Sizes, device: torch.device, report: Report) 
     models = tmp / "models"
     models.mkdir()
     torch.manual_seed(0)
-    state = {k: v for k, v in FIDInception().net.state_dict().items() if not k.endswith("num_batches_tracked")}
-    torch.save(state, models / INCEPTION_FILE)
+    save_weights_file(FIDInception(), models / INCEPTION_FILE)
     start = time.perf_counter()
     onnx_file = export_onnx(random_arcface(sizes.arcface_layers), models / "arcface" / ARCFACE_FILE)
     report.add(S, f"setup: ArcFace ONNX export (random IResNet{sizes.arcface_layers}, as insightface's torch2onnx)",
@@ -165,8 +166,19 @@ def _faces(ctx: Context, report: Report, sizes: Sizes, device: torch.device, tmp
     report.note(f"eval: faces metrics on the LFW pool: Q {metrics['eval/quality']:.3f}, no-face "
                 f"{metrics['eval/no_face_fraction']:.3f}, identities {metrics['eval/modes_covered']:.0f} of "
                 f"{sizes.identities}, FID {metrics['eval/fid']:.1f} (random Inception weights)")
+    _mtcnn_before_after(report, profile, pool, sizes)
     _gpu_busy(report, profile, pool, sizes, device)
     return profile
+
+
+def _mtcnn_before_after(report: Report, profile: FacesProfile, pool: torch.Tensor, sizes: Sizes) -> None:
+    """facenet-pytorch's per-box loop against the batched stages, same images and batches (bench/mtcnn_batched)."""
+    n = sizes.quality
+    images = to_uint8_range(pool.repeat(-(-n // len(pool)), 1, 1, 1)[:n])
+    r = compare_mtcnn(profile.detector, images, profile.batch_size, repeats=1)
+    report.add(S, f"MTCNN {n:,}: facenet-pytorch detect_face (per-box loop) → batched stages",
+               f"{r['facenet_s']:.3f} s → {r['batched_s']:.3f} s (max Δ probability {r['max_prob_diff']:.0e}, "
+               f"landmarks {r['max_landmark_px']:.0e} px)")
 
 
 def _gpu_busy(report: Report, profile: FacesProfile, pool: torch.Tensor, sizes: Sizes, device: torch.device) -> None:

@@ -24,7 +24,7 @@ from sqd.worker.arcface_export import export_onnx, random_arcface
 from sqd.worker.digits import DigitsProfile
 from sqd.worker.face_embed import TorchArcFaceEmbedder
 from sqd.worker.faces import FacesProfile
-from sqd.worker.inception import FIDInception
+from sqd.worker.inception import FIDInception, save_weights_file
 from sqd.worker.iresnet import IRESNET50
 from sqd.worker.model_files import ARCFACE_FILE, INCEPTION_FILE
 
@@ -35,8 +35,7 @@ pytestmark = pytest.mark.cuda
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     models = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
-    state = {k: v for k, v in FIDInception().net.state_dict().items() if not k.endswith("num_batches_tracked")}
-    torch.save(state, models / INCEPTION_FILE)
+    save_weights_file(FIDInception(), models / INCEPTION_FILE)
     export_onnx(random_arcface(IRESNET50, seed=1), models / "arcface" / ARCFACE_FILE)
     return models
 

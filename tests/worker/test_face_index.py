@@ -22,7 +22,7 @@ from sqd.settings import Settings, WorkerSettings, get_settings
 from sqd.worker import cli as worker_cli
 from sqd.worker import face_index
 from sqd.worker.face_embed import DlibEmbedder
-from sqd.worker.inception import FIDInception
+from sqd.worker.inception import FIDInception, save_weights_file
 from sqd.worker.model_files import INCEPTION_FILE, file_sha256
 
 IDENTITIES = 5  # CelebA identity numbers 101…105, two images each: the LFW face and its mirror image
@@ -74,8 +74,7 @@ def models_with_inception(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models dir holding an Inception weights file with the real name, keys and shapes (random values)."""
     models = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
-    state = {k: v for k, v in FIDInception().net.state_dict().items() if not k.endswith("num_batches_tracked")}
-    torch.save(state, models / INCEPTION_FILE)
+    save_weights_file(FIDInception(), models / INCEPTION_FILE)
     return models
 
 

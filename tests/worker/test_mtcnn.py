@@ -19,16 +19,6 @@ def detector() -> FaceDetector:
     return FaceDetector("cpu")
 
 
-def reference(detector: FaceDetector, x: torch.Tensor) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    from facenet_pytorch.models.utils.detect_face import detect_face
-
-    m = detector.mtcnn
-    with torch.no_grad():
-        boxes, points = detect_face(x.permute(0, 2, 3, 1), m.min_face_size, m.pnet, m.rnet, m.onet, m.thresholds,
-                                    m.factor, x.device)
-    return [np.asarray(b, np.float64) for b in boxes], [np.asarray(p, np.float64) for p in points]
-
-
 def lfw(first: int, count: int) -> torch.Tensor:
     return to_uint8_range(torch.from_numpy(data.lfw_subset()[first:first + count]).float().unsqueeze(1).mul(2).sub(1))
 
@@ -43,7 +33,7 @@ def test_same_detections_as_facenet_pytorch(detector: FaceDetector, images: str)
     x = {"lfw faces": lambda: lfw(0, 24), "lfw non-faces": lambda: lfw(100, 24),
          "astronaut face": lambda: astronaut(False), "astronaut photo": lambda: astronaut(True)}[images]()
     faces = detector.detect(x)
-    boxes, points = reference(detector, x)
+    boxes, points = detector.reference_detect(x)
     for i, (b, p) in enumerate(zip(boxes, points, strict=True)):
         assert faces.found[i] == (b.size > 0), i
         if b.size:
