@@ -13,6 +13,8 @@ import argparse
 import os
 import statistics
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -20,6 +22,8 @@ from skimage import data
 
 from sqd.worker.face_detect import FaceDetector, to_uint8_range
 from sqd.worker.sampling import pick_device
+
+T = TypeVar("T")
 
 
 def lfw_faces(n: int, device: torch.device) -> torch.Tensor:
@@ -37,29 +41,28 @@ def facenet_detect(detector: FaceDetector, images: torch.Tensor) -> tuple[np.nda
     return prob, marks
 
 
+def _median_seconds(fn: Callable[[torch.Tensor], T], images: torch.Tensor, batch: int, repeats: int
+                    ) -> tuple[list[T], float]:
+    """`fn` over `images` in batches, once to warm up and `repeats` times timed: (last outputs, median seconds)."""
+    seconds, out = [], []
+    for _ in range(repeats + 1):
+        if images.is_cuda:
+            torch.cuda.synchronize(images.device)
+        start = time.perf_counter()
+        out = [fn(b) for b in images.split(batch)]
+        if images.is_cuda:
+            torch.cuda.synchronize(images.device)
+        seconds.append(time.perf_counter() - start)
+    return out, statistics.median(seconds[1:])
+
+
 def compare(detector: FaceDetector, images: torch.Tensor, batch: int, repeats: int) -> dict[str, float]:
     """Median seconds of both ways over `images` in batches of `batch` (after one warm-up), and their largest
     differences in probability and landmarks (px)."""
-    device = images.device
-
-    def timed(fn: object) -> tuple[list[object], float]:
-        seconds = []
-        for _ in range(repeats + 1):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            out = [fn(b) for b in images.split(batch)]  # type: ignore[operator]
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds.append(time.perf_counter() - start)
-        return out, statistics.median(seconds[1:])
-
-    ours, ours_s = timed(detector.detect)
-    theirs, theirs_s = timed(lambda b: facenet_detect(detector, b))
-    prob = np.concatenate([f.prob for f in ours])  # type: ignore[attr-defined]
-    marks = np.concatenate([f.landmarks for f in ours])  # type: ignore[attr-defined]
-    ref_prob = np.concatenate([p for p, _ in theirs])  # type: ignore[misc]
-    ref_marks = np.concatenate([m for _, m in theirs])  # type: ignore[misc]
+    ours, ours_s = _median_seconds(detector.detect, images, batch, repeats)
+    theirs, theirs_s = _median_seconds(lambda b: facenet_detect(detector, b), images, batch, repeats)
+    prob, marks = np.concatenate([f.prob for f in ours]), np.concatenate([f.landmarks for f in ours])
+    ref_prob, ref_marks = np.concatenate([t[0] for t in theirs]), np.concatenate([t[1] for t in theirs])
     found = ref_prob > 0
     return {"batched_s": ours_s, "facenet_s": theirs_s, "max_prob_diff": float(np.abs(prob - ref_prob).max()),
             "max_landmark_px": float(np.abs(marks[found] - ref_marks[found]).max()) if found.any() else 0.0,

@@ -53,7 +53,9 @@ def main() -> None:
         print(f"first evaluation (loads or trains the classifier, FID reference): {time.perf_counter() - start:.2f} s")
         clf = evaluator.profile("digits").classifier  # type: ignore[attr-defined]
         print(f"digit classifier: held-out accuracy {clf.accuracy:.4f} (recipe {clf.recipe})")
-        walls, cpus, stages = [], [], {s: [] for s in STAGES}
+        walls: list[float] = []
+        cpus: list[float] = []
+        stages: dict[str, list[float]] = {s: [] for s in STAGES}
         for _ in range(args.repeats):
             wall, cpu = time.perf_counter(), time.process_time()
             result = evaluator.evaluate(event)
