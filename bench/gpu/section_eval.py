@@ -25,9 +25,11 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -55,6 +57,7 @@ from sqd.worker.model_files import ARCFACE_FILE, INCEPTION_FILE  # noqa: E402
 from sqd.worker.sampling import GeneratorSampler  # noqa: E402
 
 S = "eval"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,16 @@ class Sizes:
 
 FULL = Sizes(1000, 2000, 10_000, 2000, 3, IRESNET50, 100, 1000)
 QUICK = Sizes(10, 10, 10, 100, 1, (1, 1, 1, 1), 5, 4)  # a CPU dry run of every code path (10: the settings' least)
+
+
+def _attempt(report: Report, what: str, fn: Callable[[], T]) -> T | None:
+    """Run one part of the section; a failure is reported and the other parts still run."""
+    try:
+        return fn()
+    except Exception:
+        report.add(S, f"{what} failed", "error")
+        report.note(f"eval: {what}: " + traceback.format_exc(limit=6).replace("\n", " ⏎ "))
+        return None
 
 
 def _sync(device: torch.device) -> None:
@@ -166,8 +179,8 @@ def _faces(ctx: Context, report: Report, sizes: Sizes, device: torch.device, tmp
     report.note(f"eval: faces metrics on the LFW pool: Q {metrics['eval/quality']:.3f}, no-face "
                 f"{metrics['eval/no_face_fraction']:.3f}, identities {metrics['eval/modes_covered']:.0f} of "
                 f"{sizes.identities}, FID {metrics['eval/fid']:.1f} (random Inception weights)")
-    _mtcnn_before_after(report, profile, pool, sizes)
-    _gpu_busy(report, profile, pool, sizes, device)
+    _attempt(report, "MTCNN before/after", lambda: _mtcnn_before_after(report, profile, pool, sizes))
+    _attempt(report, "GPU-busy shares", lambda: _gpu_busy(report, profile, pool, sizes, device))
     return profile
 
 
@@ -283,14 +296,14 @@ def run(ctx: Context, report: Report) -> None:
         torch.set_num_threads(1)  # a dry run on a shared machine: one thread contends least
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            profile = _faces(ctx, report, sizes, device, Path(tmp))
-            if ctx.time_left() > 30 or ctx.quick:
-                _precision(ctx, report, profile, sizes, device)
-            else:
+            profile = _attempt(report, "faces evaluation", lambda: _faces(ctx, report, sizes, device, Path(tmp)))
+            if profile is not None and (ctx.time_left() > 30 or ctx.quick):
+                _attempt(report, "precision checks", lambda: _precision(ctx, report, profile, sizes, device))
+            elif profile is not None:
                 report.note(f"eval: precision checks skipped ({ctx.time_left():.0f} s left)")
-            del profile
+            profile = None  # free the networks before the digits part
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-            _digits(report, sizes, device, Path(tmp))
+            _attempt(report, "digits evaluation", lambda: _digits(report, sizes, device, Path(tmp)))
     finally:
         torch.set_num_threads(threads)
