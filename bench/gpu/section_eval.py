@@ -165,7 +165,8 @@ def _faces(ctx: Context, report: Report, sizes: Sizes, device: torch.device, tmp
                _rate(sizes.fid, stage["generate"]))
     report.add(S, f"faces: MTCNN {n_detect:,} (Q and landmarks, batched stages; facenet-pytorch's loop took 0.9 s "
                   "per 1,000)", _rate(n_detect, stage["mtcnn"]))
-    report.add(S, f"faces: ArcFace {sizes.samples:,} (alignment + IResNet-50)", _rate(sizes.samples, stage["embed"]))
+    report.add(S, f"faces: ArcFace {sizes.samples:,} (alignment + IResNet{sizes.arcface_layers}, {runtime})",
+               _rate(sizes.samples, stage["embed"]))
     report.add(S, "faces: nearest identity", f"{stage.get('assign', 0.0):.4f} s")
     report.add(S, f"faces: FID Inception {sizes.fid:,} (fp32, channels_last, TF32 convs; was 2.4 s)",
                _rate(sizes.fid, stage["fid_features"]))
