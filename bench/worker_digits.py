@@ -15,6 +15,7 @@ import os
 import statistics
 import tempfile
 import time
+from typing import Any
 
 import torch
 
@@ -41,15 +42,9 @@ def main() -> None:
 
     settings = Settings()  # the classifier and FID reference cache under $SQD_HOME/models, as a worker's
     settings = settings.model_copy(update={"worker": settings.worker.model_copy(update={"samples": args.samples})})
-    spec = generator_spec(resolve_config(args.preset, {}))
-    torch.manual_seed(0)
-    data = to_bytes({"generator": spec, "G": build_generator(spec).state_dict(), "G_ema": None, "step": 1000,
-                     "epoch": 0, "config": {}})
     with tempfile.TemporaryDirectory() as tmp:
         store = ArtifactStore(tmp)
-        ref = store.put_bytes("runs/bench/checkpoints/step-000001000.pt", data)
-        event = CheckpointReady(run_id="bench", step=1000, uri=ref.uri, sha256=ref.sha256, size_bytes=ref.size_bytes,
-                                profile="digits", generator=spec)
+        data, spec, event = store_checkpoint(store, args.preset, "digits")
         evaluator = Evaluator(settings, store, pick_device(args.device), "bench")
         start = time.perf_counter()
         first = evaluator.evaluate(event)
@@ -58,7 +53,9 @@ def main() -> None:
         print(f"first evaluation (loads or trains the classifier, FID reference): {time.perf_counter() - start:.2f} s")
         clf = evaluator.profile("digits").classifier  # type: ignore[attr-defined]
         print(f"digit classifier: held-out accuracy {clf.accuracy:.4f} (recipe {clf.recipe})")
-        walls, cpus, stages = [], [], {s: [] for s in STAGES}
+        walls: list[float] = []
+        cpus: list[float] = []
+        stages: dict[str, list[float]] = {s: [] for s in STAGES}
         for _ in range(args.repeats):
             wall, cpu = time.perf_counter(), time.process_time()
             result = evaluator.evaluate(event)
@@ -80,6 +77,18 @@ def main() -> None:
         print(f"{s:<10}{t:>10.4f}{rate:>12}")
     print(f"metrics (untrained G): { {k: round(v, 4) for k, v in result.metrics.items()} }")
     print_cpu_per_stage(evaluator, data, spec["z_dim"], n, args.repeats)
+
+
+def store_checkpoint(store: ArtifactStore, preset: str, profile: str) -> tuple[bytes, dict[str, Any], CheckpointReady]:
+    """The preset's generator (random weights, seed 0) as a real checkpoint in `store`, and its CheckpointReady."""
+    spec = generator_spec(resolve_config(preset, {}))
+    torch.manual_seed(0)
+    data = to_bytes({"generator": spec, "G": build_generator(spec).state_dict(), "G_ema": None, "step": 1000,
+                     "epoch": 0, "config": {}})
+    ref = store.put_bytes("runs/bench/checkpoints/step-000001000.pt", data)
+    event = CheckpointReady(run_id="bench", step=1000, uri=ref.uri, sha256=ref.sha256, size_bytes=ref.size_bytes,
+                            profile=profile, generator=spec)
+    return data, spec, event
 
 
 def print_cpu_per_stage(evaluator: Evaluator, data: bytes, z_dim: int, n: int, repeats: int) -> None:

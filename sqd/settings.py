@@ -40,7 +40,9 @@ class WorkerSettings(BaseModel):
     samples: int = Field(2000, ge=10, description="generated images per evaluation (diversity)")
     quality_samples: int = Field(1000, ge=10)
     fid_samples: int = Field(10_000, ge=10)
-    batch_size: int = Field(250, ge=1)
+    batch_size: int = Field(250, ge=1, description="images per batch on a CPU worker")
+    gpu_batch_size: int = Field(500, ge=1, description="images per batch on a CUDA worker (generator, MTCNN, ArcFace, "
+                                                       "Inception); lower it on a GPU with little memory")
     transient_retries: int = Field(20, ge=1, description="tries of a checkpoint whose artifact store is unreachable "
                                                           "before it is reported failed and dead-lettered")
     models_dir: Path | None = None  # default: $SQD_HOME/models
@@ -50,9 +52,19 @@ class WorkerSettings(BaseModel):
         None, description="ArcFace ONNX file; default: <models_dir>/arcface/w600k_r50.onnx or the buffalo_l layout")
     inception_weights: Path | None = Field(
         None, description="FID Inception-v3 weights; default: <models_dir>/pt_inception-2015-12-05-6726825d.pth")
+    arcface_runtime: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto", description="ArcFace runs as a PyTorch IResNet built from the ONNX file's weights ('torch'), or on "
+                            "onnxruntime; 'auto': torch on a CUDA worker, onnxruntime on the CPU")
+    tf32: bool = Field(
+        True, description="CUDA: let cuDNN use TF32 tensor cores for the evaluation networks' convolutions (torch's "
+                          "default); false = strict IEEE float32, as StyleGAN3's metric code runs")
     normalize_embeddings: bool = Field(
         False, description="L2-normalise face embeddings and centroids before the nearest-identity search "
                            "(off: Euclidean on raw embeddings, as seed 003)")
+
+    def batch_for(self, device_type: str) -> int:
+        """Images per batch on a device of this type ("cuda", "cpu", …)."""
+        return self.gpu_batch_size if device_type == "cuda" else self.batch_size
 
 
 class TrainerSettings(BaseModel):

@@ -89,3 +89,19 @@ def artifact_dir() -> Path:
     """Where tests save screenshots and other artifacts a person may want to look at."""
     ARTIFACT_DIR.mkdir(parents=True, exist_ok=True)
     return ARTIFACT_DIR
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `cuda` need a CUDA GPU; without one they skip and say so (torch is imported only if any is
+    collected, so server-only runs stay light)."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False); run `pytest -m cuda` "
+                                   "on a GPU machine")
+    for item in marked:
+        item.add_marker(skip)

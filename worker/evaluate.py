@@ -104,7 +104,7 @@ class Evaluator:
         with stage(timings, "profile_load"):
             profile = self.profile(event.profile)
         sampler = GeneratorSampler(G, z_dim, run_seed(event.run_id, "eval"), self.device,
-                                   self.settings.worker.batch_size, timings)
+                                   self.settings.worker.batch_for(self.device.type), timings)
         metrics = profile.evaluate(sampler, timings)
         return metrics, sampler.largest, key
 

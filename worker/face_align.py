@@ -37,19 +37,21 @@ def similarity_transforms(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def warp_affine(images: torch.Tensor, transforms: np.ndarray, size: int) -> torch.Tensor:
-    """Warp (N, C, H, W) images with forward maps M (N, 2, 3; input pixel → output pixel) into size×size crops."""
+    """Warp (N, C, H, W) images with forward maps M (N, 2, 3; input pixel → output pixel) into size×size crops, on
+    the images' device: the inverse maps are composed with the pixel-centre ↔ [−1, 1] conversions of
+    `align_corners=False` on the host in float64 (N×2×3 numbers), then `affine_grid` + `grid_sample` run there."""
     n, _, h, w = images.shape
-    m = torch.as_tensor(transforms, dtype=torch.float64)
-    lin, trans = m[:, :, :2], m[:, :, 2]
-    inv = torch.linalg.inv(lin)
-    coords = torch.arange(size, dtype=torch.float64)
-    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
-    out_px = torch.stack([xx, yy], dim=-1).reshape(1, -1, 2)  # (1, size², 2) output pixel centres
-    src_px = torch.einsum("nij,npj->npi", inv, out_px - trans[:, None, :])  # where each output pixel comes from
-    norm = torch.tensor([w, h], dtype=torch.float64)
-    grid = ((2 * src_px + 1) / norm - 1).reshape(n, size, size, 2)  # align_corners=False convention
-    return F.grid_sample(images.float(), grid.to(images.device, torch.float32), mode="bilinear",
-                         padding_mode="zeros", align_corners=False)
+    m = np.asarray(transforms, dtype=np.float64)
+    inv = np.linalg.inv(m[:, :, :2])
+    src_of_out = np.concatenate([inv, -np.einsum("nij,nj->ni", inv, m[:, :, 2])[:, :, None]], axis=2)
+    # normalised output coordinate u_n ↦ pixel (size·(u_n + 1) − 1)/2 ↦ source pixel ↦ normalised (2p + 1)/W − 1
+    to_px = np.array([[size / 2, 0, (size - 1) / 2], [0, size / 2, (size - 1) / 2], [0, 0, 1]])
+    to_norm = np.array([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1]])
+    theta = np.einsum("ij,njk,kl->nil", to_norm, np.concatenate(
+        [src_of_out, np.tile([[[0.0, 0.0, 1.0]]], (n, 1, 1))], axis=1), to_px)
+    grid = F.affine_grid(torch.as_tensor(theta, dtype=torch.float32, device=images.device), [n, 1, size, size],
+                         align_corners=False)
+    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def align_faces(images: torch.Tensor, landmarks: np.ndarray, size: int = ARCFACE_SIZE) -> torch.Tensor:

@@ -186,8 +186,8 @@ class Sums:
         return cls(0, 0, np.zeros(identities, np.int64), np.zeros((identities, dim)), np.zeros((identities, dim)),
                    RunningMoments(FEATURES, device))
 
-    def add(self, labels: np.ndarray, embeddings: np.ndarray, no_face: int, features: torch.Tensor) -> None:
-        e = embeddings.astype(np.float64)
+    def add(self, labels: np.ndarray, embeddings: torch.Tensor, no_face: int, features: torch.Tensor) -> None:
+        e = embeddings.double().cpu().numpy()
         np.add.at(self.sum_raw, labels, e)
         np.add.at(self.sum_unit, labels, e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12))
         np.add.at(self.counts, labels, 1)
@@ -237,7 +237,7 @@ class Models:
 
 
 def load_models(settings: Settings, device: torch.device) -> Models:
-    embedder = build_embedder(settings)
+    embedder = build_embedder(settings, device)
     weights = inception_weights_path(settings)
     files = {p.name: file_sha256(p) for p in [*embedder_files(settings, embedder), weights]}
     return Models(embedder, weights, files, device)
@@ -278,11 +278,12 @@ def build_index(settings: Settings, celeba_root: Path, device: torch.device, *, 
     if on_progress:
         on_progress(sums.done, len(celeba.files))
     try:
-        for first, batch in _batches(celeba, sums.done, settings.worker.batch_size, crop, resolution):
+        batch_size = settings.worker.batch_for(device.type)
+        for first, batch in _batches(celeba, sums.done, batch_size, crop, resolution):
             images = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
             faces = models.detector.detect(to_uint8_range(images))
             embeddings = models.embedder.embed(faces)
-            features = fid_features(models.inception, images, settings.worker.batch_size)
+            features = fid_features(models.inception, images, batch_size, settings.worker.tf32)
             sums.add(celeba.labels[first:first + len(batch)], embeddings, int((~faces.found).sum()), features)
             if sums.done - last_saved >= save_every:
                 sums.save(partial, key)

@@ -1,6 +1,7 @@
 """The `faces` evaluation profile (seed 003, SPEC §1) for CelebA-style runs.
 
-On one checkpoint's generated images (all on the worker's device, in batches of `worker.batch_size`):
+On one checkpoint's generated images, all on the worker's device from the generator to the metrics (in batches of
+`worker.gpu_batch_size` on CUDA, `worker.batch_size` on the CPU; the networks run as `inference` says):
 
 - **Q** `eval/quality`: MTCNN's probability of the most confident face, 0 where none is found, averaged over the
   max(quality_samples, samples) images MTCNN sees (it has to see the `samples` images anyway: their landmarks
@@ -19,7 +20,7 @@ ModelFileMissing saying how to build or provide it, and the evaluation is report
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,8 +35,14 @@ from sqd.worker.model_files import inception_weights_path
 from sqd.worker.profiles import Sampler
 from sqd.worker.sampling import pick_device
 
-if TYPE_CHECKING:
-    from sqd.worker.face_index import FacesIndex
+
+@dataclass
+class FidReference:
+    """The real images' FID moments on the device (float64) and Σ^{1/2}, computed once per worker."""
+
+    mu: torch.Tensor
+    sigma: torch.Tensor
+    sqrt_sigma: torch.Tensor
 
 
 def _sync(device: torch.device) -> None:
@@ -77,30 +84,35 @@ class FacesProfile:
         self.device = pick_device(device) if isinstance(device, str) else device
         w = settings.worker
         self.quality_samples, self.samples, self.fid_samples = w.quality_samples, w.samples, w.fid_samples
-        self.batch_size = w.batch_size
+        self.batch_size, self.tf32 = w.batch_for(self.device.type), w.tf32
         # Load everything a checkpoint needs now, so a missing file fails the first evaluation, not the tenth.
         self.detector = FaceDetector(self.device)
-        self.embedder = build_embedder(settings)
+        self.embedder = build_embedder(settings, self.device)
         self.inception = load_fid_inception(inception_weights_path(settings), self.device)
-        self._indexes: dict[int, tuple[FacesIndex, IdentityAssigner, torch.Tensor]] = {}
+        self._indexes: dict[int, tuple[IdentityAssigner, FidReference]] = {}
 
-    def index(self, resolution: int) -> tuple[FacesIndex, IdentityAssigner, torch.Tensor]:
-        """The identity centroids and FID reference of real faces at this resolution (loaded once)."""
+    def index(self, resolution: int) -> tuple[IdentityAssigner, FidReference]:
+        """The identity centroids and FID reference of real faces at this resolution (loaded once, kept on the
+        device)."""
         if resolution not in self._indexes:
             from sqd.worker.face_index import load_index
 
             idx = load_index(self.settings, self.embedder, resolution)
             normalize = self.settings.worker.normalize_embeddings
             assigner = IdentityAssigner(idx.centroids(normalize), normalize, self.device)
-            sqrt_ref = estimators.sqrtm_psd(torch.as_tensor(idx.fid_sigma, device=self.device))
-            self._indexes[resolution] = (idx, assigner, sqrt_ref)
+            sigma = torch.as_tensor(idx.fid_sigma, dtype=torch.float64, device=self.device)
+            reference = FidReference(torch.as_tensor(idx.fid_mu, dtype=torch.float64, device=self.device), sigma,
+                                     estimators.sqrtm_psd(sigma))
+            self._indexes[resolution] = (assigner, reference)
         return self._indexes[resolution]
 
     def identities(self, images: torch.Tensor, n_embed: int, assigner: IdentityAssigner,
                    timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """MTCNN on every image, embedding + nearest identity on the first `n_embed`: (probabilities,
-        identity indices, found-a-face flags of the embedded images)."""
-        probs, modes, found = [], [], []
+        identity counts, found-a-face flags of the embedded images)."""
+        probs: list[np.ndarray] = []
+        found: list[np.ndarray] = []
+        modes: list[torch.Tensor] = []
         for start in range(0, len(images), self.batch_size):
             batch = images[start:start + self.batch_size]
             with stage(timings, "mtcnn"):
@@ -113,27 +125,29 @@ class FacesProfile:
             with stage(timings, "embed"):
                 head = faces if keep == len(batch) else faces.head(keep)
                 embeddings = self.embedder.embed(head)
+                _sync(self.device)
             with stage(timings, "assign"):
-                modes.append(assigner.assign(embeddings).cpu().numpy())
+                modes.append(assigner.assign(embeddings))
             found.append(head.found)
-        return np.concatenate(probs), np.concatenate(modes), np.concatenate(found)
+        counts = torch.bincount(torch.cat(modes), minlength=assigner.modes).cpu().numpy()
+        return np.concatenate(probs), counts, np.concatenate(found)
 
     def evaluate(self, sample: Sampler, timings: dict[str, float]) -> dict[str, float]:
         n_detect = max(self.quality_samples, self.samples)
         images = sample(max(n_detect, self.fid_samples))
-        idx, assigner, sqrt_ref = self.index(int(images.shape[-1]))
-        probs, modes, found = self.identities(images[:n_detect], self.samples, assigner, timings)
+        assigner, reference = self.index(int(images.shape[-1]))
+        probs, counts, found = self.identities(images[:n_detect], self.samples, assigner, timings)
         with stage(timings, "fid_features"):
             moments = estimators.RunningMoments(FEATURES, self.device)
             for batch in images[:self.fid_samples].split(self.batch_size):
-                moments.update(fid_features(self.inception, batch, self.batch_size))
+                moments.update(fid_features(self.inception, batch, self.batch_size, self.tf32))
             _sync(self.device)
         with stage(timings, "fid"):
-            fid = estimators.frechet_distance(torch.as_tensor(idx.fid_mu, device=self.device), idx.fid_sigma,
-                                              moments.mean, moments.covariance(), sqrt_sigma1=sqrt_ref)
+            fid = estimators.frechet_distance(reference.mu, reference.sigma, moments.mean, moments.covariance(),
+                                              sqrt_sigma1=reference.sqrt_sigma)
         return {
             "eval/quality": float(probs.mean()),
-            **estimators.diversity_metrics(np.bincount(modes, minlength=assigner.modes)),
+            **estimators.diversity_metrics(counts),
             "eval/no_face_fraction": float(1.0 - found.mean()),
             "eval/fid": fid,
         }

@@ -5,7 +5,8 @@ conversion; it cannot be downloaded here, see `model_files`). Features are the 2
 The TF graph differs from torchvision's blocks only in the pooling branch: Mixed_5b–d, 6b–e and 7b average-pool
 without counting the zero padding, and Mixed_7c max-pools. Each block below reuses torchvision's branches and
 only recomputes that branch (one 1×1 conv, a negligible extra cost) rather than restating the block.
-Input: images in [−1, 1] of any size, resized to 299×299 bilinearly (no antialias), as pytorch-fid does.
+Input: images in [−1, 1] of any size, resized to 299×299 bilinearly (no antialias), as pytorch-fid does. On CUDA
+the network runs float32 in channels_last under `inference.conv_math` (cuDNN autotuning; TF32 per `worker.tf32`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch.nn import functional as F
 from torchvision.models import inception as tv
 
 from sqd.errors import ModelFileMissing
+from sqd.worker.inference import as_input, conv_math, to_device
 from sqd.worker.model_files import INCEPTION_HOWTO
 
 FEATURES = 2048
@@ -72,7 +74,7 @@ class FIDInception(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
             x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
-        return self.trunk(x).flatten(1)
+        return self.trunk(as_input(x)).flatten(1)
 
     def load_weights_file(self, path: Path) -> None:
         """Load the FID weights (a state dict with torchvision's Inception3 names, fc of 1008 classes)."""
@@ -98,10 +100,18 @@ class FIDInception(nn.Module):
         self.net.load_state_dict(state, strict=False)
 
 
+def save_weights_file(model: FIDInception, path: Path) -> Path:
+    """Write `model`'s weights as the real file lays them out (torchvision's Inception3 names, 1008 classes, no
+    num_batches_tracked): how tests and benches make a random-weights stand-in under the real name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v for k, v in model.net.state_dict().items() if not k.endswith("num_batches_tracked")}, path)
+    return path
+
+
 def load_fid_inception(path: Path, device: torch.device | str = "cpu") -> FIDInception:
     model = FIDInception()
     model.load_weights_file(path)
-    return model.to(device).eval().requires_grad_(False)
+    return to_device(model, torch.device(device))
 
 
 def quantize(images: torch.Tensor) -> torch.Tensor:
@@ -110,12 +120,12 @@ def quantize(images: torch.Tensor) -> torch.Tensor:
     return images.float().clamp(-1, 1).add(1).mul(127.5).round().div(127.5).sub(1)
 
 
-def fid_features(model: FIDInception, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+def fid_features(model: FIDInception, images: torch.Tensor, batch_size: int, tf32: bool = True) -> torch.Tensor:
     """pool3 features (N, 2048) of images (N, C, H, W) in [−1, 1] (grey is repeated to RGB), on the model's
-    device, in batches."""
+    device, in batches; `tf32` as `worker.tf32` (CUDA only)."""
     device = next(model.parameters()).device
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), conv_math(device, tf32):
         for batch in images.split(batch_size):
             x = quantize(batch.to(device))
             out.append(model(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x))

@@ -22,7 +22,7 @@ from sqd.settings import Settings, WorkerSettings, get_settings
 from sqd.worker import cli as worker_cli
 from sqd.worker import face_index
 from sqd.worker.face_embed import DlibEmbedder
-from sqd.worker.inception import FIDInception
+from sqd.worker.inception import FIDInception, save_weights_file
 from sqd.worker.model_files import INCEPTION_FILE, file_sha256
 
 IDENTITIES = 5  # CelebA identity numbers 101…105, two images each: the LFW face and its mirror image
@@ -74,8 +74,7 @@ def models_with_inception(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models dir holding an Inception weights file with the real name, keys and shapes (random values)."""
     models = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
-    state = {k: v for k, v in FIDInception().net.state_dict().items() if not k.endswith("num_batches_tracked")}
-    torch.save(state, models / INCEPTION_FILE)
+    save_weights_file(FIDInception(), models / INCEPTION_FILE)
     return models
 
 
@@ -189,7 +188,7 @@ def test_interrupted_build_resumes_from_the_saved_sums(built: Path, celeba: Path
 
 def test_partial_sums_of_other_inputs_are_not_resumed(tmp_path: Path) -> None:
     sums = face_index.Sums.empty(3, 4, torch.device("cpu"))
-    sums.add(np.array([0, 2]), np.ones((2, 4), np.float32), 1, torch.randn(2, 2048))
+    sums.add(np.array([0, 2]), torch.ones(2, 4), 1, torch.randn(2, 2048))
     sums.save(tmp_path / "partial.npz", key="a")
     again = face_index.Sums.resume(tmp_path / "partial.npz", "a", torch.device("cpu"))
     assert again is not None and again.done == 2 and again.no_face == 1 and again.counts.tolist() == [1, 0, 1]

@@ -18,7 +18,7 @@ from sqd.errors import ModelFileMissing
 from sqd.settings import Settings
 from sqd.worker.face_align import align_faces, similarity_transforms, warp_affine
 from sqd.worker.face_detect import ARCFACE_TEMPLATE, FaceDetector, Faces, fallback_landmarks, to_uint8_range
-from sqd.worker.face_embed import ArcFaceEmbedder, DlibEmbedder, build_embedder
+from sqd.worker.face_embed import DlibEmbedder, OnnxArcFaceEmbedder, build_embedder
 from sqd.worker.faces import IdentityAssigner
 from sqd.worker.model_files import ARCFACE_FILE
 
@@ -168,7 +168,7 @@ def test_arcface_onnx_embeds_the_aligned_crops(tmp_path: Path, lfw_faces: Faces)
     settings = Settings(home=tmp_path)  # default lookup: <models_dir>/arcface/w600k_r50.onnx
     export_onnx(net, settings.models_dir / "arcface" / ARCFACE_FILE)
     embedder = build_embedder(settings)
-    assert isinstance(embedder, ArcFaceEmbedder) and embedder.dim == 512
+    assert isinstance(embedder, OnnxArcFaceEmbedder) and embedder.dim == 512
     assert embedder.model_id.startswith("arcface-")
     got = embedder.embed(lfw_faces)
     with torch.no_grad():
@@ -189,7 +189,7 @@ def test_arcface_file_that_is_not_a_model(tmp_path: Path) -> None:
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"\x00not an onnx model" * 10)
     with pytest.raises(ModelFileMissing, match=r"broken.onnx cannot be loaded"):
-        ArcFaceEmbedder(bad)
+        OnnxArcFaceEmbedder(bad)
     wrong = export_onnx(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()), tmp_path / "w.onnx", 64)
     with pytest.raises(ModelFileMissing, match=r"not a face recognition network with a \(N, 3, 112, 112\) input"):
-        ArcFaceEmbedder(wrong)
+        OnnxArcFaceEmbedder(wrong)
