@@ -85,6 +85,12 @@ class ArtifactSettings(BaseModel):
     options: dict[str, Any] = Field({}, description="further fsspec storage options as JSON, passed to the "
                                                     "filesystem as they are (any protocol)")
 
+    @field_validator("endpoint_url", "region", "access_key_id", "secret_access_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        # docker compose and .env files write unset values as empty strings
+        return None if v == "" else v
+
     def env(self) -> dict[str, str]:
         """The SQD_ARTIFACTS__* variables that give a child process these settings (only those set)."""
         values = {"ENDPOINT_URL": self.endpoint_url, "REGION": self.region, "ACCESS_KEY_ID": self.access_key_id,
