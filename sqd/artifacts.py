@@ -200,8 +200,6 @@ class ArtifactStore:
             data = self.fs.cat_file(path)
         except FileNotFoundError as exc:
             raise ArtifactError(f"get {key}: no such artifact in {self.url}") from exc
-        except IsADirectoryError as exc:
-            raise ArtifactError(f"get {key}: {self.url} holds a directory there, not an artifact") from exc
         except self.errors as exc:
             raise ArtifactError(f"get {key}: cannot read from {self.url}: {exc}") from _as_os_error(exc)
         if sha256 is not None and (actual := sha256_hex(data)) != sha256:
