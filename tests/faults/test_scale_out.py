@@ -1,9 +1,9 @@
 """Scale-out, end to end: two `sqd server`s, two `sqd worker`s and two `sqd agent`s, each with a home directory of
 its own as if on its own machine, share one PostgreSQL (a database of its own), one Valkey and an S3 artifact
 store (moto's server on loopback). Tiny real runs train through the agents; one server and one worker are
-SIGKILLed mid-run and gc runs meanwhile (and `sqd gc` at the end). Afterwards nothing is lost (every step of every run stored, every
-checkpoint evaluated), nothing doubled (points, evaluations, alerts), the survivors are healthy, and every
-artifact in S3 reads back with its sha256."""
+SIGKILLed mid-run and gc runs meanwhile (and `sqd gc` at the end). Afterwards nothing is lost (every step of
+every run stored, every checkpoint evaluated), nothing doubled (points, evaluations, alerts), the survivors are
+healthy, and every artifact in S3 reads back with its sha256."""
 
 from __future__ import annotations
 
