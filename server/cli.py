@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
+
+if TYPE_CHECKING:
+    from sqd.server.gc import GcReport
+    from sqd.settings import Settings
 
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens (stored hashed; SQD_TOKEN is always an admin token).", no_args_is_help=True)
@@ -114,6 +120,49 @@ def metrics_get(run_id: str = typer.Argument(..., help="run id"), key: str = typ
         print(f"{step:>12}  {_number(value):>24}  [{_number(lo)}, {_number(hi)}]")
 
 
+def _size(n: int) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    raise AssertionError("unreachable")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from `90`, `90s`, `30m`, `2h` or `7d`."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if match is None:
+        raise typer.BadParameter(f"{text!r} is not a duration; write e.g. 90s, 30m, 2h or 7d")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
+def _print_gc(report: GcReport) -> None:
+    a, verb = report.artifacts, "would free" if report.dry_run else "freed"
+    typer.echo(f"artifacts {a.store}: {verb} {a.total.objects} objects, {_size(a.total.bytes)}")
+    typer.echo(f"  runs that no longer exist ({len(a.orphan_runs)}): {a.orphans.objects} objects, "
+               f"{_size(a.orphans.bytes)}{': ' + ', '.join(a.orphan_runs[:20]) if a.orphan_runs else ''}"
+               f"{' …' if len(a.orphan_runs) > 20 else ''}")
+    typer.echo(f"  temporary files of crashed writes: {a.temp_files.objects}, {_size(a.temp_files.bytes)}")
+    typer.echo(f"  incomplete multipart uploads: {a.partial_uploads.objects}, {_size(a.partial_uploads.bytes)}")
+    if a.young_unknown_runs:
+        typer.echo(f"  kept {len(a.young_unknown_runs)} unknown run(s) written to within the grace period "
+                   f"({report.grace_s:g} s; maybe not ingested yet): {', '.join(a.young_unknown_runs[:20])}")
+    typer.echo(f"data: {verb} {report.data.rows} rows, {_size(report.data.bytes)}")
+
+
+def _verify_artifacts(settings: Settings) -> None:
+    """A missing bucket or unreachable store stops a role at start, naming the URL, not at its first artifact."""
+    from sqd.artifacts import ArtifactStore
+    from sqd.errors import SQDError
+
+    try:
+        ArtifactStore.from_settings(settings).verify()
+    except SQDError as exc:
+        raise _fail(str(exc)) from exc
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def server(port: int = typer.Option(None, help="port (default SQD_SERVER__PORT or 8765)"),
@@ -135,6 +184,7 @@ def register(app: typer.Typer) -> None:
         if no_ingest:
             update["ingest_in_process"] = False
         settings = settings.model_copy(update={"server": settings.server.model_copy(update=update)})
+        _verify_artifacts(settings)
         if ingest_only:
             from sqd.server.ingest.consumer import run_standalone
 
@@ -147,6 +197,39 @@ def register(app: typer.Typer) -> None:
         uvicorn.run(create_app(settings), host=settings.server.host, port=settings.server.port, log_level="info",
                     log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
                     timeout_graceful_shutdown=5)  # open SSE streams never end by themselves
+
+    @app.command()
+    def gc(grace: str = typer.Option("1h", help="keep temporary files, incomplete uploads and unknown runs' "
+                                                "artifacts younger than this (90s, 30m, 2h, 7d); it must exceed "
+                                                "the longest artifact write"),
+           dry_run: bool = typer.Option(False, "--dry-run", help="report what would be freed, remove nothing"),
+           as_json: bool = typer.Option(False, "--json", help="the report as one JSON object")) -> None:
+        """Free the artifacts no run needs (runs that no longer exist, debris of crashed writes) and the data of
+        deleted runs; safe while runs train and ingest runs."""
+        import json
+
+        from sqd.artifacts import ArtifactStore
+        from sqd.errors import SQDError
+        from sqd.server.gc import collect_garbage
+        from sqd.server.store import migrate
+        from sqd.server.store.db import make_engine
+        from sqd.settings import get_settings
+
+        grace_s = parse_duration(grace)
+        settings = get_settings()
+        _verify_artifacts(settings)
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            migrate.upgrade(engine)
+            report = collect_garbage(engine, ArtifactStore.from_settings(settings), grace_s, dry_run)
+        except SQDError as exc:
+            raise _fail(str(exc)) from exc
+        finally:
+            engine.dispose()
+        if as_json:
+            typer.echo(json.dumps(report.as_dict()))
+        else:
+            _print_gc(report)
 
     app.add_typer(db_app, name="db")
     app.add_typer(token_app, name="token")

@@ -51,7 +51,7 @@ class ServerContext:
     def open(cls, settings: Settings) -> ServerContext:
         engine = make_engine(settings.resolved_database_url)
         ctx = cls(settings=settings, engine=engine, sessions=session_factory(engine), bus=Bus.connect(settings),
-                  artifacts=ArtifactStore(settings.resolved_artifacts_url))
+                  artifacts=ArtifactStore.from_settings(settings))
         ctx.metrics.attach(ctx)
         return ctx
 

@@ -6,9 +6,10 @@ Unset URLs mean "the embedded default under SQD_HOME" and are resolved by the `*
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,6 +84,33 @@ class AlertSettings(BaseModel):
     stalled_check_s: float = Field(30.0, gt=0, description="how often runs are checked for stalled rules")
 
 
+class ArtifactSettings(BaseModel):
+    """How to reach an object store named by SQD_ARTIFACTS_URL (`s3://bucket/prefix`). Unset fields fall back to
+    botocore's own chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, AWS_PROFILE and
+    ~/.aws, AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, instance roles), which botocore reads
+    itself; SQD reads only the SQD_ARTIFACTS__* variables, here."""
+
+    endpoint_url: str | None = Field(None, description="S3 API endpoint, e.g. http://minio:9000 (default: AWS)")
+    region: str | None = Field(None, description="S3 region name (default: botocore's)")
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    options: dict[str, Any] = Field({}, description="further fsspec storage options as JSON, passed to the "
+                                                    "filesystem as they are (any protocol)")
+
+    @field_validator("endpoint_url", "region", "access_key_id", "secret_access_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        # docker compose and .env files write unset values as empty strings
+        return None if v == "" else v
+
+    def env(self) -> dict[str, str]:
+        """The SQD_ARTIFACTS__* variables that give a child process these settings (only those set)."""
+        values = {"ENDPOINT_URL": self.endpoint_url, "REGION": self.region, "ACCESS_KEY_ID": self.access_key_id,
+                  "SECRET_ACCESS_KEY": self.secret_access_key.get_secret_value() if self.secret_access_key else None,
+                  "OPTIONS": json.dumps(self.options) if self.options else None}
+        return {f"SQD_ARTIFACTS__{k}": v for k, v in values.items() if v is not None}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SQD_", env_file=".env", env_nested_delimiter="__", extra="ignore"
@@ -92,6 +120,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     database_url: str | None = None
     artifacts_url: str | None = None
+    artifacts: ArtifactSettings = ArtifactSettings()
     token: SecretStr | None = None
     url: str | None = None  # SQD_URL: where clients (sqd.client, `sqd runs ls`) reach the server
     bus: BusSettings = BusSettings()

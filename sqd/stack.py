@@ -110,7 +110,7 @@ class Stack:
         env = dict(os.environ)
         env.update({"SQD_HOME": str(self.settings.home), "SQD_REDIS_URL": redis_url, "SQD_TOKEN": self.token,
                     "SQD_DATABASE_URL": self.settings.resolved_database_url,
-                    "SQD_ARTIFACTS_URL": self.settings.resolved_artifacts_url,
+                    "SQD_ARTIFACTS_URL": self.settings.resolved_artifacts_url, **self.settings.artifacts.env(),
                     "SQD_SERVER__PORT": str(self.port), "PYTHONUNBUFFERED": "1"})
         return env
 

@@ -4,6 +4,7 @@
   `sqd up` uses; every test gets its own stream prefix, deleted afterwards.
 * `pg_url`: the pre-started PostgreSQL test database (skips with the reason when it is not there).
 * `settings`: a Settings object with a private SQD_HOME under tmp_path, pointing at the chosen Redis.
+* `moto_s3`: a real S3 API (moto's server mode) on loopback, for the session; one bucket per test.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from s3_server import MotoServer
 
 from sqd.bus import Bus, drop_prefix
 from sqd.embedded_redis import EmbeddedRedis
@@ -105,3 +107,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                                    "on a GPU machine")
     for item in marked:
         item.add_marker(skip)
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """moto's S3 server on a free loopback port, for the session; `moto_s3.new_bucket()` per test."""
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
+    server.start()
+    yield server
+    server.stop()

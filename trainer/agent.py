@@ -101,7 +101,7 @@ class Agent:
         self.bus = bus or Bus.connect(settings)
         self.command, self.keep_runs_on_exit = command, keep_runs_on_exit
         self.slots = slots or Slots.detect(settings.trainer.runs_per_gpu, settings.trainer.cpu_runs)
-        self.artifacts = ArtifactStore(settings.resolved_artifacts_url)
+        self.artifacts = ArtifactStore.from_settings(settings)
         self.workdir = settings.home / "agent" / self.agent_id
         self.table_key = f"{self.bus.settings.prefix}:agent:{self.agent_id}:runs"
         self.records: dict[str, RunRecord] = {}
@@ -254,8 +254,8 @@ class Agent:
         """What the training process needs to reach the same bus, artifact store and data dir as this agent."""
         s = self.settings
         return {"SQD_HOME": str(s.home), "SQD_REDIS_URL": s.resolved_redis_url, "SQD_BUS__PREFIX": s.bus.prefix,
-                "SQD_ARTIFACTS_URL": s.resolved_artifacts_url, "SQD_TRAINER__AGENT_ID": self.agent_id,
-                "PYTHONUNBUFFERED": "1"}
+                "SQD_ARTIFACTS_URL": s.resolved_artifacts_url, **s.artifacts.env(),
+                "SQD_TRAINER__AGENT_ID": self.agent_id, "PYTHONUNBUFFERED": "1"}
 
     def _upload_log(self, run_id: str) -> None:
         path = self.log_path(run_id)

@@ -14,10 +14,19 @@ def register(app: typer.Typer) -> None:
                                                   "host name); a restarted agent re-attaches to its runs by it"),
               keep_runs: bool = typer.Option(False, help="leave running trainings alive when the agent stops")) -> None:
         """Run a trainer agent: launch / cancel requests from the bus become training processes."""
+        from sqd.artifacts import ArtifactStore
+        from sqd.cli import fail
+        from sqd.errors import SQDError
         from sqd.settings import get_settings
+
+        settings = get_settings()
+        try:  # a missing bucket stops the agent now (before torch loads), not each run at its first checkpoint
+            ArtifactStore.from_settings(settings).verify()
+        except SQDError as exc:
+            raise fail(str(exc)) from exc
         from sqd.trainer.agent import run_agent
 
-        run_agent(get_settings(), agent_id, keep_runs)
+        run_agent(settings, agent_id, keep_runs)
 
     @app.command()
     def train(preset: str | None = typer.Argument(None, help="preset name (see `sqd presets`); optional with "

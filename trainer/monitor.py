@@ -107,7 +107,7 @@ class Monitor:
             raise RuntimeError(f"Monitor for run {self.run_id} is closed; create a new one")
         settings = self._settings or get_settings()
         bus = self._bus or connect_bus(settings)
-        artifacts = self._artifacts or ArtifactStore(settings.resolved_artifacts_url)
+        artifacts = self._artifacts or ArtifactStore.from_settings(settings)
         outbox = Outbox(bus, settings.home / "spool" / self.run_id, settings.trainer.spool_max_events)
         self._agent = settings.trainer.agent_id
         device = next(iter(self.nets["G"].parameters())).device

@@ -50,7 +50,7 @@ def _checkpoint_bytes(ref: Path, settings: Settings) -> bytes | Path:
         return ref
     from sqd.artifacts import ArtifactStore
 
-    return ArtifactStore(settings.resolved_artifacts_url).get_bytes(str(ref))
+    return ArtifactStore.from_settings(settings).get_bytes(str(ref))
 
 
 class Progress:

@@ -23,20 +23,26 @@ def register(app: typer.Typer) -> None:
             -> None:
         """Run an evaluation worker: checkpoints from the bus → metrics, sample grids → the server."""
         from sqd.artifacts import ArtifactStore
-        from sqd.bus import Bus, stop_on_signals
         from sqd.cli import fail
         from sqd.errors import SQDError
         from sqd.settings import get_settings
+
+        settings = get_settings()
+        try:  # before torch is imported: a misconfigured store fails in a second, not after the imports
+            store = ArtifactStore.from_settings(settings)
+            store.verify()
+        except SQDError as exc:
+            raise fail(str(exc)) from exc
+
+        from sqd.bus import Bus, stop_on_signals
         from sqd.worker.evaluate import Evaluator
         from sqd.worker.loop import WorkerLoop, default_name
         from sqd.worker.sampling import pick_device
 
-        settings = get_settings()
         stop = threading.Event()
         stop_on_signals(stop)
-        evaluator = Evaluator(settings, ArtifactStore(settings.resolved_artifacts_url), pick_device(device),
-                              name or default_name())
         try:
+            evaluator = Evaluator(settings, store, pick_device(device), name or default_name())
             for profile in preload:
                 evaluator.profile(profile)
         except SQDError as exc:

@@ -124,6 +124,11 @@ class System:
                                                   {"id": run_id}).mappings()]
 
     def stop(self) -> None:
+        for proc in self.procs.values():  # all at once: each may take seconds to shut down
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         for name in list(self.procs):
             self.kill(name, signal.SIGTERM)
         self.valkey.stop()

@@ -57,7 +57,7 @@ def test_launch_runs_and_finishes(settings: Settings, bus: Bus, tmp_path: Path) 
         assert start.agent == "agent-a" and start.pid is not None
         assert marks(tmp_path) == [[run_id, "''", "agent-a", "lr=0.002"]]  # CPU: no GPU visible
         wait_for(bus, lambda _: not agent.records, what="the agent to drop the run")
-    log = ArtifactStore(settings.resolved_artifacts_url).get_bytes(f"runs/{run_id}/train.log").decode()
+    log = ArtifactStore.from_settings(settings).get_bytes(f"runs/{run_id}/train.log").decode()
     assert "fake training done" in log
     assert not bus.client.hlen(agent.table_key)
 

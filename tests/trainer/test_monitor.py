@@ -59,7 +59,7 @@ def test_tiny_loop_emits_the_expected_events(settings: Settings, bus: Bus) -> No
     last = ckpts[-1]
     assert last.uri == f"runs/{mon.run_id}/checkpoints/step-000000024.pt"
     assert last.generator == SPEC and last.profile == "digits" and last.config == {"lr": 1e-3}
-    data = ArtifactStore(settings.resolved_artifacts_url).get_bytes(last.uri, last.sha256)
+    data = ArtifactStore.from_settings(settings).get_bytes(last.uri, last.sha256)
     assert hashlib.sha256(data).hexdigest() == last.sha256 and len(data) == last.size_bytes
     state = torch.load(io.BytesIO(data), weights_only=True)
     assert state["format"] == "sqd-checkpoint/1" and state["step"] == 24 and state["generator"] == SPEC

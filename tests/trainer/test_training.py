@@ -140,7 +140,7 @@ def test_reports_through_the_monitor(settings: Settings) -> None:
     assert {"loss/D", "loss/G", "angle/G", "angle/D"} <= keys
     ready = [e for e in _events(settings, CHECKPOINTS) if e.type == "checkpoint"]
     assert [e.step for e in ready] == [0, 2, 3] and ready[0].profile == "digits"
-    data = ArtifactStore(settings.resolved_artifacts_url).get_bytes(ready[-1].uri)
+    data = ArtifactStore.from_settings(settings).get_bytes(ready[-1].uri)
     G = load_generator(data)
     assert G(torch.randn(2, ready[-1].generator["z_dim"])).shape == (2, 3, 16, 16)
 
