@@ -2,8 +2,9 @@
 
 Everything slow or fallible happens here, off the training thread: waiting for the device → host copy, writing the
 checkpoint to the artifact store, talking to the bus, and every `system_interval_s` sampling the system metrics
-(sqd.trainer.system_metrics; `sys/…` points at the Monitor's last step). Store failures are reported (log + `health/checkpoint_failed`
-point + an alert event) and training goes on; a bug here is kept in `error` and re-raised by the training thread.
+(sqd.trainer.system_metrics; `sys/…` points at the Monitor's last step). Store failures are reported (log +
+`health/checkpoint_failed` point + an alert event) and training goes on; a bug here is kept in `error` and
+re-raised by the training thread.
 """
 
 from __future__ import annotations

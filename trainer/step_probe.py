@@ -78,7 +78,8 @@ class _Probe:
             return True
         if relist or _registrations[0] != self.registrations:
             self.registrations = _registrations[0]
-            return [id(p) for net in self.nets.values() for p in trainable_parameters(net)] != list(map(id, self.params))
+            now = [id(p) for net in self.nets.values() for p in trainable_parameters(net)]
+            return now != list(map(id, self.params))
         return False
 
     def grads(self) -> tuple[list[torch.Tensor], list[bool]]:
