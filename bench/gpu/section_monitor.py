@@ -74,8 +74,8 @@ def quantiles(xs: list[float]) -> tuple[float, float, float]:
 
 def build(preset: str, ctx: Context, settings: Settings) -> Any:
     overrides: dict[str, Any] = {"train.device": ctx.device}
-    if ctx.quick:
-        overrides["train.batch"] = 4
+    if ctx.quick:  # a CPU dry run: the same code paths on narrow nets
+        overrides.update({"train.batch": 4, "model.width": 8})
     cfg = resolve_config(preset, overrides)
     if cfg.dataset.name == "stacked_digits":
         return loop.build_trainer(cfg, settings)
@@ -215,7 +215,10 @@ def move_check(trainer: Any) -> str:
     for step in range(3):
         r = trainer.step(step)
         probe.step(step, 0, {"loss/G": r.loss_g})
-    G.to("cpu").to(trainer.device)
+    if trainer.device.type == "cuda":
+        G.to("cpu").to(trainer.device)
+    else:  # a CPU dry run: a dtype round trip gives new storage too
+        G.double().float()
     if not probe.moved():
         return "NOT detected after .to()"
     fresh = make_probe({"G": G, "D": D}, 64, True, continues=False)  # what the Monitor does on a move
