@@ -3,7 +3,8 @@
 The zoo's real training step (`GANTrainer.step`) runs in alternating blocks without and with `Monitor.step`
 (angles of G and D, gradient norms, losses, flushes to a private Valkey every `log_every` steps). Printed per preset:
 
-* host µs: median wall time of one `mon.step` call, in microseconds (what the training thread pays per step);
+* host µs: median wall time of one `mon.step` call, in microseconds (what the training thread pays per step), and
+  its CPU time (the training thread's, `time.thread_time`), which preemption on a loaded machine does not inflate;
 * in-loop: time spent inside `mon.step` / time of the training step;
 * CPU A/B: process CPU time per step with the Monitor (its sender thread included) / without, minus 1, each
   monitored block against the plain block before it (median and interquartile range over the rounds) — CPU time,
@@ -57,7 +58,7 @@ def measure(preset: str, settings: Settings, rounds: int, block: int, threads: i
     for _ in range(5):  # warm-up: allocator, first-call overheads
         trainer.step(step)
         step += 1
-    plain_cpu, mon_cpu, plain_wall, in_loop, calls = [], [], [], [], []
+    plain_cpu, mon_cpu, plain_wall, in_loop, calls, call_cpu = [], [], [], [], [], []
     with mon:
         for _ in range(rounds):
             for monitored in (False, True):
@@ -66,10 +67,11 @@ def measure(preset: str, settings: Settings, rounds: int, block: int, threads: i
                 for _ in range(block):
                     result = trainer.step(step)
                     if monitored:
-                        t = time.perf_counter()
+                        t, c = time.perf_counter(), time.thread_time()
                         mon.step(step, epoch=0, losses={"D": result.loss_d, "G": result.loss_g}, lr=trainer.lr,
                                  metrics=result.metrics)
                         calls.append(time.perf_counter() - t)
+                        call_cpu.append(time.thread_time() - c)
                         inside += calls[-1]
                     step += 1
                 sync(trainer.device)
@@ -87,6 +89,7 @@ def measure(preset: str, settings: Settings, rounds: int, block: int, threads: i
     # each monitored block against the plain block just before it: drifts in machine load cancel out
     paired = sorted(100 * (m / p - 1) for m, p in zip(mon_cpu, plain_cpu, strict=True))
     return {"step_ms": 1e3 * step_s, "host_us": 1e6 * statistics.median(calls),
+            "cpu_us": 1e6 * statistics.median(call_cpu),
             "in_loop_pct": 100 * statistics.median(in_loop),
             "cpu_ab_pct": statistics.median(paired), "cpu_ab_lo": paired[len(paired) // 4],
             "cpu_ab_hi": paired[(3 * len(paired)) // 4],
@@ -119,12 +122,12 @@ def main() -> None:
             settings = Settings(home=Path(home), redis_url=url)
             print(f"Monitor overhead ({args.rounds} rounds × {args.block} steps each way, "
                   f"{args.threads} torch thread(s))")
-            print(f"{'preset':18} {'device':6} {'params G/D':>14} {'step ms':>8} {'host µs':>8} {'in-loop %':>9} "
-                  f"{'CPU A/B % (IQR)':>22} {'ckpt %':>7}")
+            print(f"{'preset':18} {'device':6} {'params G/D':>14} {'step ms':>8} {'host µs':>8} {'CPU µs':>7} "
+                  f"{'in-loop %':>9} {'CPU A/B % (IQR)':>22} {'ckpt %':>7}")
             for preset in args.presets:
                 r = measure(preset, settings, args.rounds, args.block, args.threads)
                 print(f"{preset:18} {r['device']:6} {r['params_g']:>7,}/{r['params_d']:<7,}"
-                      f"{r['step_ms']:>8.1f} {r['host_us']:>8.0f} {r['in_loop_pct']:>9.2f} "
+                      f"{r['step_ms']:>8.1f} {r['host_us']:>8.0f} {r['cpu_us']:>7.0f} {r['in_loop_pct']:>9.2f} "
                       f"{r['cpu_ab_pct']:>7.2f} ({r['cpu_ab_lo']:>5.1f} to {r['cpu_ab_hi']:>4.1f}) "
                       f"{r['checkpoint_pct']:>7.2f}")
             if SystemSampler is not None:

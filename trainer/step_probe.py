@@ -59,6 +59,7 @@ class _Probe:
         self.groups = [trainable_parameters(net) for net in self.nets.values()]
         self.params = [p for g in self.groups for p in g]
         self.registrations = _registrations[0]
+        self.narrow = any(p.dtype not in (torch.float32, torch.float64) for p in self.params)
         self.device = self.params[0].device if self.params else torch.device("cpu")
         self.steps = WeightSnapshots(self.groups, self.names, block=self._block())
         self.epochs = WeightSnapshots(self.groups, self.names)
@@ -95,10 +96,11 @@ class _Probe:
         return present, nets
 
 
-def _norms(grads: list[torch.Tensor]) -> list[torch.Tensor]:
-    if all(g.dtype in (torch.float32, torch.float64) for g in grads):
-        return list(torch._foreach_norm(grads))
-    return list(torch._foreach_norm(grads, 2, dtype=torch.float32))  # bf16/fp16 gradients: norms in float32
+def _norms(grads: list[torch.Tensor], narrow: bool) -> list[torch.Tensor]:
+    """The L2 norm of each gradient; `narrow` (bf16/fp16 parameters): computed and returned in float32."""
+    if narrow:
+        return list(torch._foreach_norm(grads, 2, dtype=torch.float32))
+    return list(torch._foreach_norm(grads))
 
 
 class HostProbe(_Probe):
@@ -121,7 +123,7 @@ class HostProbe(_Probe):
         present, nets = self.grads()
         if not present:
             return
-        squares = iter(torch.stack(_norms(present)).square().tolist())
+        squares = iter(torch.stack(_norms(present, self.narrow)).square().tolist())
         for name, group, had in zip(self.names, self.groups, nets, strict=True):
             if had:
                 host[f"grad_norm/{name}"] = math.sqrt(math.fsum(next(squares) for p in group if p.grad is not None))
@@ -179,24 +181,25 @@ class DeviceProbe(_Probe):
                 raise ValueError(f"Monitor.step: {key!r} is a tensor of {value.numel()} values; pass one number "
                                  f"(e.g. its .mean())")
             elif value.device == self.device:
-                tensors[key] = value
+                tensors[key] = value.reshape(()) if value.dim() else value
             elif value.device.type == "cpu":  # a host value already: no device round trip
                 host[key] = value.item()
             else:
-                tensors[key] = value.to(self.device, non_blocking=True)
+                tensors[key] = value.reshape(()).to(self.device, non_blocking=True)
         inputs = self._inputs(tensors)
         grads_present: tuple[bool, ...] = ()
         if self.grad_norms:
             present, nets = self.grads()
             grads_present = tuple(nets)
             if len(present) == len(self.params):
-                inputs += _norms(present)
+                inputs += _norms(present, self.narrow)
             else:  # a zero for each missing gradient: the norm of the others
-                norms = iter(_norms(present) if present else [])
+                norms = iter(_norms(present, self.narrow) if present else [])
                 inputs += [next(norms) if p.grad is not None else self._zero for p in self.params]
         if self.program.generation != self.buffer.generation:  # the metric table grew: write into the new one
             self._new_program()
-        torch.stack([t.reshape(()) if t.dim() else t for t in inputs], out=self.program.inputs)
+        if inputs:
+            torch.stack(inputs, out=self.program.inputs)
         parity = self.steps.latest ^ 1
         self.runner.run(self.program, parity)
         self.steps.latest = parity

@@ -152,6 +152,17 @@ def test_failed_capture_falls_back_to_eager_with_one_warning(caplog: pytest.LogC
         assert points[(f"new{step}", step)] == float(step)
 
 
+def test_no_tensors_and_no_gradient_norms() -> None:
+    G, D = nets()
+    probe = DeviceProbe({"G": G, "D": D}, 8, False, True, capture=Graphs(), triton=False)
+    with torch.no_grad():
+        G[0].weight.add_(0.01)
+    probe.step(0, None, {"lr": 1e-3})
+    points = {k: v for k, _, v, _, _ in probe.buffer.take().points()}
+    assert points["lr"] == 1e-3 and points["angle/G"] > 0 and points["angle/D"] == 0.0
+    assert not any(k.startswith("grad_norm") for k in points)
+
+
 def test_a_vector_instead_of_a_number_names_the_key() -> None:
     G, D = nets()
     probe = device_probe(G, D)
