@@ -13,7 +13,8 @@ one, and within 1e-5 at 10⁵× (tests/trainer/test_weight_sums.py).
 `WeightSnapshots` keeps two flat rows (previous / current, alternating, so a step copies the weights once), each
 network's segment padded to a multiple of `block` with zeros (zeros add nothing to any sum):
 
-* `host_sums()` — the CPU path: float32 sums inside blocks, float64 across blocks (one pass), then, for a network
+* `host_sums()` — the CPU path: float32 sums inside blocks (one batched 2 × 2 Gram product per block, a single
+  pass over both rows), float64 across blocks, then, for a network
   whose change is mostly radial (S_bb·S_ee − S_be² < REFINE·S_bb·S_ee, where float32 block sums would lose
   digits), the sums again in float64. Python floats; the CPU has nothing to wait for.
 * `device_sums()` — float64 throughout, on the device, no host synchronisation: what a GPU uses eagerly (the CUDA
@@ -116,10 +117,10 @@ class WeightSnapshots:
             return None
         rows = self.rows
         b, e = rows[cur], rows[cur ^ 1].sub_(rows[cur])  # the old snapshot is spent: e in place
-        blocks = rows.view(2, -1, self.block)
-        squares = torch.linalg.vector_norm(blocks, dim=-1).square_()  # ‖b‖², ‖e‖² per block (rows either way)
-        per_block = torch.cat([squares, torch.linalg.vecdot(blocks[0], blocks[1])[None]]).tolist()
-        bb_blocks, ee_blocks, be_blocks = per_block[cur], per_block[cur ^ 1], per_block[2]
+        blocks = rows.view(2, -1, self.block).transpose(0, 1)
+        # the 2 × 2 Gram matrix of (row 0, row 1) in each block: one pass over both rows → (4, blocks)
+        gram = torch.bmm(blocks, blocks.transpose(1, 2)).view(-1, 4).T.tolist()
+        bb_blocks, ee_blocks, be_blocks = gram[3 * cur], gram[3 * (cur ^ 1)], gram[1]
         out = []
         for i in range(len(self.groups)):
             lo, hi = self.block_starts[i], self.block_starts[i + 1]
