@@ -239,8 +239,10 @@ class Monitor:
         self.last_step = step
         if epoch is not None:
             self.last_epoch = epoch
-        if self.probe.buffer.full() or time.monotonic() - self._last_flush > self.flush_interval_s:
+        if self.probe.buffer.full():
             self.flush()
+        elif time.monotonic() - self._last_flush > self.flush_interval_s:
+            self.flush(relist=False)  # slow steps flush by time: walk the modules only every flush_every rows
 
     def _reprobe(self) -> HostProbe | DeviceProbe:
         """The parameters moved (or changed): flush what was measured and start over from fresh snapshots; the

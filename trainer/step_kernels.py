@@ -2,9 +2,10 @@
 
 * `block_sums(cur, prev, out, block)`: for each block of `block` snapshot values, (S_bb, S_ee, S_be) in float64
   (b = cur, e = prev − cur; float32/bf16/fp16 values, so every product is exact in float64) → out (blocks, 3).
-* `finish_row(...)`: sums the block sums of each network, and writes them with the step's inputs (losses, gradient
-  norms) into row `counter % capacity` of the metric buffer, at the given columns; counter += 1. One program:
-  the row index lives on the device, so a CUDA graph can replay this step after step without the host.
+* `finish_row(...)`: sums the block sums of each network (`block_net`: the network of each block), and writes them
+  with the step's inputs (losses, gradient norms) into row `counter % capacity` of the metric buffer, at the given
+  columns; counter += 1. One program: the row index lives on the device, so a CUDA graph can replay this step
+  after step without the host.
 
 The Triton versions read the weights once (8 bytes per parameter) and launch twice; the torch versions are the
 reference the tests compare against, and what runs where Triton is missing or fails to compile (a one-time
@@ -55,23 +56,22 @@ if triton is not None:
         tl.store(out_ptr + pid * 3 + 2, tl.sum(b * e, axis=0))
 
     @triton.jit
-    def _finish_row_kernel(part_ptr: Any, starts_ptr: Any, in_ptr: Any, col_ptr: Any, val_ptr: Any, cnt_ptr: Any,
-                           n_inputs: Any, n_columns: Any, capacity: Any, NETS: tl.constexpr, CHUNK: tl.constexpr,
-                           SLOTS: tl.constexpr) -> None:
+    def _finish_row_kernel(part_ptr: Any, net_ptr: Any, in_ptr: Any, col_ptr: Any, val_ptr: Any, cnt_ptr: Any,
+                           n_blocks: Any, n_inputs: Any, n_columns: Any, capacity: Any, NETS: tl.constexpr,
+                           CHUNK: tl.constexpr, SLOTS: tl.constexpr) -> None:
         count = tl.load(cnt_ptr)
         base = val_ptr + (count % capacity) * n_columns
         for n in tl.static_range(NETS):
-            lo = tl.load(starts_ptr + n)
-            hi = tl.load(starts_ptr + n + 1)
             bb = tl.zeros([CHUNK], dtype=tl.float64)
             ee = tl.zeros([CHUNK], dtype=tl.float64)
             be = tl.zeros([CHUNK], dtype=tl.float64)
-            for off in range(lo, hi, CHUNK):
+            for off in range(0, n_blocks, CHUNK):
                 idx = off + tl.arange(0, CHUNK)
-                mask = idx < hi
-                bb += tl.load(part_ptr + idx * 3, mask=mask, other=0.0)
-                ee += tl.load(part_ptr + idx * 3 + 1, mask=mask, other=0.0)
-                be += tl.load(part_ptr + idx * 3 + 2, mask=mask, other=0.0)
+                valid = idx < n_blocks
+                mine = valid & (tl.load(net_ptr + idx, mask=valid, other=-1) == n)
+                bb += tl.load(part_ptr + idx * 3, mask=mine, other=0.0)
+                ee += tl.load(part_ptr + idx * 3 + 1, mask=mine, other=0.0)
+                be += tl.load(part_ptr + idx * 3 + 2, mask=mine, other=0.0)
             tl.store(base + tl.load(col_ptr + 3 * n), tl.sum(bb, axis=0))
             tl.store(base + tl.load(col_ptr + 3 * n + 1), tl.sum(ee, axis=0))
             tl.store(base + tl.load(col_ptr + 3 * n + 2), tl.sum(be, axis=0))
@@ -88,11 +88,11 @@ def triton_available(device: torch.device) -> bool:
 
 
 def triton_block_sums(cur: torch.Tensor, prev: torch.Tensor, out: torch.Tensor, block: int) -> None:
-    _block_sums_kernel[(out.shape[0],)](cur, prev, out, BLOCK=block)
+    _block_sums_kernel[(out.shape[0],)](cur, prev, out, BLOCK=block, num_warps=8)
 
 
-def triton_finish_row(partials: torch.Tensor, starts: torch.Tensor, n_nets: int, inputs: torch.Tensor,
+def triton_finish_row(partials: torch.Tensor, block_net: torch.Tensor, n_nets: int, inputs: torch.Tensor,
                       columns: torch.Tensor, values: torch.Tensor, counter: torch.Tensor) -> None:
     slots = max(16, triton.next_power_of_2(inputs.numel()))
-    _finish_row_kernel[(1,)](partials, starts, inputs, columns, values, counter, inputs.numel(), values.shape[1],
-                             values.shape[0], NETS=n_nets, CHUNK=CHUNK, SLOTS=slots)
+    _finish_row_kernel[(1,)](partials, block_net, inputs, columns, values, counter, partials.shape[0],
+                             inputs.numel(), values.shape[1], values.shape[0], NETS=n_nets, CHUNK=CHUNK, SLOTS=slots)

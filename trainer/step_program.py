@@ -40,9 +40,8 @@ class StepProgram:
         self.partials = torch.zeros(n_blocks, 3, dtype=torch.float64, device=device)
         self.inputs = torch.zeros(len(input_columns), dtype=input_dtype, device=device)
         self.columns = torch.tensor([*angle_columns, *input_columns], dtype=torch.int64, device=device)
-        self.starts = torch.tensor(snapshots.block_starts, dtype=torch.int64, device=device)
-        self.block_net = torch.repeat_interleave(torch.arange(self.n_nets, device=device),
-                                                 torch.diff(self.starts))
+        starts = torch.tensor(snapshots.block_starts, dtype=torch.int64, device=device)
+        self.block_net = torch.repeat_interleave(torch.arange(self.n_nets, device=device), torch.diff(starts))
         self.generation = buffer.generation  # the metric table this program writes into
 
     @torch.no_grad()
@@ -52,7 +51,7 @@ class StepProgram:
         cur, prev = snaps.rows[parity], snaps.rows[parity ^ 1]
         if triton:
             step_kernels.triton_block_sums(cur, prev, self.partials, snaps.block)
-            step_kernels.triton_finish_row(self.partials, self.starts, self.n_nets, self.inputs, self.columns,
+            step_kernels.triton_finish_row(self.partials, self.block_net, self.n_nets, self.inputs, self.columns,
                                            self.buffer.values, self.buffer.counter)
         else:
             step_kernels.torch_block_sums(cur, prev, self.partials, snaps.block)

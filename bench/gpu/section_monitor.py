@@ -122,7 +122,7 @@ def measure(label: str, preset: str, goal_pct: float, ctx: Context, report: Repo
     step_s = time.perf_counter() - t
     step += 1
     slow = step_s > 0.2
-    modes = (True,) if slow else (True, False)
+    modes = (True,) if slow or ctx.device != "cuda" else (True, False)  # graphs or not: a GPU question
     for graphs in modes:
         s = settings.model_copy(update={"trainer": settings.trainer.model_copy(update={"cuda_graphs": graphs})})
         mon = Monitor(trainer.G, trainer.D, name=f"gpu bench {preset}", checkpoint_every=None,
@@ -140,7 +140,7 @@ def measure(label: str, preset: str, goal_pct: float, ctx: Context, report: Repo
             res = paired(trainer, mon, pairs, block, step)
             step = res["step"]
             probe = mon.probe
-        mode = "graph" if isinstance(probe, DeviceProbe) and probe.graphed else "eager"
+        mode = ("graph" if probe.graphed else "eager") if isinstance(probe, DeviceProbe) else "CPU path"
         if graphs and isinstance(probe, DeviceProbe) and not probe.graphed:
             report.note(f"monitor {label}: CUDA graph capture failed, eager fallback: {probe.runner.failed}")
         med, lo, hi = res["over"]

@@ -34,7 +34,7 @@ def main() -> None:
         values = torch.full((4, 16), -1.0, dtype=torch.float64)
         counter = torch.tensor([5], dtype=torch.int64)  # row 5 % 4 = 1
         if finish == "triton":
-            step_kernels.triton_finish_row(want, starts_t, 2, inputs, columns, values, counter)
+            step_kernels.triton_finish_row(want, block_net, 2, inputs, columns, values, counter)
         else:
             step_kernels.torch_finish_row(want, block_net, 2, inputs, columns, values, counter)
         assert int(counter) == 6, (finish, counter)
