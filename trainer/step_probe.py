@@ -9,11 +9,13 @@
   block sums, the metric-buffer row. Nothing synchronises. Loss tensors may live anywhere and have any float dtype;
   Python numbers and CPU tensors go to the host side of the row.
 
-Both re-list the parameters when they may have changed and start over from a fresh snapshot, reporting no angle
-for that step rather than a wrong one: parameter storage moved (`.to()`, `p.data = …`, a dtype change: a
-data_ptr fingerprint, checked every step), a parameter registered on any module (a global registration hook), or a
-different set of parameter objects (checked at every flush, `relist()`). A device change also flushes the buffer
-and moves it.
+A probe is bound to the parameters it was built on. `moved()` tells when they changed: storage moved (`.to()`,
+`p.data = …`, a dtype change: a data_ptr fingerprint, every step, ~1 µs), a parameter was registered on any module
+(a global registration hook), or — with `relist=True`, which walks the modules, at each flush — the networks hold
+other parameter objects. The Monitor then flushes and builds a new probe with `continues=False`: the first step
+and epoch after it report no angle rather than a wrong one (a device change moves the metric buffer with it).
+Failure modes: a loss that is a tensor of several values → ValueError naming the key; networks without
+trainable floating-point parameters → ValueError.
 """
 
 from __future__ import annotations
