@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -97,26 +98,40 @@ class GraphRunner:
 
     def run(self, program: StepProgram, parity: int) -> None:
         replay = self.graphs.get(parity)
-        if replay is not None:
-            replay()
-            return
-        with torch.autocast(program.snapshots.device.type, enabled=False):
-            if not self.graphed:
-                program.run(parity, self.triton)
-                return
-            assert self.capture is not None
-            triton = self.triton
-            try:
-                replay, self._pool = self.capture(lambda: program.run(parity, triton), [program.buffer.counter],
-                                                  self._pool)
-            except Exception as exc:  # never fail training over the Monitor: eager torch ops from now on
-                self.failed = f"{type(exc).__name__}: {exc}"
-                self.triton = False
-                log.warning("Monitor: CUDA graph capture failed (%s); running the per-step work eagerly from now "
-                            "on (slower, same values)", self.failed)
-                self.reset()
-                program.run(parity, False)
-                return
-        self.graphs[parity] = replay
-        self.captures += 1
+        if replay is None:
+            with torch.autocast(program.snapshots.device.type, enabled=False):
+                if not self.graphed:
+                    program.run(parity, self.triton)
+                    return
+                replay = self._capture(program, parity)
+                if replay is None:
+                    program.run(parity, False)
+                    return
+            self.graphs[parity] = replay
+            self.captures += 1
         replay()
+
+    def _capture(self, program: StepProgram, parity: int) -> Replay | None:
+        """A graph of the program (Triton kernels, else torch ops); None, after ONE warning, when neither can be
+        captured — never fail training over the Monitor: eager torch ops from then on."""
+        assert self.capture is not None
+        failures = []
+        for triton in ([True, False] if self.triton else [False]):
+            try:
+                replay, self._pool = self.capture(partial(program.run, parity, triton), [program.buffer.counter],
+                                                  self._pool)
+            except Exception as exc:
+                failures.append(f"{'Triton kernels' if triton else 'torch ops'}: {type(exc).__name__}: {exc}")
+                self._pool = None
+                continue
+            self.triton = triton
+            if failures:
+                log.warning("Monitor: the Triton kernels failed (%s); capturing the per-step work with torch ops",
+                            failures[0])
+            return replay
+        self.failed = "; ".join(failures)
+        self.triton = False
+        log.warning("Monitor: CUDA graph capture failed (%s); running the per-step work eagerly from now on "
+                    "(slower, same values)", self.failed)
+        self.reset()
+        return None

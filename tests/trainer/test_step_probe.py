@@ -39,6 +39,10 @@ class Graphs:
 
     def __call__(self, fn: Callable[[], None], restore: Sequence[torch.Tensor], pool: Any) -> tuple[Replay, Any]:
         self.captures += 1
+        saved = [t.clone() for t in restore]
+        fn()  # the warm-up a real capture runs (Triton compiles here), then what it changed is put back
+        for t, s in zip(restore, saved, strict=True):
+            t.copy_(s)
         if self.fail:
             raise RuntimeError("operation not permitted when stream is capturing")
         return fn, None
@@ -161,6 +165,18 @@ def test_no_tensors_and_no_gradient_norms() -> None:
     points = {k: v for k, _, v, _, _ in probe.buffer.take().points()}
     assert points["lr"] == 1e-3 and points["angle/G"] > 0 and points["angle/D"] == 0.0
     assert not any(k.startswith("grad_norm") for k in points)
+
+
+def test_failing_triton_kernels_are_captured_as_torch_ops_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    G, D = nets()
+    graphs = Graphs()
+    probe = DeviceProbe({"G": G, "D": D}, 64, True, True, capture=graphs, triton=True)  # no GPU: Triton fails
+    with caplog.at_level(logging.WARNING, logger="sqd.trainer.step_program"):
+        points, angles, _ = run(probe, G, D, steps=3)
+    assert [r.getMessage()[:36] for r in caplog.records] == ["Monitor: the Triton kernels failed ("]
+    assert probe.graphed and not probe.runner.triton and graphs.captures == 3  # Triton, then torch ops, parity 2
+    for step, angle in enumerate(angles):
+        assert points[("angle/G", step)] == pytest.approx(angle, rel=1e-12)
 
 
 def test_a_vector_instead_of_a_number_names_the_key() -> None:
