@@ -3,11 +3,16 @@
 The zoo's real training step (`GANTrainer.step`) runs in alternating blocks without and with `Monitor.step`
 (angles of G and D, gradient norms, losses, flushes to a private Valkey every `log_every` steps). Printed per preset:
 
-* in-loop: time spent inside `mon.step` / time of the training step (what the training thread pays);
+* host µs: median wall time of one `mon.step` call, in microseconds (what the training thread pays per step), and
+  its CPU time (the training thread's, `time.thread_time`), which preemption on a loaded machine does not inflate;
+* in-loop: time spent inside `mon.step` / time of the training step;
 * CPU A/B: process CPU time per step with the Monitor (its sender thread included) / without, minus 1, each
   monitored block against the plain block before it (median and interquartile range over the rounds) — CPU time,
   not wall time, so that other load on a shared machine does not swamp a 1 % effect;
-* checkpoint: one `torch.save` of the checkpoint dict in the training thread, amortized over `checkpoint_every`.
+* checkpoint: one `torch.save` of the checkpoint dict in the training thread, amortized over `checkpoint_every`;
+* sys: one system-metrics sample (sqd.trainer.system_metrics, in the sender thread) in µs, and as a share of the
+  sampling interval (`SQD_TRAINER__SYSTEM_METRICS_S`, 5 s) — it runs during the monitored blocks, so the CPU A/B
+  includes it.
 
 usage: .venv/bin/python bench/monitor_overhead.py [--rounds 12] [--block 25] [--threads 1] [--presets …]
 On a GPU machine the presets run on cuda (step times are synchronised at block ends only).
@@ -29,6 +34,11 @@ from sqd.settings import Settings
 from sqd.trainer.loop import build_trainer
 from sqd.trainer.monitor import Monitor
 
+try:  # absent before the system metrics (to time an older checkout with this script)
+    from sqd.trainer.system_metrics import SystemSampler
+except ImportError:
+    SystemSampler = None  # type: ignore[assignment,misc]
+
 PRESETS = ("sqd-nsgan-digits", "r3gan-digits")
 
 
@@ -43,11 +53,12 @@ def measure(preset: str, settings: Settings, rounds: int, block: int, threads: i
     mon = Monitor(trainer.G, trainer.D, name=f"bench {preset}", config=cfg.model_dump(mode="json"),
                   generator_spec=trainer.g_spec, checkpoint_every=None, checkpoint_state=trainer.state_dict,
                   flush_every=cfg.train.log_every, settings=settings)
+    mon.batch_size = cfg.train.batch
     step = 0
     for _ in range(5):  # warm-up: allocator, first-call overheads
         trainer.step(step)
         step += 1
-    plain_cpu, mon_cpu, plain_wall, in_loop = [], [], [], []
+    plain_cpu, mon_cpu, plain_wall, in_loop, calls, call_cpu = [], [], [], [], [], []
     with mon:
         for _ in range(rounds):
             for monitored in (False, True):
@@ -56,10 +67,12 @@ def measure(preset: str, settings: Settings, rounds: int, block: int, threads: i
                 for _ in range(block):
                     result = trainer.step(step)
                     if monitored:
-                        t = time.perf_counter()
+                        t, c = time.perf_counter(), time.thread_time()
                         mon.step(step, epoch=0, losses={"D": result.loss_d, "G": result.loss_g}, lr=trainer.lr,
                                  metrics=result.metrics)
-                        inside += time.perf_counter() - t
+                        calls.append(time.perf_counter() - t)
+                        call_cpu.append(time.thread_time() - c)
+                        inside += calls[-1]
                     step += 1
                 sync(trainer.device)
                 cpu, wall = (time.process_time() - c0) / block, (time.perf_counter() - w0) / block
@@ -75,12 +88,24 @@ def measure(preset: str, settings: Settings, rounds: int, block: int, threads: i
     step_s = statistics.median(plain_wall)
     # each monitored block against the plain block just before it: drifts in machine load cancel out
     paired = sorted(100 * (m / p - 1) for m, p in zip(mon_cpu, plain_cpu, strict=True))
-    return {"step_ms": 1e3 * step_s, "in_loop_pct": 100 * statistics.median(in_loop),
+    return {"step_ms": 1e3 * step_s, "host_us": 1e6 * statistics.median(calls),
+            "cpu_us": 1e6 * statistics.median(call_cpu),
+            "in_loop_pct": 100 * statistics.median(in_loop),
             "cpu_ab_pct": statistics.median(paired), "cpu_ab_lo": paired[len(paired) // 4],
             "cpu_ab_hi": paired[(3 * len(paired)) // 4],
             "checkpoint_pct": 100 * checkpoint_s / (cfg.train.checkpoint_every * step_s),
             "params_g": sum(p.numel() for p in trainer.G.parameters()),
             "params_d": sum(p.numel() for p in trainer.D.parameters()), "device": str(trainer.device)}
+
+
+def system_sample_us(n: int = 50) -> float:
+    sampler = SystemSampler(lambda: 0, 64)
+    sampler.sample()  # opens NVML where there is one
+    t = time.perf_counter()
+    for _ in range(n):
+        sampler.sample()
+    sampler.close()
+    return 1e6 * (time.perf_counter() - t) / n
 
 
 def main() -> None:
@@ -97,14 +122,19 @@ def main() -> None:
             settings = Settings(home=Path(home), redis_url=url)
             print(f"Monitor overhead ({args.rounds} rounds × {args.block} steps each way, "
                   f"{args.threads} torch thread(s))")
-            print(f"{'preset':18} {'device':6} {'params G/D':>14} {'step ms':>8} {'in-loop %':>9} "
-                  f"{'CPU A/B % (IQR)':>22} {'ckpt %':>7}")
+            print(f"{'preset':18} {'device':6} {'params G/D':>14} {'step ms':>8} {'host µs':>8} {'CPU µs':>7} "
+                  f"{'in-loop %':>9} {'CPU A/B % (IQR)':>22} {'ckpt %':>7}")
             for preset in args.presets:
                 r = measure(preset, settings, args.rounds, args.block, args.threads)
                 print(f"{preset:18} {r['device']:6} {r['params_g']:>7,}/{r['params_d']:<7,}"
-                      f"{r['step_ms']:>8.1f} {r['in_loop_pct']:>9.2f} "
+                      f"{r['step_ms']:>8.1f} {r['host_us']:>8.0f} {r['cpu_us']:>7.0f} {r['in_loop_pct']:>9.2f} "
                       f"{r['cpu_ab_pct']:>7.2f} ({r['cpu_ab_lo']:>5.1f} to {r['cpu_ab_hi']:>4.1f}) "
                       f"{r['checkpoint_pct']:>7.2f}")
+            if SystemSampler is not None:
+                sample_us = system_sample_us()
+                print(f"system metrics: one sample {sample_us:.0f} µs in the sender thread, every "
+                      f"{settings.trainer.system_metrics_s:g} s = "
+                      f"{100 * sample_us * 1e-6 / settings.trainer.system_metrics_s:.4f} % of one core")
         finally:
             valkey.stop()
 

@@ -74,6 +74,8 @@ class TrainerSettings(BaseModel):
     spool_max_events: int = Field(10_000, ge=1, description="events kept in memory before spooling to disk")
     agent_id: str | None = Field(None, description="set by the trainer agent for the runs it starts")
     cpu_runs: int = Field(2, ge=1, description="runs an agent without a GPU trains at once")
+    system_metrics_s: float = Field(5.0, ge=0, description="the Monitor samples sys/… metrics this often (0: never)")
+    cuda_graphs: bool = Field(True, description="the Monitor replays its per-step GPU work as a CUDA graph")
 
 
 class AlertSettings(BaseModel):

@@ -89,7 +89,7 @@ def monitor_factory(settings: Settings, name: str, preset: str | None, run_id: s
         return Monitor(trainer.G, trainer.D, name=name, config=cfg.model_dump(mode="json"), run_id=run_id,
                        preset=preset, generator_spec=trainer.g_spec, profile=cfg.eval.profile,
                        checkpoint_every=cfg.train.checkpoint_every, checkpoint_state=trainer.state_dict,
-                       flush_every=cfg.train.log_every, settings=settings)
+                       flush_every=cfg.train.log_every, settings=settings, batch_size=cfg.train.batch)
     return make
 
 

@@ -7,10 +7,12 @@
             mon.step(step, epoch=epoch, losses={"D": d_loss, "G": g_loss}, lr={"G": lr_g, "D": lr_d})
 
 The constructor starts nothing; `with mon:` (or the first `step`) connects lazily, starts one sender thread and
-snapshots the weights. On a GPU a step only writes device scalars (angles, losses, gradient norms) into a
-preallocated buffer; every `flush_every` steps (or `flush_interval_s`) one asynchronous copy moves them to the host,
-and the sender thread publishes them — the training thread never waits for the GPU or the bus (on a CPU the
-scalars are read directly: there is nothing to wait for). See docs/monitor.md.
+snapshots the weights. What a step measures is sqd.trainer.step_probe's job: on a GPU one CUDA graph replay writes
+the angle sums, gradient norms and losses into a preallocated device buffer; every `flush_every` steps (or
+`flush_interval_s`) one asynchronous copy moves them to the host and the sender thread publishes them — the
+training thread never waits for the GPU or the bus (on a CPU the scalars are read directly: there is nothing to
+wait for). The sender thread also samples the system metrics (`sys/…`, sqd.trainer.system_metrics). See
+docs/monitor.md.
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ from sqd.artifacts import ArtifactStore
 from sqd.bus import INGEST, Bus
 from sqd.protocol import TAGS_ADAPTER, RunFinished, RunStarted, new_id
 from sqd.settings import Settings, get_settings
-from sqd.trainer.metric_buffer import MetricBuffer, Value
+from sqd.trainer.metric_buffer import Value
 from sqd.trainer.publisher import CheckpointJob, EventsJob, NonFiniteError, Publisher
 from sqd.trainer.spool import Outbox
-from sqd.trainer.stability import AngleTracker, grad_norm, trainable_parameters
+from sqd.trainer.step_probe import DeviceProbe, HostProbe, make_probe
+from sqd.trainer.system_metrics import SystemSampler
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,8 @@ class Monitor:
                  artifacts: ArtifactStore | None = None, *, checkpoint_every_epochs: int | None = None,
                  flush_interval_s: float = 2.0, grad_norms: bool = True,
                  on_nonfinite: Literal["mark", "fail"] = "mark", close_timeout_s: float = 10.0,
-                 tags: Iterable[str] = ()):
+                 tags: Iterable[str] = (), batch_size: int | None = None):
+        """`batch_size`: samples per step, for `sys/samples_per_s` (left out without it)."""
         if flush_every < 1:
             raise ValueError(f"Monitor: flush_every must be >= 1 (got {flush_every})")
         if on_nonfinite not in ("mark", "fail"):
@@ -93,6 +97,8 @@ class Monitor:
         self._last_checkpoint: int | None = None
         self._last_lr: dict[str, float] = {}
         self._old_sigterm: Any = None
+        self.batch_size = batch_size
+        self.steps_recorded = 0  # Monitor.step calls, for sys/step_time
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     @property
@@ -110,15 +116,15 @@ class Monitor:
         artifacts = self._artifacts or ArtifactStore.from_settings(settings)
         outbox = Outbox(bus, settings.home / "spool" / self.run_id, settings.trainer.spool_max_events)
         self._agent = settings.trainer.agent_id
-        device = next(iter(self.nets["G"].parameters())).device
-        self._params = {k: trainable_parameters(net) for k, net in self.nets.items()}
-        self._steps = {k: AngleTracker(p) for k, p in self._params.items()}
-        self._epochs = {k: AngleTracker(p) for k, p in self._params.items()}
-        for tracker in (*self._steps.values(), *self._epochs.values()):
-            tracker.snapshot()
-        self._buffer = MetricBuffer(device, self.flush_every)
+        self._graphs = settings.trainer.cuda_graphs
+        self.probe: HostProbe | DeviceProbe = make_probe(self.nets, self.flush_every, self.grad_norms,
+                                                         graphs=self._graphs)
+        device = self.probe.device
         self._last_flush = time.monotonic()
-        self._publisher = Publisher(self.run_id, outbox, artifacts, self.profile)
+        interval = settings.trainer.system_metrics_s
+        sampler = SystemSampler(lambda: self.steps_recorded, self.batch_size) if interval > 0 else None
+        self._publisher = Publisher(self.run_id, outbox, artifacts, self.profile, sampler, interval,
+                                    lambda: self.last_step)
         self._publisher.start()
         self._publisher.submit(EventsJob(INGEST, [RunStarted(
             run_id=self.run_id, name=self.name, preset=self.preset, config=self.config, host=socket.gethostname(),
@@ -197,44 +203,70 @@ class Monitor:
     def step(self, step: int, epoch: int | None = None, losses: Mapping[str, Value] | None = None,
              lr: Mapping[str, Value] | None = None, metrics: Mapping[str, Value] | None = None) -> None:
         """Record one generator iteration, called after its optimizer steps. Tensors are fine: nothing syncs."""
-        self._check_health()
-        values: dict[str, Value | None] = {f"angle/{k}": t.update() for k, t in self._steps.items()}
-        if self.grad_norms:
-            values.update({f"grad_norm/{k}": grad_norm(p) for k, p in self._params.items()})
-        values.update({f"loss/{k}": v for k, v in (losses or {}).items()})
-        for k, v in (lr or {}).items():  # kept only when it changes: a constant lr is one point
-            if isinstance(v, torch.Tensor) or self._last_lr.get(k) != v:
-                values[f"lr/{k}"] = v
-                self._last_lr[k] = v  # type: ignore[assignment]
-        values.update(metrics or {})
-        self._record(step, epoch, values)
+        publisher = self._publisher
+        if publisher is None or publisher.error is not None or publisher.first_nonfinite is not None:
+            self._check_health()
+        values: dict[str, Value | None] = {f"loss/{k}": v for k, v in losses.items()} if losses else {}
+        if lr:
+            for k, v in lr.items():  # kept only when it changes: a constant lr is one point
+                if isinstance(v, torch.Tensor) or self._last_lr.get(k) != v:
+                    values[f"lr/{k}"] = v
+                    self._last_lr[k] = v  # type: ignore[assignment]
+        if metrics:
+            values.update(metrics)
+        probe = self.probe
+        if probe.moved():
+            probe = self._reprobe()
+        probe.step(step, epoch, values)
+        self.steps_recorded += 1
+        self._recorded(step, epoch)
         if self.checkpoint_every and step % self.checkpoint_every == 0:
             self.checkpoint(step, epoch)
 
     def log(self, metrics: Mapping[str, Value], step: int, epoch: int | None = None) -> None:
         """Record any other values (tensors or numbers) at `step`, e.g. `{"eval/my_score": 0.7}`."""
         self._check_health()
-        self._record(step, epoch, dict(metrics))
+        self.probe.buffer.add(step, epoch, dict(metrics))
+        self._recorded(step, epoch)
 
     def end_epoch(self, epoch: int) -> None:
         """Per-epoch angles (`angle_epoch/*`, since the previous call or the start) at the last step."""
         self._check_health()
         step = self.last_step if self.last_step is not None else 0
-        self._record(step, epoch, {f"angle_epoch/{k}": t.update() for k, t in self._epochs.items()})
+        probe = self.probe
+        if probe.moved():
+            probe = self._reprobe()
+        probe.end_epoch(step, epoch)
+        self._recorded(step, epoch)
         if self.checkpoint_every_epochs and (epoch + 1) % self.checkpoint_every_epochs == 0:
             self.checkpoint(step, epoch)
 
-    def _record(self, step: int, epoch: int | None, values: Mapping[str, Value | None]) -> None:
-        self._buffer.add(step, epoch, values)
-        self.last_step, self.last_epoch = step, epoch if epoch is not None else self.last_epoch
-        if self._buffer.full() or time.monotonic() - self._last_flush > self.flush_interval_s:
+    def _recorded(self, step: int, epoch: int | None) -> None:
+        self.last_step = step
+        if epoch is not None:
+            self.last_epoch = epoch
+        if self.probe.buffer.full():
             self.flush()
+        elif time.monotonic() - self._last_flush > self.flush_interval_s:
+            self.flush(relist=False)  # slow steps flush by time: walk the modules only every flush_every rows
 
-    def flush(self) -> None:
+    def _reprobe(self) -> HostProbe | DeviceProbe:
+        """The parameters moved (or changed): flush what was measured and start over from fresh snapshots; the
+        next step and epoch report no angle rather than a wrong one."""
+        log.info("Monitor: the parameters of run %s moved or changed; taking fresh weight snapshots", self.run_id)
+        self.flush(relist=False)
+        self.probe = make_probe(self.nets, self.flush_every, self.grad_norms, continues=False, graphs=self._graphs)
+        return self.probe
+
+    def flush(self, relist: bool = True) -> None:
         """Hand the buffered rows to the sender thread (one asynchronous device → host copy)."""
-        if self._publisher is not None and len(self._buffer):
-            self._publisher.submit(self._buffer.take())
+        if self._publisher is None:
+            return
+        if len(self.probe.buffer):
+            self._publisher.submit(self.probe.buffer.take())
         self._last_flush = time.monotonic()
+        if relist and self.probe.moved(relist=True):  # other parameter objects (checked here: it walks the modules)
+            self._reprobe()
 
     # ---- checkpoints -----------------------------------------------------------------------------------------
     def _checkpoint_dict(self, step: int, epoch: int | None) -> dict[str, Any] | None:

@@ -1,8 +1,10 @@
 """The Monitor's sender thread: turns metric windows and checkpoints into events and delivers them (via the Outbox).
 
 Everything slow or fallible happens here, off the training thread: waiting for the device → host copy, writing the
-checkpoint to the artifact store, talking to the bus. Store failures are reported (log + `health/checkpoint_failed`
-point + an alert event) and training goes on; a bug here is kept in `error` and re-raised by the training thread.
+checkpoint to the artifact store, talking to the bus, and every `system_interval_s` sampling the system metrics
+(sqd.trainer.system_metrics; `sys/…` points at the Monitor's last step). Store failures are reported (log +
+`health/checkpoint_failed` point + an alert event) and training goes on; a bug here is kept in `error` and
+re-raised by the training thread.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import logging
 import math
 import queue
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +24,7 @@ from sqd.errors import ArtifactError, SQDError
 from sqd.protocol import AlertRaised, CheckpointReady, Event, MetricBatch
 from sqd.trainer.metric_buffer import PointRow, Window
 from sqd.trainer.spool import Outbox
+from sqd.trainer.system_metrics import SystemSampler
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +60,12 @@ _STOP = object()
 
 
 class Publisher:
-    def __init__(self, run_id: str, outbox: Outbox, artifacts: ArtifactStore, profile: str):
+    def __init__(self, run_id: str, outbox: Outbox, artifacts: ArtifactStore, profile: str,
+                 sampler: SystemSampler | None = None, system_interval_s: float = 5.0,
+                 last_step: Callable[[], int | None] = lambda: None):
         self.run_id, self.outbox, self.artifacts, self.profile = run_id, outbox, artifacts, profile
+        self.sampler, self.system_interval_s, self.last_step = sampler, system_interval_s, last_step
+        self._next_sample = time.monotonic()
         self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.first_nonfinite: str | None = None  # description of the first NaN/inf seen, once
@@ -74,22 +83,44 @@ class Publisher:
         self.jobs.put(_STOP)
         self._thread.join()
 
+    def _timeout(self) -> float | None:
+        """How long to wait for the next job: until the next system sample, 0.5 s while events wait for the bus."""
+        waits = [0.5] if self.outbox.pending() else []
+        if self.sampler is not None:
+            waits.append(max(0.0, self._next_sample - time.monotonic()))
+        return min(waits) if waits else None
+
     def _run(self) -> None:
-        while True:
-            try:
-                job = self.jobs.get(timeout=0.5) if self.outbox.pending() else self.jobs.get()
-            except queue.Empty:
+        try:
+            while True:
+                try:
+                    job = self.jobs.get(timeout=self._timeout())
+                except queue.Empty:
+                    job = None
+                if job is _STOP:
+                    break
+                try:
+                    if job is not None:
+                        self._handle(job)
+                    self._sample_system()
+                except Exception as exc:  # a bug: keep it for the training thread, keep delivering the rest
+                    log.exception("monitor %s: handling %s failed", self.run_id, type(job).__name__)
+                    self.error = self.error or exc
                 self.outbox.send()
-                continue
-            if job is _STOP:
-                break
-            try:
-                self._handle(job)
-            except Exception as exc:  # a bug: keep it for the training thread, keep delivering the rest
-                log.exception("monitor %s: handling %s failed", self.run_id, type(job).__name__)
-                self.error = self.error or exc
-            self.outbox.send()
-        self.outbox.close(self._close_timeout_s)
+        finally:
+            if self.sampler is not None:
+                self.sampler.close()
+            self.outbox.close(self._close_timeout_s)
+
+    def _sample_system(self) -> None:
+        if self.sampler is None or time.monotonic() < self._next_sample:
+            return
+        self._next_sample = time.monotonic() + self.system_interval_s
+        step = self.last_step()
+        if step is None:  # nothing to attach the points to before the first step
+            return
+        wall = time.time()
+        self._metrics([(key, step, value, None, wall) for key, value in self.sampler.sample().items()])
 
     def _handle(self, job: Window | CheckpointJob | EventsJob) -> None:
         if isinstance(job, Window):

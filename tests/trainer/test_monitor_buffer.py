@@ -38,3 +38,21 @@ def test_buffer_reuse_after_take_keeps_rows_apart() -> None:
     buf.add(2, None, {"x": torch.tensor(3.0)})  # overwrites the device rows the first window was copied from
     assert [(s, v) for _, s, v, *_ in first.points()] == [(0, 1.0), (1, 2.0)]
     assert [(s, v) for _, s, v, *_ in buf.take().points()] == [(2, 3.0)]
+
+
+def test_multi_column_fields_are_decoded_on_the_host() -> None:
+    """An angle is stored as its three sums, a gradient norm as the norms of its tensors; the window decodes them."""
+    from sqd.trainer.metric_buffer import Field, angle, norm
+    from sqd.trainer.weight_sums import angle_from_sums
+
+    buf = MetricBuffer(torch.device("cpu"), capacity=4, columns=2)
+    fields = (Field("angle/G", buf.columns("angle/G", 3), angle), Field("grad_norm/G", buf.columns("grad_norm/G", 2),
+                                                                        norm))
+    buf.add_device(7, 1, fields, torch.tensor([4.0, 1e-6, -1e-4, 3.0, 4.0], dtype=torch.float64), {"lr/G": 1e-3})
+    assert buf.values.shape[1] >= 5 and buf.generation == 1  # widened for the five columns
+    buf.add_written(8, 1, (), {"note": 1.0})  # a row a step program wrote itself (here: nothing on the device)
+    assert int(buf.counter) == 1 and buf.device_rows == 2
+    pts = {(k, s): v for k, s, v, _, _ in buf.take().points()}
+    assert pts[("angle/G", 7)] == angle_from_sums(4.0, 1e-6, -1e-4)
+    assert pts[("grad_norm/G", 7)] == 5.0 and pts[("lr/G", 7)] == 1e-3 and pts[("note", 8)] == 1.0
+    assert int(buf.counter) == 0 and len(buf) == 0

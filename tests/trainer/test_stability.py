@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from sqd.trainer.stability import AngleTracker, grad_norm, trainable_parameters, weight_angle
+from sqd.trainer.stability import AngleTracker, trainable_parameters, weight_angle
 
 
 def reference_angle(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -74,7 +74,7 @@ def test_only_trainable_float_parameters_count() -> None:
 
 
 @pytest.mark.parametrize("theta", [1e-7, 1e-6, 1e-3, 1.0, 3.0])
-@pytest.mark.parametrize("scale", [1.0, 1.01])
+@pytest.mark.parametrize("scale", [1.0, 1.001, 1.01])  # radial change up to 10⁵× the tangential one at 1e-7 rad
 @pytest.mark.parametrize("host_math", [True, False], ids=["floats", "device-tensors"])
 def test_tracker_matches_the_reference(theta: float, scale: float, host_math: bool) -> None:
     a = torch.randn(2000, generator=torch.Generator().manual_seed(2))
@@ -89,7 +89,7 @@ def test_tracker_matches_the_reference(theta: float, scale: float, host_math: bo
         assert isinstance(got, float)
     else:  # what a GPU gets: a device scalar, nothing copied to the host
         assert isinstance(got, torch.Tensor) and got.dtype == torch.float64 and got.shape == ()
-    assert float(got) == pytest.approx(reference_angle(a, b), rel=0.01)
+    assert float(got) == pytest.approx(reference_angle(a, b), rel=1e-5)
     assert float(tracker.update()) == 0.0  # unchanged since
 
 
@@ -102,9 +102,7 @@ def test_tracker_over_several_tensors_equals_weight_angle() -> None:
     opt = torch.optim.Adam(net.parameters(), 1e-4)
     net(torch.randn(2, 3, 8, 8)).square().mean().backward()
     opt.step()
-    assert float(tracker.update()) == pytest.approx(weight_angle(before, list(net.parameters())), rel=1e-4)
-    assert float(grad_norm(list(net.parameters()))) == pytest.approx(
-        math.sqrt(sum(float(p.grad.square().sum()) for p in net.parameters())), rel=1e-5)
+    assert float(tracker.update()) == pytest.approx(weight_angle(before, list(net.parameters())), rel=1e-6)
 
 
 def test_tracker_refuses_an_empty_network() -> None:

@@ -370,3 +370,25 @@ def test_runs_page_shows_more_than_its_first_page(page: Any, server: DashboardSe
     page.wait_for_function("document.querySelectorAll('table.runs tbody tr').length === 230")
     assert page.get_by_role("button", name="Show 200 more").is_hidden()
     assert "(newest" not in page.locator(".page-head").inner_text()
+
+
+def test_system_tab_shows_the_sys_series_of_a_run(page: Any, server: DashboardServer) -> None:
+    run = seeded_run(server, "system-metrics", steps=200, evals=1)
+    sys_points = [(f"sys/gpu{g}/util", s, 40.0 + g + s / 100, None, 0.0) for g in (0, 1) for s in range(0, 200, 20)]
+    sys_points += [(key, s, value + s / 10, None, 0.0) for s in range(0, 200, 20)
+                   for key, value in (("sys/cpu", 95.0), ("sys/rss", 1.5), ("sys/step_time", 12.0),
+                                      ("sys/gpu0/mem_used", 20.0))]
+    server.publish(MetricBatch.from_points(run.run_id, sys_points))
+    wait(lambda: stored(server, run.run_id, "sys/step_time", 10), what="the sys/ points to be stored")
+    visit(page, server, f"/run/{run.run_id}")
+    page.wait_for_selector("#page[data-ready=true]")
+    page.get_by_role("tab", name="System").click()
+    page.wait_for_selector(".system-panel[data-ready=true]")
+    util = page.evaluate("""() => document.querySelector('.plot[data-chart="sys-gpu-util"]').data
+        .filter((t) => t.name.startsWith('GPU')).map((t) => [t.name, t.x.length])""")
+    assert util == [["GPU 0", 10], ["GPU 1", 10]]  # one trace per GPU
+    titles = page.locator(".system-panel .chart-title").all_inner_texts()
+    assert titles == ["GPU utilisation (%)", "GPU memory used (GiB)", "Process CPU (% of one core)",
+                      "Process memory, RSS (GiB)", "Step time (ms)"]  # only what the run has
+    assert "sys/cpu" not in page.locator(".more-series summary").inner_text()  # not among "More series"
+    assert page.locator('.more-series .plot[data-chart="other-sys/cpu"]').count() == 0

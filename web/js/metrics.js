@@ -41,10 +41,43 @@ export const SUMMARY_KEYS = ["eval/quality", "eval/diversity", "eval/fid"];
 
 export const RUN_CHART_KEYS = RUN_CHARTS.flatMap((c) => c.traces.map((t) => t.key));
 
-/** Keys the run has that no fixed chart shows (user metrics, grad norms, modes covered…), sorted. */
+/** Keys the run has that no fixed chart shows (user metrics, grad norms, modes covered…), sorted; the system
+ * metrics (`sys/…`) have their own tab. */
 export function otherKeys(keys) {
   const shown = new Set(RUN_CHART_KEYS);
-  return keys.filter((k) => !shown.has(k)).sort();
+  return keys.filter((k) => !shown.has(k) && !k.startsWith(SYS_PREFIX)).sort();
+}
+
+export const SYS_PREFIX = "sys/";
+
+/** The System tab's charts (units as sqd.trainer.system_metrics writes them); `gpu`: one trace per GPU. */
+export const SYSTEM_CHARTS = [
+  { id: "sys-gpu-util", title: "GPU utilisation (%)", gpu: "util" },
+  { id: "sys-gpu-mem", title: "GPU memory used (GiB)", gpu: "mem_used" },
+  { id: "sys-gpu-power", title: "GPU power (W)", gpu: "power" },
+  { id: "sys-gpu-temp", title: "GPU temperature (°C)", gpu: "temp" },
+  { id: "sys-cpu", title: "Process CPU (% of one core)", key: "sys/cpu" },
+  { id: "sys-rss", title: "Process memory, RSS (GiB)", key: "sys/rss" },
+  { id: "sys-step-time", title: "Step time (ms)", key: "sys/step_time" },
+  { id: "sys-samples", title: "Samples per second", key: "sys/samples_per_s" },
+];
+
+const GPU_KEY = /^sys\/gpu(\d+)\/(\w+)$/;
+
+/** The System charts that have data among `keys`: [{chart, traces: [{key, label}]}], GPUs in index order. */
+export function systemCharts(keys) {
+  const gpus = new Map();
+  for (const k of keys) {
+    const m = GPU_KEY.exec(k);
+    if (m) gpus.set(k, { index: Number(m[1]), metric: m[2] });
+  }
+  return SYSTEM_CHARTS.map((chart) => {
+    const traces = chart.gpu
+      ? [...gpus.entries()].filter(([, g]) => g.metric === chart.gpu).sort((a, b) => a[1].index - b[1].index)
+        .map(([key, g]) => ({ key, label: `GPU ${g.index}` }))
+      : keys.includes(chart.key) ? [{ key: chart.key, label: chart.title }] : [];
+    return { chart, traces };
+  }).filter((c) => c.traces.length);
 }
 
 // modes of the evaluation datasets: 10³ stacked digits (SPEC §7), 10,177 CelebA identities (SPEC §1)

@@ -1,6 +1,6 @@
 // Run page: live S / Q / D / FID / loss charts (SSE points merged into the downsampled series), a step/epoch
 // axis, zoom that re-queries the window at full resolution, alerts on the charts and in a list, evaluations,
-// the sample-grid timeline, config, logs, cancel.
+// the sample-grid timeline, config, system metrics, logs, cancel.
 
 import { api } from "./api.js";
 import { createChart } from "./charts.js";
@@ -12,6 +12,7 @@ import { modeCount, otherKeys, RUN_CHART_KEYS, RUN_CHARTS } from "./metrics.js";
 import { alertsPanel, configPanel, evaluationsPanel, logsPanel, samplesPanel } from "./run_panels.js";
 import { runEditor } from "./run_edit.js";
 import { rulesPanel } from "./rules_panel.js";
+import { systemPanel } from "./system_panel.js";
 import { emptySeries, fromApi, latest, mergeLive, toPlot } from "./series.js";
 import { followEvents } from "./sse.js";
 
@@ -52,13 +53,16 @@ export function mount(root, route, shell) {
   const samples = samplesPanel(runId);
   const config = configPanel();
   const logs = logsPanel(runId);
+  const system = systemPanel(runId, () => st.keys);
   const lower = tabs([
     { name: "evaluations", label: "Evaluations", content: evaluations.element },
     { name: "samples", label: "Samples", content: samples.element },
     { name: "config", label: "Config", content: config.element },
+    { name: "system", label: "System", content: system.element },
     { name: "logs", label: "Logs", content: logs.element },
     { name: "rules", label: "Rules", content: rules.element },
   ], (name) => {
+    if (name === "system") system.load();
     if (name === "logs") logs.load();
     if (name === "rules") rules.load();
   });
@@ -361,6 +365,7 @@ export function mount(root, route, shell) {
       root.dataset.ready = "true";
       axisEpoch.disabled = !st.keys.some((k) => k.startsWith(EPOCH_KEY_PREFIX)) && !st.run.last_epoch;
       logs.poll(() => LIVE_STATUSES.has(st.run.status));
+      system.poll(() => LIVE_STATUSES.has(st.run.status));
     } catch (err) {
       const what = err.status === 404 ? `Run ${runId} not found.` : "Could not load the run.";
       clear(head, errorState(what, err, reload), h("p", {}, h("a", { href: "#/runs" }, "← all runs")));
@@ -390,6 +395,7 @@ export function mount(root, route, shell) {
       clearTimeout(epochTimer);
       clearTimeout(runTimer);
       logs.stop();
+      system.stop();
       for (const c of charts) c.chart.destroy();
       for (const c of otherCharts.values()) c.chart.destroy();
     },

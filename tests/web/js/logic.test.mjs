@@ -7,7 +7,7 @@ import { zoomFromRelayout } from "../../../web/js/charts.js";
 import { assignColors, PALETTE, runColor } from "../../../web/js/colors.js";
 import { epochMap } from "../../../web/js/epochs.js";
 import { collectOverrides, groupPresets, placeErrors } from "../../../web/js/launch_form.js";
-import { modeCount, otherKeys } from "../../../web/js/metrics.js";
+import { modeCount, otherKeys, systemCharts } from "../../../web/js/metrics.js";
 import { parseRoute, routeHash } from "../../../web/js/router.js";
 
 test("routes parse and print", () => {
@@ -96,8 +96,15 @@ test("ln m: from the evaluation, else the dataset or profile", () => {
 });
 
 test("other keys are the ones no fixed chart shows", () => {
-  assert.deepEqual(otherKeys(["loss/G", "grad_norm/G", "eval/modes_covered", "angle/D"]),
+  assert.deepEqual(otherKeys(["loss/G", "grad_norm/G", "eval/modes_covered", "angle/D", "sys/cpu"]),
     ["eval/modes_covered", "grad_norm/G"]);
+});
+
+test("system charts: one trace per GPU in index order, only quantities the run has", () => {
+  const got = systemCharts(["sys/gpu10/util", "sys/gpu2/util", "sys/gpu2/temp", "sys/cpu", "loss/G"]);
+  assert.deepEqual(got.map((c) => c.chart.id), ["sys-gpu-util", "sys-gpu-temp", "sys-cpu"]);
+  assert.deepEqual(got[0].traces, [{ key: "sys/gpu2/util", label: "GPU 2" }, { key: "sys/gpu10/util", label: "GPU 10" }]);
+  assert.deepEqual(systemCharts(["loss/G"]), []);
 });
 
 test("the token leaves the URL", () => {

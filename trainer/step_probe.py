@@ -1,0 +1,252 @@
+"""What `Monitor.step` measures: the weight angle and gradient norm of each network, and the values it is given.
+
+`make_probe` picks one of two implementations by the device of the first network's parameters:
+
+* `HostProbe` (CPU): one pass of float32 block sums over flat snapshots (sqd.trainer.weight_sums), one
+  `_foreach_norm` over all gradients, everything read as Python floats — there is no device to wait for.
+* `DeviceProbe` (GPU): the host stacks the step's loss / metric tensors and the per-tensor gradient norms into
+  static slots (two launches), then one CUDA graph replay does the rest (sqd.trainer.step_program): snapshot copy,
+  block sums, the metric-buffer row. Nothing synchronises. Loss tensors may live anywhere and have any float dtype;
+  Python numbers and CPU tensors go to the host side of the row.
+
+A probe is bound to the parameters it was built on. `moved()` tells when they changed: storage moved (`.to()`,
+`p.data = …`, a dtype change: a data_ptr fingerprint, every step, ~1 µs), a parameter was registered on any module
+(a global registration hook), or — with `relist=True`, which walks the modules, at each flush — the networks hold
+other parameter objects. The Monitor then flushes and builds a new probe with `continues=False`: the first step
+and epoch after it report no angle rather than a wrong one (a device change moves the metric buffer with it).
+Failure modes: a loss that is a tensor of several values → ValueError naming the key; networks without
+trainable floating-point parameters → ValueError.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from sqd.trainer import step_kernels
+from sqd.trainer.metric_buffer import Field, MetricBuffer, Value, angle, norm, plain
+from sqd.trainer.stability import trainable_parameters
+from sqd.trainer.step_program import Capture, GraphRunner, StepProgram, capture_cuda_graph
+from sqd.trainer.weight_sums import WeightSnapshots, angle_from_sums, fingerprint
+
+GRAPH_BLOCK = 4096  # snapshot values per Triton program on a GPU
+
+_registrations = [0]  # bumped by the hook below: some module got a new parameter somewhere in the process
+_hook_installed = False
+
+
+def _install_registration_hook() -> None:
+    global _hook_installed
+    if not _hook_installed:
+        def bump(module: nn.Module, name: str, param: Any) -> None:
+            _registrations[0] += 1
+
+        nn.modules.module.register_module_parameter_registration_hook(bump)
+        _hook_installed = True
+
+
+class _Probe:
+    """Parameters, snapshots and move detection shared by both implementations."""
+
+    def __init__(self, nets: Mapping[str, nn.Module], capacity: int, grad_norms: bool, continues: bool):
+        """`continues`: the weights as they are now continue the run's previous snapshot (False after a move: the
+        first step and epoch report no angle)."""
+        _install_registration_hook()
+        self.nets, self.grad_norms = dict(nets), grad_norms
+        self.names = list(self.nets)
+        self.groups = [trainable_parameters(net) for net in self.nets.values()]
+        self.params = [p for g in self.groups for p in g]
+        self.registrations = _registrations[0]
+        self.narrow = any(p.dtype not in (torch.float32, torch.float64) for p in self.params)
+        self.device = self.params[0].device if self.params else torch.device("cpu")
+        self.steps = WeightSnapshots(self.groups, self.names, block=self._block())
+        self.epochs = WeightSnapshots(self.groups, self.names)
+        with torch.no_grad():
+            self.steps.snapshot()
+            self.epochs.snapshot()
+        self.angle_valid = self.epoch_valid = continues
+        self.buffer = MetricBuffer(self.device, capacity)
+
+    def _block(self) -> int:
+        return 1024
+
+    def moved(self, relist: bool = False) -> bool:
+        """Whether the parameters moved since the snapshots (a cheap check each step); `relist`: also whether the
+        networks now hold other parameter objects (a walk over the modules, at each flush)."""
+        if fingerprint(self.params) != self.steps.fingerprint:
+            return True
+        if relist or _registrations[0] != self.registrations:
+            self.registrations = _registrations[0]
+            now = [id(p) for net in self.nets.values() for p in trainable_parameters(net)]
+            return now != list(map(id, self.params))
+        return False
+
+    def grads(self) -> tuple[list[torch.Tensor], list[bool]]:
+        """The gradients present, and per network whether it has any."""
+        present, nets = [], []
+        for group in self.groups:
+            had = False
+            for p in group:
+                if p.grad is not None:
+                    present.append(p.grad)
+                    had = True
+            nets.append(had)
+        return present, nets
+
+
+def _norms(grads: list[torch.Tensor], narrow: bool) -> list[torch.Tensor]:
+    """The L2 norm of each gradient; `narrow` (bf16/fp16 parameters): computed and returned in float32."""
+    if narrow:
+        return list(torch._foreach_norm(grads, 2, dtype=torch.float32))
+    return list(torch._foreach_norm(grads))
+
+
+class HostProbe(_Probe):
+    @torch.no_grad()
+    def step(self, step: int, epoch: int | None, values: Mapping[str, Value | None]) -> None:
+        host: dict[str, float] = {}
+        sums = self.steps.host_sums()
+        if sums is not None and self.angle_valid:
+            for name, s in zip(self.names, sums, strict=True):
+                host[f"angle/{name}"] = angle_from_sums(*s)
+        self.angle_valid = True
+        if self.grad_norms:
+            self._grad_norms(host)
+        for key, value in values.items():
+            if value is not None:
+                host[key] = value.item() if isinstance(value, torch.Tensor) else float(value)
+        self.buffer.add(step, epoch, host)
+
+    def _grad_norms(self, host: dict[str, float]) -> None:
+        present, nets = self.grads()
+        if not present:
+            return
+        squares = iter(torch.stack(_norms(present, self.narrow)).square().tolist())
+        for name, group, had in zip(self.names, self.groups, nets, strict=True):
+            if had:
+                host[f"grad_norm/{name}"] = math.sqrt(math.fsum(next(squares) for p in group if p.grad is not None))
+
+    @torch.no_grad()
+    def end_epoch(self, step: int, epoch: int) -> None:
+        sums = self.epochs.host_sums()
+        if sums is not None and self.epoch_valid:
+            self.buffer.add(step, epoch, {f"angle_epoch/{n}": angle_from_sums(*s)
+                                          for n, s in zip(self.names, sums, strict=True)})
+        self.epoch_valid = True
+
+
+class DeviceProbe(_Probe):
+    def __init__(self, nets: Mapping[str, nn.Module], capacity: int, grad_norms: bool, continues: bool,
+                 capture: Capture | None = capture_cuda_graph, triton: bool | None = None):
+        super().__init__(nets, capacity, grad_norms, continues)
+        self.input_keys: list[str] = []
+        self.input_dtype = torch.float32
+        self.runner = GraphRunner(capture, step_kernels.triton_available(self.device) if triton is None else triton)
+        self._zero = torch.zeros((), device=self.device)
+        self._new_program()
+
+    def _block(self) -> int:
+        return GRAPH_BLOCK
+
+    @property
+    def graphed(self) -> bool:
+        return self.runner.graphed
+
+    def _new_program(self) -> None:
+        """(Re)lay the slots and columns the program writes; its graphs are captured again when next needed."""
+        buf = self.buffer
+        self.angle_fields = tuple(Field(f"angle/{n}", buf.columns(f"angle/{n}", 3), angle) for n in self.names)
+        self.input_fields = {k: Field(k, buf.columns(k), plain) for k in self.input_keys}
+        self.grad_fields = [Field(f"grad_norm/{n}", buf.columns(f"grad_norm/{n}", len(g)), norm)
+                            for n, g in zip(self.names, self.groups, strict=True)] if self.grad_norms else []
+        input_cols = [f.columns[0] for f in self.input_fields.values()] + [c for f in self.grad_fields
+                                                                          for c in f.columns]
+        self.program = StepProgram(self.steps, buf, [c for f in self.angle_fields for c in f.columns], input_cols,
+                                   self.input_dtype)
+        self.runner.reset()
+        self._fields: dict[tuple[Any, ...], tuple[Field, ...]] = {}
+
+    @torch.no_grad()
+    def step(self, step: int, epoch: int | None, values: Mapping[str, Value | None]) -> None:
+        host: dict[str, float] = {}
+        tensors: dict[str, torch.Tensor] = {}
+        for key, value in values.items():
+            if value is None:
+                continue
+            if not isinstance(value, torch.Tensor):
+                host[key] = float(value)
+            elif value.numel() != 1:
+                raise ValueError(f"Monitor.step: {key!r} is a tensor of {value.numel()} values; pass one number "
+                                 f"(e.g. its .mean())")
+            elif value.device == self.device:
+                tensors[key] = value.reshape(()) if value.dim() else value
+            elif value.device.type == "cpu":  # a host value already: no device round trip
+                host[key] = value.item()
+            else:
+                tensors[key] = value.reshape(()).to(self.device, non_blocking=True)
+        inputs = self._inputs(tensors)
+        grads_present: tuple[bool, ...] = ()
+        if self.grad_norms:
+            present, nets = self.grads()
+            grads_present = tuple(nets)
+            if len(present) == len(self.params):
+                inputs += _norms(present, self.narrow)
+            else:  # a zero for each missing gradient: the norm of the others
+                norms = iter(_norms(present, self.narrow) if present else [])
+                inputs += [next(norms) if p.grad is not None else self._zero for p in self.params]
+        if self.program.generation != self.buffer.generation:  # the metric table grew: write into the new one
+            self._new_program()
+        if inputs:
+            torch.stack(inputs, out=self.program.inputs)
+        parity = self.steps.latest ^ 1
+        self.runner.run(self.program, parity)
+        self.steps.latest = parity
+        self.buffer.add_written(step, epoch, self._row_fields(tuple(tensors), grads_present), host)
+        self.angle_valid = True
+
+    def _inputs(self, tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The step's tensors in slot order: a missing key gets a zero (not reported), a new one a new layout."""
+        wide = self.input_dtype != torch.float64 and any(t.dtype == torch.float64 for t in tensors.values())
+        new = [k for k in tensors if k not in self.input_fields]
+        if new or wide:
+            self.input_keys += new
+            self.input_dtype = torch.float64 if wide else self.input_dtype
+            self._new_program()
+        if list(tensors) == self.input_keys:
+            return list(tensors.values())
+        return [tensors.get(k, self._zero) for k in self.input_keys]
+
+    def _row_fields(self, keys: tuple[str, ...], grads_present: tuple[bool, ...]) -> tuple[Field, ...]:
+        sig = (keys, grads_present, self.angle_valid)
+        fields = self._fields.get(sig)
+        if fields is None:
+            fields = (self.angle_fields if self.angle_valid else ()) + tuple(self.input_fields[k] for k in keys) \
+                + tuple(f for f, had in zip(self.grad_fields, grads_present, strict=False) if had)
+            self._fields[sig] = fields
+        return fields
+
+    @torch.no_grad()
+    def end_epoch(self, step: int, epoch: int) -> None:
+        sums = self.epochs.device_sums()
+        if sums is not None and self.epoch_valid:
+            fields = tuple(Field(f"angle_epoch/{n}", self.buffer.columns(f"angle_epoch/{n}", 3), angle)
+                           for n in self.names)
+            self.buffer.add_device(step, epoch, fields, sums.flatten(), {})
+        self.epoch_valid = True
+
+
+def make_probe(nets: Mapping[str, nn.Module], capacity: int, grad_norms: bool, continues: bool = True,
+               graphs: bool = True) -> HostProbe | DeviceProbe:
+    """The probe for where the networks live: CPU → HostProbe; a GPU → DeviceProbe, with CUDA graphs unless
+    `graphs=False`."""
+    first = next((p for net in nets.values() for p in trainable_parameters(net)), None)
+    if first is None:
+        raise ValueError("Monitor: the networks have no trainable floating-point parameters to take angles of")
+    if first.device.type == "cpu":
+        return HostProbe(nets, capacity, grad_norms, continues)
+    capture = capture_cuda_graph if graphs and first.device.type == "cuda" else None
+    return DeviceProbe(nets, capacity, grad_norms, continues, capture=capture)
