@@ -139,7 +139,8 @@ class R3GANGenerator(nn.Module):
         self.to_rgb = conv(width, channels, 1, 1.0)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.basis.unsqueeze(0) * self.to_scale(z).view(z.shape[0], self.width, 1, 1)
+        scale = self.to_scale(z)  # (under autocast the basis takes its dtype: the residual stream stays bf16)
+        h = self.basis.to(scale.dtype).unsqueeze(0) * scale.view(z.shape[0], self.width, 1, 1)
         return self.to_rgb(self.body(h))
 
 

@@ -123,8 +123,9 @@ class LoaderBatches:
 
     def _start(self) -> Iterator[tuple[int, Tensor]]:
         self.sampler = _IndexBatches(len(self.source), self.batch, self.generator)
+        # its own generator for the workers' seeds: starting a loader must not draw from the global RNG (z)
         loader = DataLoader(_Gather(self.source), batch_size=None, sampler=self.sampler,
-                            num_workers=self.plan.loader_workers, collate_fn=_as_is,
+                            num_workers=self.plan.loader_workers, collate_fn=_as_is, generator=torch.Generator(),
                             pin_memory=self.plan.cuda, prefetch_factor=2, persistent_workers=True)
         return iter(loader)
 
