@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 def _try(net: nn.Module, raw: nn.Module, example: Callable[[], Tensor], device: torch.device,
          what: str) -> nn.Module:
     """`torch.compile(net)` after one forward + backward on `example()`, or `net` (eager) with a warning."""
-    compiled = torch.compile(net, dynamic=False)
+    compiled = cast(nn.Module, torch.compile(net, dynamic=False))
     buffers = [b.detach().clone() for b in raw.buffers()]
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

@@ -2,8 +2,8 @@
 autocast, channels_last, DataLoader workers, torch.compile and CUDA graphs (docs/zoo.md, "GPU speed").
 
 Defaults: on CUDA, TF32 matmuls and convolutions, cudnn.benchmark, bf16 autocast of the nets' forward passes,
-channels_last, 4 loader workers; on the CPU, fp32, NCHW and no workers, so CPU runs stay exact and reproducible.
-`apply_backends` sets the process-wide torch.backends flags (they are global in torch).
+channels_last, 4 loader workers (at most the cores); on the CPU, fp32, NCHW and no workers, so CPU runs stay
+exact and reproducible. `apply_backends` sets the process-wide torch.backends flags (they are global in torch).
 
 Mixed precision: `Mixed(net)` runs `net` under autocast and returns fp32 (logits, images), so every loss and
 penalty is computed in fp32, and input gradients (R1, R2, GP, DRAGAN, GraN's u) are taken w.r.t. the fp32
@@ -14,6 +14,7 @@ is a config error). fp16 is not offered: it would need loss scaling through the 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -57,7 +58,8 @@ def plan_speed(cfg: TrainConfig, device: torch.device) -> SpeedPlan:
     else:
         autocast = None
     channels_last = cuda if t.channels_last is None else t.channels_last
-    workers = t.loader_workers if t.loader_workers is not None else (CUDA_LOADER_WORKERS if cuda else 0)
+    default_workers = min(CUDA_LOADER_WORKERS, os.cpu_count() or 1) if cuda else 0
+    workers = t.loader_workers if t.loader_workers is not None else default_workers
     return SpeedPlan(device, autocast, channels_last, t.tf32, t.compile, t.cuda_graphs and cuda, workers)
 
 

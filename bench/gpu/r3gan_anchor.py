@@ -65,16 +65,14 @@ def _import_path(r3gan_dir: Path) -> None:
 
 
 def build_env(ext_dir: Path) -> dict[str, str]:
-    """TORCH_EXTENSIONS_DIR shared by the build processes and this one; ninja on PATH (a carried `ninja` wheel
-    provides it where the machine has none)."""
+    """TORCH_EXTENSIONS_DIR shared by the build processes and this one; ninja on PATH where the machine has none
+    (the `ninja` wheel prepare.sh carries installs its binary as <target>/bin/ninja next to the packages)."""
     env = {"TORCH_EXTENSIONS_DIR": str(ext_dir)}
     if shutil.which("ninja") is None:
-        try:
-            import ninja  # type: ignore[import-not-found]
-
-            env["PATH"] = f"{ninja.BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"
-        except ImportError:
-            pass
+        found = [Path(p).parent / "bin" if Path(p).name == "site-packages" else Path(p) / "bin" for p in sys.path]
+        binary = next((d for d in found if (d / "ninja").is_file() and os.access(d / "ninja", os.X_OK)), None)
+        if binary is not None:
+            env["PATH"] = f"{binary}{os.pathsep}{os.environ.get('PATH', '')}"
     return env
 
 

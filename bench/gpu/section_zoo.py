@@ -8,7 +8,8 @@ Rows, most valuable first; what ctx.time_left() does not allow is skipped with a
  4. R3GAN-64 variants at a reduced batch: PyTorch's built-in conv / activation derivatives vs SQD's
     (`sqd.trainer.conv`), fp32 (TF32) vs bf16, NCHW vs channels_last, without R1/R2;
  5. the anchor: the official networks + AdversarialTraining step at the r3gan-celeba shape, and SQD/official;
- 6. `r3gan-cifar10` shape (32×32, width 256, batch 512);
+ 6. `r3gan-cifar10` shape (32×32, width 256, batch 512); the SQD grid's DCGAN-64 + GP with SQD's vs the
+    built-in derivatives;
  7. every preset family at 16, 32, 64 (stacked digits): steps/s and images/s;
  8. the launch-bound case (sqd-nsgan-digits, r3gan-digits): eager vs a whole-step CUDA graph (and the loss
     difference between the two), and torch.compile.
@@ -192,6 +193,18 @@ def _anchor(ctx: Context, report: Report, build: r3gan_anchor.Build | None, r3ga
                    ratio <= 1.0)
 
 
+def _gp_derivatives(ctx: Context, report: Report, seconds: float) -> None:
+    """The SQD grid's DCGAN-64 + WGAN-GP (synthetic batches): SQD's vs PyTorch's conv derivatives in D."""
+    overrides = _shape(ctx, "sqd-wgan-gp-celeba", **({"model.width": 8} if ctx.quick else {}))
+    for fast, label in ((True, "SQD"), (False, "built-in")):
+        conv.FAST_DERIVATIVES = fast
+        try:
+            _speed_row(ctx, report, f"sqd-wgan-gp-celeba shape (DCGAN 64×64, b64, GP), {label} derivatives",
+                       "sqd-wgan-gp-celeba", overrides, seconds)
+        finally:
+            conv.FAST_DERIVATIVES = True
+
+
 def _grid(ctx: Context, report: Report, seconds: float, reserve: float) -> None:
     resolutions = (16, 32) if ctx.quick else (16, 32, 64)
     for label, preset in FAMILIES:
@@ -278,7 +291,8 @@ def run(ctx: Context, report: Report) -> None:
     if ctx.time_left() > 50:
         _speed_row(ctx, report, "r3gan-cifar10 shape (32×32, w256, b512), SQD default", "r3gan-cifar10",
                    _shape(ctx, "r3gan-cifar10", **({"train.batch": 8} if ctx.quick else {})), seconds)
+        _gp_derivatives(ctx, report, min(seconds, 1.0))
     else:
-        report.note(f"r3gan-cifar10 row skipped (time left {ctx.time_left():.0f} s)")
+        report.note(f"r3gan-cifar10 and GP rows skipped (time left {ctx.time_left():.0f} s)")
     _grid(ctx, report, min(seconds, 0.6), reserve=35)
     _launch_bound(ctx, report, min(seconds, 1.0))
