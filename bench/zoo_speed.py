@@ -8,8 +8,9 @@ Each cell: the family's stacked-digits preset at its own width and batch, resolu
 defaults of `train.*` for the device (bf16 + channels_last on CUDA, fp32 on the CPU) unless --set says
 otherwise; warm-up steps, then as many steps as fit in --seconds. images/s counts the real images the step's
 D updates see (batch × n_dis). --builtin-derivatives times PyTorch's own conv / activation derivatives instead
-of sqd.trainer.conv's (before / after the double-backward fix). Prints a Markdown table (docs/zoo.md carries
-the figures). `time_trainer` is shared with the GPU bench (bench/gpu/section_zoo.py).
+of sqd.trainer.conv's on CUDA (before / after the double-backward fix; the CPU uses PyTorch's either way).
+Prints a Markdown table (docs/zoo.md carries the figures). `time_trainer` is shared with the GPU bench
+(bench/gpu/section_zoo.py).
 """
 
 from __future__ import annotations
@@ -104,13 +105,13 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--builtin-derivatives", action="store_true", help="PyTorch's conv double backward")
     args = parser.parse_args()
-    conv.FAST_DERIVATIVES = not args.builtin_derivatives
+    conv.FAST_DERIVATIVES = "never" if args.builtin_derivatives else "cuda"
     overrides: dict[str, Any] = {"train.device": args.device, **dict(s.split("=", 1) for s in args.set)}
     if args.threads:
         overrides["train.threads"] = args.threads
     print(f"# zoo speed — {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
           f"load {os.getloadavg()[0]:.1f}, torch {torch.__version__}, device {args.device}, "
-          f"{'built-in' if args.builtin_derivatives else 'SQD'} conv derivatives"
+          f"{'built-in' if args.builtin_derivatives else 'SQD (on CUDA)'} conv derivatives"
           + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
     cells = " | ".join(f"steps/s {r} | images/s {r}" for r in args.resolutions)
     print(f"| family | preset | size | G+D params ({args.resolutions[0]}) | {cells} |")

@@ -8,10 +8,10 @@ each branch zero and the other two scaled by L^(−1/4) (L = residual blocks in 
 is the identity and activations keep their variance however deep the net.
 
 GPU speed (docs/zoo.md): every conv is `sqd.trainer.conv.Conv2d` (cuDNN kernels for the R1 / R2 double
-backward); bias + LeakyReLU is one autograd Function that saves only its output and whose backward has a
-backward that needs nothing from x (the slope mask is piecewise constant) — the built-in pair saves x + b too and
-materialises a zero tensor for it in every double backward. Under autocast the activations stay in the autocast
-dtype (the fp32 bias is cast to it, not the activations promoted to fp32).
+backward); on CUDA (`conv.fast_derivatives`) bias + LeakyReLU is one autograd Function that saves only its
+output and whose backward's backward needs nothing from x (the slope mask is piecewise constant) — the built-in
+pair saves x + b too and materialises a zero tensor for it in every double backward. Under autocast the
+activations stay in the autocast dtype (the fp32 bias is cast to it, not the activations promoted to fp32).
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sqd.trainer import conv as conv_module
 from sqd.trainer.arch_dcgan import doublings
-from sqd.trainer.conv import Conv2d, conv2d
+from sqd.trainer.conv import Conv2d, conv2d, fast_derivatives
 
 LEAK = 0.2
 ACT_GAIN = math.sqrt(2 / (1 + LEAK**2))  # He gain of LeakyReLU(0.2)
@@ -81,9 +80,9 @@ class BiasedLeakyReLU(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling() or not conv_module.FAST_DERIVATIVES:  # inductor fuses the plain pair
-            return F.leaky_relu(x + self.bias.to(x.dtype).view(1, -1, 1, 1), LEAK)
-        return _BiasedLeakyReLU.apply(x, self.bias.to(x.dtype))
+        if fast_derivatives(x):
+            return _BiasedLeakyReLU.apply(x, self.bias.to(x.dtype))
+        return F.leaky_relu(x + self.bias.to(x.dtype).view(1, -1, 1, 1), LEAK)
 
 
 class ResidualBlock(nn.Module):

@@ -15,8 +15,12 @@ stays on the fast kernels:
     gW = weight_grad(x, gy)         d/dx: input_grad(gy, ggW)     d/dgy: conv(x, ggW)
 
 Contract: same values, state_dict and init as `nn.Conv2d` (dilation 1, zero padding); the bias is added by
-autograd outside the Functions. `FAST_DERIVATIVES = False` switches to PyTorch's own formulas (here and in
-R3GAN's activation): the GPU bench times both, and it is the first thing to flip if these are ever suspected.
+autograd outside the Functions. Where: `FAST_DERIVATIVES` "cuda" (default) uses them on CUDA tensors only — on
+the CPU PyTorch's own formulas are as fast or faster (its data / weight gradients of a stand-in input take a slow
+im2col path; bench/zoo_speed.py --builtin-derivatives: WGAN-GP digits 1.4× slower with these), so CPU runs are
+exactly what they were; "never" is PyTorch's everywhere (the GPU bench times both; the first thing to flip if
+these are ever suspected); "always" runs them on the CPU too (the tests). R3GAN's activation follows the same
+switch.
 Autocast: a custom Function does not see autocast, so `conv2d` casts input and weight to the autocast dtype
 itself (the casts are autograd ops: the fp32 weights get fp32 gradients).
 """
@@ -24,13 +28,21 @@ itself (the casts are autograd ops: the fp32 weights get fp32 gradients).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-FAST_DERIVATIVES = True
+FAST_DERIVATIVES: Literal["cuda", "always", "never"] = "cuda"
+
+
+def fast_derivatives(x: Tensor) -> bool:
+    """Whether ops on `x` use the hand-written derivatives (never inside a torch.compile graph, which has no
+    double backward and fuses the plain ops)."""
+    if FAST_DERIVATIVES == "never" or torch.compiler.is_compiling():
+        return False
+    return FAST_DERIVATIVES == "always" or x.is_cuda
 
 
 @dataclass(frozen=True)
@@ -104,9 +116,8 @@ def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int | tuple[int, ...] = 1,
            padding: int | tuple[int, ...] = 0, groups: int = 1) -> Tensor:
-    """F.conv2d (dilation 1) with fast derivatives of every order (module docstring); plain F.conv2d inside a
-    torch.compile graph (which has no double backward anyway)."""
-    if torch.compiler.is_compiling() or not FAST_DERIVATIVES:
+    """F.conv2d (dilation 1) with fast derivatives of every order where `fast_derivatives(x)` (module docstring)."""
+    if not fast_derivatives(x):
         return F.conv2d(x, weight, bias, stride, padding, 1, groups)
     if torch.is_autocast_enabled(x.device.type):
         x = x.to(torch.get_autocast_dtype(x.device.type))

@@ -134,12 +134,12 @@ def _variants(ctx: Context, report: Report, batch: int, seconds: float, reserve:
         if ctx.time_left() < reserve:
             report.note(f"R3GAN-64 variants: skipped from '{label}' on (time left {ctx.time_left():.0f} s)")
             return
-        conv.FAST_DERIVATIVES = fast
+        conv.FAST_DERIVATIVES = "cuda" if fast else "never"
         try:
             _speed_row(ctx, report, f"R3GAN-64 b{batch}: {label}", "r3gan-celeba",
                        _shape(ctx, "r3gan-celeba", **{"train.batch": batch, **overrides}), seconds)
         finally:
-            conv.FAST_DERIVATIVES = True
+            conv.FAST_DERIVATIVES = "cuda"
 
 
 def _anchor(ctx: Context, report: Report, build: r3gan_anchor.Build | None, r3gan_dir: Path, ext_dir: Path,
@@ -197,12 +197,12 @@ def _gp_derivatives(ctx: Context, report: Report, seconds: float) -> None:
     """The SQD grid's DCGAN-64 + WGAN-GP (synthetic batches): SQD's vs PyTorch's conv derivatives in D."""
     overrides = _shape(ctx, "sqd-wgan-gp-celeba", **({"model.width": 8} if ctx.quick else {}))
     for fast, label in ((True, "SQD"), (False, "built-in")):
-        conv.FAST_DERIVATIVES = fast
+        conv.FAST_DERIVATIVES = "cuda" if fast else "never"
         try:
             _speed_row(ctx, report, f"sqd-wgan-gp-celeba shape (DCGAN 64×64, b64, GP), {label} derivatives",
                        "sqd-wgan-gp-celeba", overrides, seconds)
         finally:
-            conv.FAST_DERIVATIVES = True
+            conv.FAST_DERIVATIVES = "cuda"
 
 
 def _grid(ctx: Context, report: Report, seconds: float, reserve: float) -> None:

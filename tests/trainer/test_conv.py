@@ -1,6 +1,7 @@
 """The convolution and activation with hand-written derivatives (trainer/conv.py, R3GAN's biased LeakyReLU):
 the same values and first, second and third derivatives as PyTorch's own formulas, in float64, for every
-geometry the zoo uses (1×1, grouped 3×3, depthwise 4×4, stride 2 with padding) in NCHW and channels_last."""
+geometry the zoo uses (1×1, grouped 3×3, depthwise 4×4, stride 2 with padding) in NCHW and channels_last.
+They run on CUDA only by default; these tests switch them on for the CPU (`FAST_DERIVATIVES = "always"`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,18 @@ from sqd.trainer import conv
 from sqd.trainer.arch_r3gan import LEAK, BiasedLeakyReLU, R3GANDiscriminator
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(conv, "FAST_DERIVATIVES", "always")
+
+
+def test_the_cpu_uses_pytorchs_own_derivatives_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(conv, "FAST_DERIVATIVES", "cuda")
+    x = torch.randn(1, 2, 4, 4, requires_grad=True)
+    assert not conv.fast_derivatives(x)
+    assert type(conv.conv2d(x, torch.randn(2, 2, 1, 1)).grad_fn).__name__ == "ConvolutionBackward0"
 
 GEOMETRIES = [  # (channels in, out, groups, kernel, stride, padding)
     (8, 16, 1, 1, 1, 0), (16, 16, 4, 3, 1, 1), (8, 8, 8, 4, 1, 0), (8, 4, 1, 4, 2, 1), (8, 8, 2, 3, 2, 1),
@@ -80,7 +93,7 @@ def test_biased_leaky_relu_derivatives_match_pytorch() -> None:
 
 
 def test_builtin_switch_gives_the_same_r1_gradient() -> None:
-    """FAST_DERIVATIVES=False (PyTorch's formulas, what the GPU bench compares with) trains the same D."""
+    """FAST_DERIVATIVES="never" (PyTorch's formulas, what the GPU bench compares with) trains the same D."""
     torch.manual_seed(0)
     D = R3GANDiscriminator(16, 3, width=8, blocks=1, group_size=4).double()
     with torch.no_grad():
@@ -88,12 +101,9 @@ def test_builtin_switch_gives_the_same_r1_gradient() -> None:
             p.add_(0.1 * torch.randn_like(p))
     x = torch.randn(3, 3, 16, 16, dtype=torch.float64, requires_grad=True)
     grads = []
-    for fast in (True, False):
-        conv.FAST_DERIVATIVES = fast
-        try:
-            (g,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
-            grads.append(torch.autograd.grad(g.square().sum(), list(D.parameters())))
-        finally:
-            conv.FAST_DERIVATIVES = True
+    for mode in ("always", "never"):
+        conv.FAST_DERIVATIVES = mode  # type: ignore[assignment]
+        (g,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
+        grads.append(torch.autograd.grad(g.square().sum(), list(D.parameters())))
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
