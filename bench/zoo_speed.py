@@ -2,13 +2,13 @@
 digits, on the CPU or a GPU.
 
     .venv/bin/python bench/zoo_speed.py [--seconds 8] [--threads N] [--device cpu|cuda] [--resolutions 16 32 64]
-        [--set train.precision=fp32 ...] [--builtin-derivatives]
+        [--set train.precision=fp32 ...] [--derivatives cuda|never|always]
 
 Each cell: the family's stacked-digits preset at its own width and batch, resolution overridden, the speed
 defaults of `train.*` for the device (bf16 + channels_last on CUDA, fp32 on the CPU) unless --set says
 otherwise; warm-up steps, then as many steps as fit in --seconds. images/s counts the real images the step's
-D updates see (batch × n_dis). --builtin-derivatives times PyTorch's own conv / activation derivatives instead
-of sqd.trainer.conv's on CUDA (before / after the double-backward fix; the CPU uses PyTorch's either way).
+D updates see (batch × n_dis). --derivatives sets sqd.trainer.conv.FAST_DERIVATIVES: where the hand-written
+conv / activation derivatives run (default cuda; never = PyTorch's everywhere, always = also on the CPU).
 Prints a Markdown table (docs/zoo.md carries the figures). `time_trainer` is shared with the GPU bench
 (bench/gpu/section_zoo.py).
 """
@@ -103,15 +103,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--resolutions", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
-    parser.add_argument("--builtin-derivatives", action="store_true", help="PyTorch's conv double backward")
+    parser.add_argument("--derivatives", choices=["cuda", "never", "always"], default="cuda",
+                        help="where sqd.trainer.conv's derivatives run (never: PyTorch's conv double backward)")
     args = parser.parse_args()
-    conv.FAST_DERIVATIVES = "never" if args.builtin_derivatives else "cuda"
+    conv.FAST_DERIVATIVES = args.derivatives
     overrides: dict[str, Any] = {"train.device": args.device, **dict(s.split("=", 1) for s in args.set)}
     if args.threads:
         overrides["train.threads"] = args.threads
     print(f"# zoo speed — {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
           f"load {os.getloadavg()[0]:.1f}, torch {torch.__version__}, device {args.device}, "
-          f"{'built-in' if args.builtin_derivatives else 'SQD (on CUDA)'} conv derivatives"
+          f"SQD conv derivatives: {args.derivatives}"
           + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
     cells = " | ".join(f"steps/s {r} | images/s {r}" for r in args.resolutions)
     print(f"| family | preset | size | G+D params ({args.resolutions[0]}) | {cells} |")
