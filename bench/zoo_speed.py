@@ -2,7 +2,7 @@
 digits, on the CPU or a GPU.
 
     .venv/bin/python bench/zoo_speed.py [--seconds 8] [--threads N] [--device cpu|cuda] [--resolutions 16 32 64]
-        [--set train.precision=fp32 ...] [--derivatives cuda|never|always]
+        [--set train.precision=fp32 ...] [--derivatives cuda|never|always] [--presets …]
 
 Each cell: the family's stacked-digits preset at its own width and batch, resolution overridden, the speed
 defaults of `train.*` for the device (bf16 + channels_last on CUDA, fp32 on the CPU) unless --set says
@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--resolutions", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--presets", nargs="+", default=[p for _, p in FAMILIES], help="a subset of the rows")
     parser.add_argument("--derivatives", choices=["cuda", "never", "always"], default="cuda",
                         help="where sqd.trainer.conv's derivatives run (never: PyTorch's conv double backward)")
     args = parser.parse_args()
@@ -117,12 +118,12 @@ def main() -> None:
     cells = " | ".join(f"steps/s {r} | images/s {r}" for r in args.resolutions)
     print(f"| family | preset | size | G+D params ({args.resolutions[0]}) | {cells} |")
     print("|---|---|---|---|" + "---|---|" * len(args.resolutions))
-    for label, preset in FAMILIES:
+    for label, preset in (f for f in FAMILIES if f[1] in args.presets):
         speeds = []
         params, shape = 0, ""
         for i, resolution in enumerate(args.resolutions):
             speed, p, s = measure(preset, resolution, args.seconds, overrides)
-            speeds.append(f"{speed.steps_per_s:.1f} | {speed.images_per_s:.0f}")
+            speeds.append(f"{speed.steps_per_s:.3g} | {speed.images_per_s:.3g}")
             if i == 0:
                 params, shape = p, s
         print(f"| {label} | {preset} | {shape} | {params / 1e3:.0f} k | {' | '.join(speeds)} |", flush=True)
