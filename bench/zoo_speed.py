@@ -19,6 +19,7 @@ import argparse
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,30 +62,34 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_trainer(trainer: GANTrainer, seconds: float, warmup: int = 3, min_steps: int = 2,
-                 max_steps: int = 10_000) -> Speed:
+def time_steps(step: Callable[[int], object], device: torch.device, images_per_step: int, seconds: float,
+               warmup: int = 3, min_steps: int = 2, max_steps: int = 10_000) -> Speed:
     """Warm-up steps (cuDNN autotuning, allocator, a CUDA-graph capture), then about `seconds` of steps, sized
     from the last warm-up step so the device queue never runs far ahead of the clock."""
-    device = trainer.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    for step in range(warmup):
+    for i in range(warmup):
         _sync(device)
         start = time.perf_counter()
-        trainer.step(step)
+        step(i)
     _sync(device)
     estimate = max(time.perf_counter() - start, 1e-6)
     n = max(min_steps, min(max_steps, int(seconds / estimate)))
     start = time.perf_counter()
-    for step in range(warmup, warmup + n):
-        trainer.step(step)
+    for i in range(warmup, warmup + n):
+        step(i)
     _sync(device)
     elapsed = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return Speed(elapsed / n, n, images_per_step, peak)
+
+
+def time_trainer(trainer: GANTrainer, seconds: float, warmup: int = 3, min_steps: int = 2) -> Speed:
+    """`time_steps` of a trainer; images: the real images its D updates see per step (batch × n_dis)."""
     cfg = trainer.cfg
     images = cfg.train.batch * (cfg.optim.n_dis if cfg.optim.name == "adam" else 1)
-    return Speed(elapsed / n, n, images, peak)
+    return time_steps(trainer.step, trainer.device, images, seconds, warmup, min_steps)
 
 
 def measure(preset: str, resolution: int, seconds: float, overrides: dict[str, Any]) -> tuple[Speed, int, str]:

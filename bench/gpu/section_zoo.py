@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import gc
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +31,7 @@ from report import Context, Report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/: zoo_speed's timing helper
 import r3gan_anchor  # noqa: E402
-from zoo_speed import FAMILIES, Speed, time_trainer  # noqa: E402
+from zoo_speed import FAMILIES, Speed, time_steps, time_trainer  # noqa: E402
 
 from sqd.presets import resolve_config  # noqa: E402
 from sqd.trainer import conv  # noqa: E402
@@ -162,33 +161,18 @@ def _anchor(ctx: Context, report: Report, build: r3gan_anchor.Build | None, r3ga
                         "not build or load")
     cfg = resolve_config("r3gan-celeba", _shape(ctx, "r3gan-celeba"))
     res, width, batch = cfg.dataset.resolution, cfg.model.width, cfg.train.batch
-    official: dict[str, float] = {}
+    timed: dict[str, float] = {}
 
     def run() -> str:
-        step = r3gan_anchor.OfficialStep(r3gan_dir, width, res, batch, device)
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        for _ in range(2):
-            sync()
-            start = time.perf_counter()
-            step.step()
-        sync()
-        estimate = time.perf_counter() - start
-        n = max(2, min(20, int((0.05 if ctx.quick else seconds) / max(estimate, 1e-6))))
-        start = time.perf_counter()
-        for _ in range(n):
-            step.step()
-        sync()
-        official["s"] = s = (time.perf_counter() - start) / n
-        peak = f", peak {torch.cuda.max_memory_allocated() / GiB:.1f} GiB" if device.type == "cuda" else ""
+        official = r3gan_anchor.OfficialStep(r3gan_dir, width, res, batch, device)
+        speed = time_steps(lambda i: official.step(), device, batch, 0.05 if ctx.quick else seconds, warmup=2)
+        timed["s"] = speed.seconds_per_step
         ops = "reference ops" if reference else "CUDA ops"
-        return (f"{s * 1e3:.1f} ms/step ({batch / s:.0f} images/s{peak}, {n} steps; {ops}, bf16 stages, "
-                f"TF32 off, {step.params() / 1e6:.1f} M params)")
+        return f"{_fmt(speed)}; {ops}, bf16 stages, TF32 off, {official.params() / 1e6:.1f} M params"
 
     _row(report, f"official R3GAN at the r3gan-celeba shape ({res}×{res}, w{width}, b{batch})", run)
-    if sqd is not None and "s" in official:
-        ratio = sqd.seconds_per_step / official["s"]
+    if sqd is not None and "s" in timed:
+        ratio = sqd.seconds_per_step / timed["s"]
         against = "its reference ops" if reference else "its CUDA ops"
         report.add(S, f"R3GAN-64 step time, SQD / official with {against} (same shape, batch, GPU)",
                    f"{ratio:.2f}×", "≤ 1.0", ratio <= 1.0)
