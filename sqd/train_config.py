@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 LossName = Literal["nsgan", "lsgan", "hinge", "wgan", "softhinge", "rpgan", "ogan"]
 RegName = Literal["gp", "dragan", "zero_gp", "lp", "r1", "r2", "r1r2", "sn", "l2", "gran_d", "gran_c"]
-DatasetName = Literal["stacked_digits", "celeba", "image_folder", "cifar10"]
+DatasetName = Literal["stacked_digits", "celeba", "image_folder", "cifar10", "synthetic"]
 ArchName = Literal["dcgan", "resnet", "r3gan"]
 
 # Penalties that differentiate D per sample: BatchNorm in D mixes the samples of a batch, so ∇ₓD(x)ᵢ would
@@ -29,7 +29,8 @@ class Section(BaseModel):
 
 
 class DatasetConfig(Section):
-    name: DatasetName = "stacked_digits"
+    name: DatasetName = Field("stacked_digits", description="synthetic: noise images of this shape, for speed "
+                                                            "benches without the data")
     resolution: Literal[16, 32, 64, 128] = 16
     channels: Literal[1, 3] = 3
     root: str | None = Field(None, description="image folder / cifar-10-batches-py folder; default under "
@@ -133,6 +134,18 @@ class TrainSection(Section):
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores, at most 4)")
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(50, ge=1, description="steps per metric flush / progress update")
+    # Speed (docs/zoo.md, "GPU speed"): fast defaults on CUDA, exact fp32 NCHW on the CPU.
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="bf16: autocast the nets' forward passes (losses, penalties and input gradients stay "
+                            "fp32); auto: bf16 on CUDA (fp32 for ACGD), fp32 elsewhere")
+    tf32: bool = Field(True, description="CUDA: TF32 matmuls and convolutions (fp32 accumulate)")
+    channels_last: bool | None = Field(None, description="NHWC layout of nets and batches; default: on for CUDA")
+    compile: bool = Field(False, description="torch.compile G and D where they need no double backward; eager "
+                                             "with a warning where it fails")
+    cuda_graphs: bool = Field(False, description="CUDA: capture one whole iteration and replay it (once the "
+                                                 "burn-in is over); eager with a warning where it fails")
+    loader_workers: int | None = Field(None, ge=0, le=64, description="image folders / CIFAR-10: DataLoader "
+                                                                      "workers (default: 4 on CUDA, 0 on the CPU)")
 
 
 class EvalConfig(Section):
@@ -173,6 +186,17 @@ class TrainConfig(Section):
                                  f"combined with it, not {', '.join(sorted(regs - {'sn'}))}")
             if self.optim.n_dis != 1:
                 raise ValueError("optim.n_dis: ACGD updates both players simultaneously; n_dis must be 1")
+            if self.train.precision == "bf16":
+                raise ValueError("train.precision: ACGD's conjugate-gradient solve (tolerance 1e-10 on "
+                                 "Hessian-vector products) needs fp32; use fp32 or auto")
+            for key in ("compile", "cuda_graphs"):
+                if getattr(self.train, key):
+                    raise ValueError(f"train.{key}: ACGD differentiates both nets twice and stops its solve on "
+                                     f"host-side tests, which neither torch.compile nor a CUDA graph supports; "
+                                     f"set train.{key}=false")
+        if self.train.cuda_graphs and self.optim.schedule == "linear":
+            raise ValueError("train.cuda_graphs: optim.schedule=linear changes the lr every step, which a captured "
+                             "iteration would freeze; use schedule=constant or cuda_graphs=false")
         if self.model.arch == "r3gan" and (self.model.g_norm, self.model.d_norm) != ("none", "none"):
             raise ValueError("model.g_norm: the R3GAN network has no normalization; set g_norm and d_norm to none")
         if self.model.arch == "r3gan" and self.model.width * self.model.expansion % self.model.group_size:

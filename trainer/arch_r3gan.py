@@ -6,17 +6,25 @@ bias + LeakyReLU(0.2), grouped 3×3 conv (group_size channels per group), bias +
 skip, nothing after the sum. Fix-up init: weights N(0, (gain/√fan_in)²), convs without bias, the last 1×1 conv of
 each branch zero and the other two scaled by L^(−1/4) (L = residual blocks in the net), so at init every block
 is the identity and activations keep their variance however deep the net.
+
+GPU speed (docs/zoo.md): every conv is `sqd.trainer.conv.Conv2d` (cuDNN kernels for the R1 / R2 double
+backward); on CUDA (`conv.fast_derivatives`) bias + LeakyReLU is one autograd Function that saves only its
+output and whose backward's backward needs nothing from x (the slope mask is piecewise constant) — the built-in
+pair saves x + b too and materialises a zero tensor for it in every double backward. Under autocast the
+activations stay in the autocast dtype (the fp32 bias is cast to it, not the activations promoted to fp32).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from sqd.trainer.arch_dcgan import doublings
+from sqd.trainer.conv import Conv2d, conv2d, fast_derivatives
 
 LEAK = 0.2
 ACT_GAIN = math.sqrt(2 / (1 + LEAK**2))  # He gain of LeakyReLU(0.2)
@@ -32,9 +40,38 @@ def msr_init(layer: nn.Conv2d | nn.Linear, gain: float) -> nn.Conv2d | nn.Linear
 
 
 def conv(cin: int, cout: int, k: int, gain: float, groups: int = 1) -> nn.Conv2d:
-    layer = nn.Conv2d(cin, cout, k, 1, k // 2, groups=groups, bias=False)
+    layer = Conv2d(cin, cout, k, 1, k // 2, groups=groups, bias=False)
     msr_init(layer, gain)
     return layer
+
+
+class _LeakyReLUSlope(torch.autograd.Function):
+    """g ↦ g · slope(y), slope 1 where y > 0 and LEAK elsewhere (y = the activation's output, same sign as its
+    input). Linear in g; its derivative w.r.t. y is zero almost everywhere, so nothing flows to y."""
+
+    @staticmethod
+    def forward(ctx: Any, g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(y)
+        return torch.ops.aten.leaky_relu_backward(g, y, LEAK, True)
+
+    @staticmethod
+    def backward(ctx: Any, gg: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (y,) = ctx.saved_tensors
+        return _LeakyReLUSlope.apply(gg, y), None
+
+
+class _BiasedLeakyReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        y = F.leaky_relu_(x + bias.view(1, -1, 1, 1), LEAK)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        (y,) = ctx.saved_tensors
+        gx = _LeakyReLUSlope.apply(g, y)
+        return gx, gx.sum((0, 2, 3)) if ctx.needs_input_grad[1] else None
 
 
 class BiasedLeakyReLU(nn.Module):
@@ -43,7 +80,9 @@ class BiasedLeakyReLU(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(x + self.bias.view(1, -1, 1, 1), LEAK)
+        if fast_derivatives(x):
+            return _BiasedLeakyReLU.apply(x, self.bias.to(x.dtype))
+        return F.leaky_relu(x + self.bias.to(x.dtype).view(1, -1, 1, 1), LEAK)
 
 
 class ResidualBlock(nn.Module):
@@ -74,9 +113,9 @@ class Resample(nn.Module):
                              persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.up:
-            return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-        return F.conv2d(x, self.kernel, stride=2, padding=1, groups=self.channels)
+        if self.up:  # (autocast may run the interpolation in fp32: keep the activations' dtype)
+            return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False).to(x.dtype)
+        return conv2d(x, self.kernel, stride=2, padding=1, groups=self.channels)
 
 
 def _blocks(width: int, n: int, expansion: int, group_size: int, total: int) -> list[nn.Module]:
@@ -99,7 +138,8 @@ class R3GANGenerator(nn.Module):
         self.to_rgb = conv(width, channels, 1, 1.0)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.basis.unsqueeze(0) * self.to_scale(z).view(z.shape[0], self.width, 1, 1)
+        scale = self.to_scale(z)  # (under autocast the basis takes its dtype: the residual stream stays bf16)
+        h = self.basis.to(scale.dtype).unsqueeze(0) * scale.view(z.shape[0], self.width, 1, 1)
         return self.to_rgb(self.body(h))
 
 
@@ -115,7 +155,7 @@ class R3GANDiscriminator(nn.Module):
             layers += [*_blocks(width, blocks, expansion, group_size, total), Resample(width, up=False)]
         layers += _blocks(width, blocks, expansion, group_size, total)
         self.body = nn.Sequential(*layers)
-        self.basis = nn.Conv2d(width, width, 4, 1, 0, groups=width, bias=False)  # depthwise 4×4 → 1×1
+        self.basis = Conv2d(width, width, 4, 1, 0, groups=width, bias=False)  # depthwise 4×4 → 1×1
         msr_init(self.basis, 1.0)
         self.fc = msr_init(nn.Linear(width, 1, bias=False), 1.0)
 

@@ -61,15 +61,17 @@ def load_generator(data: bytes | str | Path | dict[str, Any], device: str | torc
     return G.to(device).eval().requires_grad_(False)
 
 
-def capture_rng(data_rng: torch.Generator) -> dict[str, Any]:
-    rng: dict[str, Any] = {"torch": torch.get_rng_state(), "data": data_rng.get_state()}
+def capture_rng(data_state: torch.Tensor) -> dict[str, Any]:
+    """The global RNG states and the data generator's (`data_state`, from the trainer's batch stream)."""
+    rng: dict[str, Any] = {"torch": torch.get_rng_state(), "data": data_state}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return rng
 
 
-def restore_rng(rng: dict[str, Any], data_rng: torch.Generator) -> None:
+def restore_rng(rng: dict[str, Any]) -> torch.Tensor:
+    """Restores the global RNG states; returns the data generator's state for the batch stream."""
     torch.set_rng_state(rng["torch"].cpu())
-    data_rng.set_state(rng["data"].cpu())
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+    return rng["data"]

@@ -1,6 +1,10 @@
-"""Datasets: stacked digits (offline, 1000 modes), any folder of images (e.g. CelebA's img_align_celeba) and
-CIFAR-10 from its python pickle files. Each gives batches as float tensors in [−1, 1], N×C×H×W, drawn with
-replacement by a `torch.Generator` (so a resumed run draws the same batches as an uninterrupted one).
+"""Datasets: stacked digits (offline, 1000 modes), any folder of images (e.g. CelebA's img_align_celeba),
+CIFAR-10 from its python pickle files, and synthetic noise images (speed benches). Each gives batches as float
+tensors in [−1, 1], N×C×H×W, drawn with replacement by a `torch.Generator` (so a resumed run draws the same
+batches as an uninterrupted one). Where the batches are made — on the device by index, or by DataLoader workers —
+is `batches.py`'s business: stacked digits and synthetic images move to the device (`.to(device)`) and draw
+there with a generator on that device; uint8 image sets are gathered by index (`gather`) and converted to float
+(`to_float`) after the copy.
 
 Nothing can be downloaded here: a missing dataset raises ModelFileMissing naming the path looked at and how to
 provide it. Image folders are decoded once into a uint8 cache file (memory-mapped) so training never decodes.
@@ -33,6 +37,12 @@ class ImageSource(Protocol):
     def __len__(self) -> int: ...
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor: ...
+
+
+class DeviceSource(ImageSource, Protocol):
+    """A source small enough to live on the training device: `sample` then draws with a generator there."""
+
+    def to(self, device: torch.device) -> DeviceSource: ...
 
 
 # ---- stacked digits (SPEC §7) ---------------------------------------------------------------------------------
@@ -77,17 +87,47 @@ class StackedDigits:
     def __len__(self) -> int:
         return len(self.triples) if self.triples is not None else DIGITS_EPOCH
 
+    def to(self, device: torch.device) -> StackedDigits:
+        """The digit images, labels and fixed triples on `device` (a few MB): batches are then drawn there by
+        index with a generator on that device — no host work or copy per batch."""
+        self.images, self.labels = self.images.to(device), self.labels.to(device)
+        if self.triples is not None:
+            self.triples = self.triples.to(device)
+        return self
+
     def sample_with_labels(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch and its mode ids."""
+        """A batch and its mode ids, on the images' device (the generator must be on it too)."""
+        device = self.images.device
         if self.triples is None:
-            idx = torch.randint(len(self.labels), (n, 3), generator=generator)
+            idx = torch.randint(len(self.labels), (n, 3), generator=generator, device=device)
         else:
-            idx = self.triples[torch.randint(len(self.triples), (n,), generator=generator)]
+            idx = self.triples[torch.randint(len(self.triples), (n,), generator=generator, device=device)]
         x = self.images[idx].squeeze(2)  # n×3×1×R×R → n×3×R×R
         return x, mode_of(self.labels[idx])
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return self.sample_with_labels(n, generator)[0]
+
+
+class SyntheticImages:
+    """Uniform noise images in [−1, 1] drawn fresh for every batch: the shape of a real dataset with nothing to
+    read or learn — for speed benches of the full-size presets where their data is absent
+    (`--set dataset.name=synthetic`). An epoch counts 10,000 images, like stacked digits."""
+
+    def __init__(self, resolution: int, channels: int = 3):
+        self.resolution, self.channels = resolution, channels
+        self.device = torch.device("cpu")
+
+    def __len__(self) -> int:
+        return DIGITS_EPOCH
+
+    def to(self, device: torch.device) -> SyntheticImages:
+        self.device = device
+        return self
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        shape = (n, self.channels, self.resolution, self.resolution)
+        return torch.rand(shape, generator=generator, device=self.device).mul_(2).sub_(1)
 
 
 # ---- tensors in memory (CIFAR-10, cached image folders) -------------------------------------------------------
@@ -103,15 +143,25 @@ class UInt8Images:
     def __len__(self) -> int:
         return int(self.data.shape[0])
 
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        idx = torch.randint(len(self), (n,), generator=generator).numpy()
-        x = torch.from_numpy(self.data[idx]).float().div(127.5).sub(1)
+    def indices(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(len(self), (n,), generator=generator)
+
+    def gather(self, idx: torch.Tensor) -> torch.Tensor:
+        """The uint8 images at `idx` (N×3×H×W, a copy out of the memory map)."""
+        return torch.from_numpy(np.ascontiguousarray(self.data[idx.numpy()]))
+
+    def to_float(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images (on any device) → float in [−1, 1] at the configured resolution and channels."""
+        x = x.float().div(127.5).sub(1)
         if self.channels == 1:
             x = x.mean(dim=1, keepdim=True)
         if x.shape[-1] != self.resolution:
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True,
                               align_corners=False)
         return x
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return self.to_float(self.gather(self.indices(n, generator)))
 
 
 def load_cifar10(root: Path, resolution: int = 32, channels: int = 3) -> UInt8Images:
@@ -183,6 +233,8 @@ def build_dataset(cfg: DatasetConfig, home: Path) -> ImageSource:
     """The dataset a config names; `home` is SQD_HOME (default roots and the image cache live under it)."""
     if cfg.name == "stacked_digits":
         return StackedDigits(cfg.resolution, cfg.size)
+    if cfg.name == "synthetic":
+        return SyntheticImages(cfg.resolution, cfg.channels)
     root = default_root(cfg, home)
     if cfg.name == "cifar10":
         return load_cifar10(root, cfg.resolution, cfg.channels)

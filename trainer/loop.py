@@ -22,8 +22,10 @@ import torch
 
 from sqd.settings import Settings, get_settings
 from sqd.train_config import TrainConfig
+from sqd.trainer.batches import make_batches
 from sqd.trainer.checkpoint import read_checkpoint
 from sqd.trainer.datasets import build_dataset
+from sqd.trainer.speed import apply_backends, plan_speed
 from sqd.trainer.steps import GANTrainer
 
 
@@ -94,15 +96,19 @@ def monitor_factory(settings: Settings, name: str, preset: str | None, run_id: s
 
 
 def build_trainer(cfg: TrainConfig, settings: Settings | None = None) -> GANTrainer:
-    """Seeded nets, optimizers and data (same seed → same weights and the same batches)."""
+    """Seeded nets, optimizers and data (same seed → same weights and the same batches on a device type), set up
+    for the device by `cfg.train`'s speed switches (speed.py; sets torch's process-wide backend flags).
+
+    Any preset at its full shape without its data (e.g. a GPU bench): `--set dataset.name=synthetic`."""
     settings = settings or get_settings()
     device = resolve_device(cfg.train.device)
     if cfg.train.threads or device.type == "cpu":
         torch.set_num_threads(cfg.train.threads or default_threads())
+    plan = plan_speed(cfg, device)
+    apply_backends(plan)
     torch.manual_seed(cfg.train.seed)
-    data_rng = torch.Generator().manual_seed(cfg.train.seed)
     data = build_dataset(cfg.dataset, settings.home)
-    return GANTrainer(cfg, data, device, data_rng)
+    return GANTrainer(cfg, data, plan, make_batches(data, cfg.train.batch, cfg.train.seed, plan))
 
 
 def _host(values: dict[str, torch.Tensor]) -> dict[str, float]:

