@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from sqd.protocol import MetricBatch
 from sqd.server.store import migrate, runs_store
-from sqd.server.store.db import make_engine, session_factory
 from sqd.server.store.chunk_read import run_points
+from sqd.server.store.db import make_engine, session_factory
 from sqd.server.store.models import Chunk
 from sqd.server.store.points_store import store_points
 from sqd.server.store.series_query import bucket_level, query_series

@@ -31,8 +31,9 @@ ROLLUP_LEVELS = tuple(range(4, 32, 2))  # the levels revision 0001's rollups kep
 
 def _series_points(conn: sa.Connection) -> Iterator[tuple[int, Points]]:
     """Every series' points, in order, from the old `points` table."""
-    result = conn.exec_driver_sql("SELECT series_id, step, value, epoch, wall_time FROM points ORDER BY series_id, step",
-                                  execution_options={"stream_results": True})
+    result = conn.exec_driver_sql(
+        "SELECT series_id, step, value, epoch, wall_time FROM points ORDER BY series_id, step",
+        execution_options={"stream_results": True})
     carry: list[tuple[int, int, float | None, int | None, float]] = []
     with result:
         yield from _split_series(result, carry)
