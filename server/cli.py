@@ -1,4 +1,5 @@
-"""`sqd server`, `sqd db upgrade`, `sqd token create|list|revoke`, `sqd runs ls`, `sqd metrics get`."""
+"""`sqd server`, `sqd gc`, `sqd db upgrade|downsample`, `sqd token create|list|revoke`, `sqd runs ls`,
+`sqd metrics get`."""
 
 from __future__ import annotations
 
@@ -50,6 +51,19 @@ def db_upgrade(revision: str = typer.Argument("head", help="target revision")) -
     before, after = migrate.upgrade(make_engine(url), revision)
     where = make_engine(url).url.render_as_string(hide_password=True)
     typer.echo(f"{where}: {before or 'empty'} → {after}" if before != after else f"{where}: already at {after}")
+
+
+@db_app.command("downsample")
+def db_downsample(run_id: str = typer.Argument(..., help="run id"),
+                  before_step: int = typer.Option(..., "--before-step", min=1,
+                                                  help="downsample the chunks that end before this step")) -> None:
+    """Keep only the rollups (one point per 256-step bucket or coarser) of a run's old chunks (docs/server.md)."""
+    from sqd.server.store.retention import downsample_run
+
+    with _sessions()() as session, session.begin():
+        r = downsample_run(session, run_id, before_step)
+    typer.echo(f"{run_id}: {r.chunks} chunks downsampled, {r.points_before:,} → {r.points_kept:,} points, "
+               f"{r.bytes_before / 1e6:.2f} → {r.bytes_after / 1e6:.2f} MB")
 
 
 @token_app.command("create")
@@ -176,6 +190,14 @@ def register(app: typer.Typer) -> None:
         uvicorn.run(create_app(settings), host=settings.server.host, port=settings.server.port, log_level="info",
                     log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
                     timeout_graceful_shutdown=5)  # open SSE streams never end by themselves
+
+    @app.command()
+    def gc() -> None:
+        """Remove what runs marked deleted still hold in the database (points, rollups, evaluations, alerts)."""
+        from sqd.server.store.gc import gc_data
+
+        report = gc_data(_sessions().kw["bind"])
+        typer.echo(f"freed: {report.summary()}")
 
     app.add_typer(db_app, name="db")
     app.add_typer(token_app, name="token")

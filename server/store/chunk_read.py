@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import ColumnElement, func, select
@@ -46,6 +47,11 @@ class StoredChunk:
         t = Chunk.__table__
         return t.c.series_id, t.c.first_step, t.c.last_step, t.c.n, t.c.width, t.c.data
 
+    @classmethod
+    def of(cls, row: Any) -> StoredChunk:
+        """From a row selected with columns()."""
+        return cls(*row)
+
 
 def chunk_points(c: StoredChunk) -> Points:
     return decode_points(c.data)
@@ -62,7 +68,7 @@ def tail_chunks(session: Session, series_ids: Sequence[int], below: int) -> dict
         last = select(func.max(later.first_step)).where(later.series_id == t.c.series_id).scalar_subquery()
         rows = session.connection().execute(select(*StoredChunk.columns()).where(
             t.c.series_id.in_(ids[i:i + IN_LIMIT]), t.c.first_step == last, t.c.n < below, t.c.width == 1))
-        out.update({r.series_id: StoredChunk(*r) for r in rows})
+        out.update({r.series_id: StoredChunk.of(r) for r in rows})
     return out
 
 

@@ -115,22 +115,28 @@ def chunk_row(series_id: int, p: Points, width: int = 1, n: int | None = None,
             "rollups": encode_rollups(p) if rollups is None else rollups, "data": encode_points(p)}
 
 
-def _affected(session: Session, sid: int, lo: int, hi: int) -> tuple[list[StoredChunk], int]:
-    """Chunks a merge of steps [lo, hi] must rewrite: those overlapping it and the open chunk just before it; and
-    the last step covered by downsampled chunks (points up to it are dropped), or -1."""
+def _sampled_through(session: Session, sid: int) -> int:
+    """The last step covered by a downsampled chunk of the series, or -1."""
+    t = Chunk.__table__
+    last = session.connection().execute(select(func.max(t.c.last_step)).where(t.c.series_id == sid,
+                                                                             t.c.width > 1)).scalar()
+    return -1 if last is None else int(last)
+
+
+def _affected(session: Session, sid: int, lo: int, hi: int, floor: int) -> list[StoredChunk]:
+    """Chunks a merge of steps [lo, hi] must rewrite: those overlapping it and the open chunk just before it, all
+    past `floor` (downsampled chunks and anything before them are never rewritten)."""
     conn = session.connection()
     t = Chunk.__table__
     cols = StoredChunk.columns()
     overlapping = conn.execute(select(*cols).where(t.c.series_id == sid, t.c.first_step <= hi, t.c.last_step >= lo)
                                .order_by(t.c.first_step)).all()
-    before = conn.execute(select(*cols).where(t.c.series_id == sid, t.c.first_step < lo)
+    before = conn.execute(select(*cols).where(t.c.series_id == sid, t.c.first_step < lo, t.c.first_step > floor)
                           .order_by(t.c.first_step.desc()).limit(1)).first()
-    chunks = [StoredChunk(*r) for r in overlapping]
-    if before is not None and (not chunks or before.first_step != chunks[0].first_step):
-        chunks.insert(0, StoredChunk(*before))
-    sampled = conn.execute(select(func.max(t.c.last_step)).where(t.c.series_id == sid, t.c.width > 1)).scalar()
-    kept = [c for c in chunks if c.width == 1 and (c.last_step >= lo or c.n < CHUNK_POINTS)]
-    return kept, -1 if sampled is None else int(sampled)
+    chunks = [StoredChunk.of(r) for r in overlapping]
+    if before is not None and before.n < CHUNK_POINTS and (not chunks or before.first_step != chunks[0].first_step):
+        chunks.insert(0, StoredChunk.of(before))
+    return chunks
 
 
 def _merge(existing: list[StoredChunk], new: Points) -> tuple[Points, Points]:
@@ -153,8 +159,6 @@ class _Writes:
 
 
 def _merge_series(writes: _Writes, sid: int, new: Points, existing: list[StoredChunk]) -> None:
-    if not len(new):
-        return
     merged, added = _merge(existing, new)
     if not len(added):
         return  # a repeat: nothing is rewritten
@@ -236,8 +240,10 @@ def store_points(session: Session, batches: Sequence[MetricBatch]) -> StoredPoin
         if sid in appends:
             _merge_series(writes, sid, new, [tails[sid]] if sid in tails else [])
             continue
-        existing, sampled_through = _affected(session, sid, int(new.step[0]), int(new.step[-1]))
-        _merge_series(writes, sid, new.take(np.flatnonzero(new.step > sampled_through)), existing)
+        floor = _sampled_through(session, sid)
+        new = new.take(np.flatnonzero(new.step > floor))
+        if len(new):
+            _merge_series(writes, sid, new, _affected(session, sid, int(new.step[0]), int(new.step[-1]), floor))
     _write(session.connection(), writes)
     added = PointColumns.concat(writes.added)
     if len(added):

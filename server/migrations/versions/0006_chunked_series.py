@@ -12,6 +12,7 @@ Revises: 0002_alert_rules
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -42,7 +43,7 @@ def _series_points(conn: sa.Connection) -> Iterator[tuple[int, Points]]:
 def _split_series(result: sa.CursorResult[object], carry: list[tuple[int, int, float | None, int | None, float]]
                   ) -> Iterator[tuple[int, Points]]:
     while True:
-        rows = carry + [tuple(r) for r in result.fetchmany(FETCH)]  # type: ignore[misc]
+        rows: list[Any] = carry + [tuple(r) for r in result.fetchmany(FETCH)]
         if not rows:
             return
         done = len(rows) == len(carry)

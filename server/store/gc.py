@@ -1,0 +1,93 @@
+"""The data part of `sqd gc`: remove what runs marked deleted (`runs.deleted_at` set) still hold in the database
+— their series and chunks (points and rollups), evaluations, alerts with their actions, alert rules of their own,
+turning-point and rule state — and report what that freed. The run row stays as the marker (and its checkpoint
+rows stay, for the artifact part of gc to find the files).
+
+Safe while ingest runs: each run is removed in a transaction of its own that first locks the run's series rows in
+id order, as ingest does, so the two serialise and cannot deadlock; ingest stores no points for a run marked
+deleted (server/ingest/apply.py), and points that raced with the marking are removed by the next gc. Idempotent:
+a second gc finds nothing left to free. SQLite keeps freed pages for reuse (`VACUUM` shrinks the file);
+PostgreSQL's autovacuum reclaims them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from sqlalchemy import Engine, delete, func, select
+from sqlalchemy.orm import Session
+
+from sqd.server.alerts.models import AlertAction, AlertRule, RuleState, TurningState
+from sqd.server.store.db import session_factory
+from sqd.server.store.models import Alert, Chunk, Evaluation, Run, Series
+
+
+@dataclass
+class GcReport:
+    runs: list[str] = field(default_factory=list)  # the deleted runs whose data was removed
+    series: int = 0
+    chunks: int = 0
+    points: int = 0
+    chunk_bytes: int = 0  # compressed points and rollups freed
+    evaluations: int = 0
+    alerts: int = 0
+    other_rows: int = 0  # alert actions, run-scoped rules, detector and rule state
+
+    def add(self, other: GcReport) -> None:
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+    def summary(self) -> str:
+        return (f"{len(self.runs)} deleted runs: {self.points:,} points in {self.chunks:,} chunks "
+                f"({self.chunk_bytes / 1e6:.1f} MB) of {self.series:,} series, {self.evaluations:,} evaluations, "
+                f"{self.alerts:,} alerts, {self.other_rows:,} other rows")
+
+
+def _count(session: Session, model: type, *where: object) -> int:
+    return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)  # type: ignore[arg-type]
+
+
+def _purge_run(session: Session, run_id: str) -> GcReport:
+    report = GcReport(runs=[run_id])
+    sids = list(session.scalars(select(Series.id).where(Series.run_id == run_id).order_by(Series.id)
+                                .with_for_update()))
+    if sids:
+        n, size, points = session.execute(select(
+            func.count(), func.coalesce(func.sum(func.length(Chunk.data) + func.length(Chunk.rollups)), 0),
+            func.coalesce(func.sum(Chunk.n), 0)).where(Chunk.series_id.in_(sids))).one()
+        report.chunks, report.chunk_bytes, report.points, report.series = int(n), int(size), int(points), len(sids)
+        session.execute(delete(Chunk).where(Chunk.series_id.in_(sids)))
+        session.execute(delete(Series).where(Series.id.in_(sids)))
+    report.evaluations = _count(session, Evaluation, Evaluation.run_id == run_id)
+    report.alerts = _count(session, Alert, Alert.run_id == run_id)
+    others = (AlertAction, AlertRule, RuleState, TurningState)
+    report.other_rows = sum(_count(session, m, m.run_id == run_id) for m in others)  # type: ignore[attr-defined]
+    for model in (*others, Alert, Evaluation):
+        session.execute(delete(model).where(model.run_id == run_id))  # type: ignore[attr-defined]
+    return report
+
+
+def gc_data(target: Session | Engine, run_ids: list[str] | None = None) -> GcReport:
+    """Remove the data of the runs marked deleted (of those in `run_ids`, when given); one transaction per run.
+    A Session is used as it is, in its current transaction (the caller commits); an Engine gets a committed
+    transaction per run."""
+    report = GcReport()
+    if isinstance(target, Session):
+        for run_id in _deleted(target, run_ids):
+            report.add(_purge_run(target, run_id))
+        return report
+    sessions = session_factory(target)
+    with sessions() as session:
+        todo = _deleted(session, run_ids)
+    for run_id in todo:
+        with sessions() as session, session.begin():
+            if session.scalar(select(Run.deleted_at).where(Run.id == run_id).with_for_update()) is not None:
+                report.add(_purge_run(session, run_id))
+    return report
+
+
+def _deleted(session: Session, run_ids: list[str] | None) -> list[str]:
+    query = select(Run.id).where(Run.deleted_at.is_not(None))
+    if run_ids is not None:
+        query = query.where(Run.id.in_(run_ids))
+    return list(session.scalars(query.order_by(Run.id)))
