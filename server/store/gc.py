@@ -3,8 +3,9 @@
 turning-point and rule state — and report what that freed. The run row stays as the marker (and its checkpoint
 rows stay, for the artifact part of gc to find the files).
 
-Safe while ingest runs: each run is removed in a transaction of its own that first locks the run's series rows in
-id order, as ingest does, so the two serialise and cannot deadlock; ingest stores no points for a run marked
+Safe while ingest runs: each run is removed in a transaction of its own that first takes the write lock (SQLite) or
+the run row's lock (PostgreSQL), then locks the run's series rows in id order as ingest does, so the two
+serialise and cannot deadlock; ingest stores no points for a run marked
 deleted (server/ingest/apply.py), and points that raced with the marking are removed by the next gc. Idempotent:
 a second gc finds nothing left to free. SQLite keeps freed pages for reuse (`VACUUM` shrinks the file);
 PostgreSQL's autovacuum reclaims them.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from sqd.server.alerts.models import AlertAction, AlertRule, RuleState, TurningState
@@ -81,7 +82,11 @@ def gc_data(target: Session | Engine, run_ids: list[str] | None = None) -> GcRep
         todo = _deleted(session, run_ids)
     for run_id in todo:
         with sessions() as session, session.begin():
-            if session.scalar(select(Run.deleted_at).where(Run.id == run_id).with_for_update()) is not None:
+            # a write first: it takes SQLite's write lock before this transaction reads anything (so ingest's
+            # commits cannot make its snapshot stale), and locks the run row on PostgreSQL
+            marked = session.execute(update(Run).where(Run.id == run_id, Run.deleted_at.is_not(None))
+                                     .values(deleted_at=Run.deleted_at))
+            if marked.rowcount:  # type: ignore[attr-defined]
                 report.add(_purge_run(session, run_id))
     return report
 
