@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from server_support import brute_buckets, same_float
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
@@ -115,36 +116,17 @@ def test_nan_infinities_and_signed_zero_survive_merges(sessions):
     assert math.copysign(1, got[3]) == -1 and got[4] == 5e-324
 
 
-def reference(steps, values, lo, hi, level):
-    order = np.argsort(steps)
-    steps, values = steps[order], values[order]
-    inside = ((steps >> level) >= (lo >> level)) & ((steps >> level) <= (hi >> level))
-    steps, values = steps[inside], values[inside]
-    out = []
-    for b in np.unique(steps >> level):
-        sel = (steps >> level) == b
-        v = values[sel]
-        finite = v[~np.isnan(v)]
-        out.append((int(steps[sel][-1]), v[-1], finite.min() if finite.size else math.nan,
-                    finite.max() if finite.size else math.nan, int(sel.sum()), int(np.isnan(v).sum())))
-    return out
-
-
-def same(a, b):
-    return (math.isnan(a) and math.isnan(b)) or a == b
-
-
 def check_query(sessions, steps, values, max_points, lo, hi, key="k"):
     first, last = int(steps.min()), int(steps.max())
     a, b = max(first, lo if lo is not None else first), min(last, hi if hi is not None else last)
     with sessions() as s:
         got = query_series(s, "run", [key], max_points, lo, hi)[key]
     level = 0 if (b - a + 1 <= max_points or len(steps) <= max_points) else bucket_level(a, b, max_points)
-    want = reference(steps, values, a, b, level)
+    want = brute_buckets(steps, values, a, b, level)
     assert len(got.step) == len(want) and got.bucket_width == 1 << level
     for i, (st, v, mn, mx, n, nn) in enumerate(want):
         assert (got.step[i], got.count[i], got.nan[i]) == (st, n, nn), (max_points, lo, hi, i)
-        assert same(got.value[i], v) and same(got.min[i], mn) and same(got.max[i], mx)
+        assert same_float(got.value[i], v) and same_float(got.min[i], mn) and same_float(got.max[i], mx)
 
 
 @pytest.mark.parametrize("stride", [1, 7])

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from server_support import brute_buckets, same_float
 from sqlalchemy import func, select
 
 from sqd.protocol import MetricBatch
@@ -69,27 +70,6 @@ def test_nan_and_infinities_round_trip(sessions):
     assert got.value[3:] == values[3:] and got.nan == [1, 0, 0, 0, 0, 0, 0]
 
 
-def reference(steps, values, lo, hi, level):
-    """Buckets computed in numpy: (last step, last value, min, max, count, nan count)."""
-    order = np.argsort(steps)
-    steps, values = steps[order], values[order]
-    inside = (steps >= lo) & (steps <= hi) if level == 0 else \
-        ((steps >> level) >= (lo >> level)) & ((steps >> level) <= (hi >> level))
-    steps, values = steps[inside], values[inside]
-    out = []
-    for b in np.unique(steps >> level):
-        sel = (steps >> level) == b
-        v = values[sel]
-        finite = v[~np.isnan(v)]
-        out.append((int(steps[sel][-1]), v[-1], finite.min() if finite.size else math.nan,
-                    finite.max() if finite.size else math.nan, int(sel.sum()), int(np.isnan(v).sum())))
-    return out
-
-
-def same(a, b):
-    return (math.isnan(a) and math.isnan(b)) or a == b
-
-
 @pytest.mark.parametrize("max_points", [1, 3, 10, 64, 500])
 def test_downsampled_buckets_match_numpy(sessions, max_points):
     rng = np.random.default_rng(max_points)
@@ -105,11 +85,11 @@ def test_downsampled_buckets_match_numpy(sessions, max_points):
         with sessions() as s:
             got = query_series(s, "run", ["k"], max_points, lo, hi)["k"]
         level = 0 if (b - a + 1 <= max_points) else bucket_level(a, b, max_points)
-        want = reference(steps, values, a, b, level)
+        want = brute_buckets(steps, values, a, b, level)
         assert len(got.step) == len(want) <= max_points
         for i, (st, v, mn, mx, n, nn) in enumerate(want):
             assert (got.step[i], got.count[i], got.nan[i]) == (st, n, nn)
-            assert same(got.value[i], v) and same(got.min[i], mn) and same(got.max[i], mx)
+            assert same_float(got.value[i], v) and same_float(got.min[i], mn) and same_float(got.max[i], mx)
 
 
 def test_a_single_step_spike_survives_any_max_points(sessions):
