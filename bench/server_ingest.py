@@ -105,8 +105,9 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--mlflow-points", type=int, default=100_000)
     parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--databases", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
     args = parser.parse_args()
-    rows = {kind: sqd_ingest(kind, args.points) for kind in ("sqlite", "postgres")}
+    rows = {kind: sqd_ingest(kind, args.points) for kind in args.databases.split(",")}
     if not args.no_mlflow:
         rows["mlflow-sqlite"] = mlflow_log_batch(args.mlflow_points)
     print(f"{'store':<16}{'points':>10}{'seconds':>10}{'points/s':>12}{'vs MLflow':>11}{'consumer CPU s':>16}")

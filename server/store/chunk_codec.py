@@ -192,35 +192,40 @@ def bucketize(step: np.ndarray, value: np.ndarray, level: int) -> Buckets:
 
 
 def merge_buckets(b: Buckets, shift: int) -> Buckets:
-    """Combine entries (sorted by bucket, one bucket possibly split over several entries) into buckets `shift`
+    """Combine entries (one bucket possibly split over several entries, in any order) into buckets `shift`
     levels coarser: counts add, min/max skip NaN, last follows the largest step."""
     if not len(b):
         return b
+    return _coarsen(b.take(np.lexsort((b.last_step, b.bucket >> shift))), shift)
+
+
+def _coarsen(b: Buckets, shift: int) -> Buckets:
+    """merge_buckets for entries already sorted by (bucket >> shift, last_step)."""
     bucket = b.bucket >> shift
-    order = np.lexsort((b.last_step, bucket))
-    bucket, srt = bucket[order], b.take(order)
     starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
     ends = np.r_[starts[1:], len(bucket)] - 1
     with np.errstate(invalid="ignore"):
-        vmin = np.fmin.reduceat(srt.vmin, starts)
-        vmax = np.fmax.reduceat(srt.vmax, starts)
-    return Buckets(bucket[starts], np.add.reduceat(srt.n, starts), np.add.reduceat(srt.n_nan, starts), vmin, vmax,
-                   srt.last_step[ends], srt.last_value[ends])
+        vmin = np.fmin.reduceat(b.vmin, starts)
+        vmax = np.fmax.reduceat(b.vmax, starts)
+    return Buckets(bucket[starts], np.add.reduceat(b.n, starts), np.add.reduceat(b.n_nan, starts), vmin, vmax,
+                   b.last_step[ends], b.last_value[ends])
+
+
+def _rollup_tables(p: Points) -> list[tuple[int, Buckets]]:
+    """(level, buckets) for the levels a chunk keeps: each level from the one below, not from the points."""
+    n = len(p)
+    level, b = ROLLUP_MIN_LEVEL, bucketize(p.step, p.value, ROLLUP_MIN_LEVEL)
+    out = []
+    while len(b) > 1 and level < 62:
+        if len(b) * POINTS_PER_ROLLUP <= n:
+            out.append((level, b))
+        level, b = level + 2, _coarsen(b, 2)
+    return out
 
 
 def rollup_levels(step: np.ndarray) -> list[int]:
     """The levels a chunk with these (sorted) steps keeps rollups for."""
-    levels = []
-    n = len(step)
-    level = ROLLUP_MIN_LEVEL
-    while n and level < 63:
-        count = int(np.count_nonzero(np.diff(step >> level))) + 1
-        if count == 1:
-            break
-        if count * POINTS_PER_ROLLUP <= n:
-            levels.append(level)
-        level += 2
-    return levels
+    return [level for level, _ in _rollup_tables(Points(step, np.zeros(len(step)), step, np.zeros(len(step))))]
 
 
 ROLLUP_RECORD = np.dtype([("level", "u1"), ("bucket", "<i8"), ("n", "<i4"), ("n_nan", "<i4"), ("vmin", "<f8"),
@@ -231,13 +236,12 @@ def encode_rollups(p: Points) -> bytes:
     """Rollups of a chunk's points as zstd-compressed ROLLUP_RECORD rows; empty bytes when no level qualifies.
     Records rather than shuffled columns (10% larger): a query decodes the rollups of many chunks with one
     np.frombuffer over their concatenation."""
-    levels = rollup_levels(p.step)
-    if not levels:
+    tables = _rollup_tables(p)
+    if not tables:
         return b""
-    tables = [bucketize(p.step, p.value, level) for level in levels]
-    b = Buckets.concat(tables)
+    b = Buckets.concat([t for _, t in tables])
     records = np.empty(len(b), ROLLUP_RECORD)
-    records["level"] = np.repeat(levels, [len(t) for t in tables])
+    records["level"] = np.repeat([level for level, _ in tables], [len(t) for _, t in tables])
     for name in Buckets.FIELDS:
         records[name] = getattr(b, name)
     return _compressor.compress(records.tobytes())
