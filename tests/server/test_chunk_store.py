@@ -172,7 +172,7 @@ def test_downsampling_keeps_the_rollups(sessions):
     assert full.nan[sampled[3]] == 1 and sum(full.count) == n  # step 777 lies in the 4th bucket
     assert full.step[sampled[-1] + 1:] == list(range(3 * CHUNK_POINTS, n))
     assert store(sessions, [100, 3 * CHUNK_POINTS + 10, n + 1], [9.0, 9.0, 9.0]) == 1  # only the new step
-    exported = "".join(csv_chunks(sessions, "run", ["k"])).splitlines()
+    exported = b"".join(csv_chunks(sessions, "run", ["k"])).decode().splitlines()
     assert len(exported) == 1 + 48 + 2 * CHUNK_POINTS + 1 and exported[1].startswith("k,255,")
 
 

@@ -81,7 +81,7 @@ def test_upgrade_converts_every_point_in_place(old_database):
             answered = zip(got.value, got.min, got.max, strict=True)
             assert all(same_float(a, b) for w, g in zip(want, answered, strict=True)
                        for a, b in zip(w[1:4], g, strict=True))
-    csv = "".join(csv_chunks(sessions, "old", ["angle/G"])).splitlines()
+    csv = b"".join(csv_chunks(sessions, "old", ["angle/G"])).decode().splitlines()
     assert csv[1:4] == [f"angle/G,0,{float(rows[1][3][0])!r},,1700000000.0", "angle/G,1,Infinity,,1700000001.0",
                         "angle/G,2,-Infinity,,1700000002.0"]
 
