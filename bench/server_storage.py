@@ -63,9 +63,11 @@ def long_run(steps: int, rng: np.random.Generator, wall: bool = True) -> list[Me
 
 
 def many_runs(runs: int, rng: np.random.Generator) -> list[list[MetricBatch]]:
+    """Run ids are 32 hex characters, as the server makes them (they are stored in every series row)."""
     s = np.arange(100, dtype=np.int64)
     out = []
     for r in range(runs):
+        run_id = f"{r:032x}"
         walls = 1.7e9 + r * 1000 + np.cumsum(0.05 + rng.exponential(0.002, 100))
         batches = []
         for k in range(100):
@@ -75,7 +77,7 @@ def many_runs(runs: int, rng: np.random.Generator) -> list[list[MetricBatch]]:
                 v = 1e-2 * np.exp(rng.normal(0, 0.2, 100))
             else:
                 v = np.full(100, 2e-4) * (0.5 ** (s // 50))
-            batches.append(_batch(f"run{r:04d}", f"k{k:03d}", s, v, s // 10, walls))
+            batches.append(_batch(run_id, f"k{k:03d}", s, v, s // 10, walls))
         out.append(batches)
     return out
 

@@ -101,18 +101,16 @@ def _first_per_pair(cols: PointColumns) -> PointColumns:
     return cols
 
 
-def chunk_row(series_id: int, p: Points, width: int = 1, n: int | None = None,
-              rollups: bytes | None = None) -> dict[str, Any]:
-    """The `chunks` row holding points `p` (sorted, unique). A downsampled chunk passes its original count and
-    rollups; its summary columns then describe the points it kept."""
+def chunk_row(series_id: int, p: Points) -> dict[str, Any]:
+    """The `chunks` row holding points `p` (sorted, unique) at full resolution."""
     nan = np.isnan(p.value)
     finite = p.value[~nan]
     last = float(p.value[-1])
     return {"series_id": series_id, "first_step": int(p.step[0]), "last_step": int(p.step[-1]),
-            "n": len(p) if n is None else n, "n_nan": int(nan.sum()),
+            "n": len(p), "n_nan": int(nan.sum()),
             "vmin": float(finite.min()) if len(finite) else None, "vmax": float(finite.max()) if len(finite) else None,
-            "last_value": None if last != last else last, "width": width,
-            "rollups": encode_rollups(p) if rollups is None else rollups, "data": encode_points(p)}
+            "last_value": None if last != last else last, "width": 1, "rollups": encode_rollups(p),
+            "data": encode_points(p)}
 
 
 def _sampled_through(session: Session, sid: int) -> int:
