@@ -9,7 +9,8 @@ Two databases per engine, filled through the server's point store (server/store/
   as a learning rate), the case of the issue (1,000 × 100 × 100 = 10 M points).
 
 SQLite: (page_count − freelist_count) × page_size after a WAL checkpoint, and the same per table with dbstat when
-the build has it. PostgreSQL: pg_total_relation_size of chunks and series (indexes and TOAST included). Also prints
+the build has it. PostgreSQL: pg_total_relation_size of chunks and series (indexes and TOAST included) after
+VACUUM FULL (ingest rewrites open chunks and series rows; the dead versions are autovacuum's to reclaim). Also prints
 each key family's compressed payload (chunk blobs only) per point, and what the wall_time column costs.
 
     .venv/bin/python bench/server_storage.py [--steps 200000] [--runs 1000] [--databases sqlite,postgres]
@@ -110,7 +111,9 @@ def database_bytes(engine: Engine) -> dict[str, int]:
             except Exception:  # noqa: BLE001 - a SQLite built without dbstat: the total is enough
                 pass
             return out
-        conn.exec_driver_sql("ANALYZE")
+        # the open chunk and the series rows are rewritten by every batch: count what is stored, not the dead
+        # row versions autovacuum has yet to reclaim (SQLite: free pages are not counted above)
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM FULL")
         tables = {t: conn.execute(text("SELECT pg_total_relation_size(:t)"), {"t": t}).scalar_one()
                   for t in ("chunks", "series")}
         schema = conn.execute(text("SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n "
