@@ -46,7 +46,7 @@ def long_run(steps: int, rng: np.random.Generator, wall: bool = True) -> list[Me
     s = np.arange(steps, dtype=np.int64)
     epochs = s // 1000
     walls = 1.7e9 + np.cumsum(0.05 + rng.exponential(0.002, steps)) if wall else np.full(steps, 1.7e9)
-    series = {
+    series: dict[str, np.ndarray] = {
         "loss/D": (0.7 + 0.1 * np.exp(-s / 5e4) + rng.normal(0, 0.05, steps)).astype(np.float32),
         "loss/G": (1.5 + 0.3 * np.sin(s / 7e3) + rng.normal(0, 0.2, steps)).astype(np.float32),
         "angle/G": 1e-2 / np.sqrt(1 + s / 5e4) * np.exp(rng.normal(0, 0.2, steps)),
