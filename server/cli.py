@@ -58,9 +58,12 @@ def db_downsample(run_id: str = typer.Argument(..., help="run id"),
                   before_step: int = typer.Option(..., "--before-step", min=1,
                                                   help="downsample the chunks that end before this step")) -> None:
     """Keep only the rollups (one point per 256-step bucket or coarser) of a run's old chunks (docs/server.md)."""
+    from sqd.server.store import runs_store
     from sqd.server.store.retention import downsample_run
 
     with _sessions()() as session, session.begin():
+        if not runs_store.run_exists(session, run_id):
+            raise _fail(f"no run '{run_id}' (see `sqd runs ls`)")
         r = downsample_run(session, run_id, before_step)
     typer.echo(f"{run_id}: {r.chunks} chunks downsampled, {r.points_before:,} → {r.points_kept:,} points, "
                f"{r.bytes_before / 1e6:.2f} → {r.bytes_after / 1e6:.2f} MB")
