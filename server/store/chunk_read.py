@@ -104,12 +104,13 @@ def iter_window(session: Session, series_id: int, lo: int | None = None, hi: int
     t = Chunk.__table__
     query = select(t.c.data).where(t.c.series_id == series_id, *_in_window(lo, hi)).order_by(t.c.first_step)
     seen = 0
-    for (data,) in session.connection().execute(query, execution_options={"yield_per": 16}):
-        p = _clip(decode_points(data), lo, hi)
-        seen += len(p)
-        yield p
-        if limit is not None and seen >= limit:
-            return
+    with session.connection().execute(query, execution_options={"yield_per": 16}) as result:  # closed if stopped
+        for (data,) in result:
+            p = _clip(decode_points(data), lo, hi)
+            seen += len(p)
+            yield p
+            if limit is not None and seen >= limit:
+                return
 
 
 def window_points(session: Session, series_id: int, lo: int | None = None, hi: int | None = None) -> Points:
