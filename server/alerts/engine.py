@@ -69,7 +69,10 @@ class PointReader:
         if not todo:
             return
         for key, after in todo.items():
-            parts = list(iter_window(self.session, self.series[key][0], lo=after + 1, limit=MAX_READ))
+            # up to the last step read with the series rows: one snapshot for every key (PostgreSQL's READ
+            # COMMITTED gives each statement its own, so a batch committed meanwhile must not show in some keys)
+            sid, last = self.series[key]
+            parts = list(iter_window(self.session, sid, lo=after + 1, hi=last, limit=MAX_READ))
             p = Points.concat(parts).take(slice(0, MAX_READ)) if parts else Points.empty()
             epochs = p.epoch.tolist()
             self.cache[key] = (after, (p.step, p.value, [None if e < 0 else e for e in epochs]))
