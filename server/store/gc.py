@@ -1,7 +1,9 @@
 """The data part of `sqd gc`: remove what runs marked deleted (`runs.deleted_at` set) still hold in the database
 — their series and chunks (points and rollups), evaluations, alerts with their actions, alert rules of their own,
 turning-point and rule state — and report what that freed. The run row stays as the marker (and its checkpoint
-rows stay, for the artifact part of gc to find the files).
+rows stay, for the artifact part of gc to find the files). It also removes chunks whose series row is gone
+(chunks have no foreign key; deleting a run row outright cascades to its series only) — a hard delete should still
+call `gc_data(session, [run_id])` before deleting the row.
 
 Safe while ingest runs: each run is removed in a transaction of its own that first takes the write lock (SQLite) or
 the run row's lock (PostgreSQL), then locks the run's series rows in id order as ingest does, so the two
@@ -25,7 +27,7 @@ from sqd.server.store.models import Alert, Chunk, Evaluation, Run, Series
 
 @dataclass
 class GcReport:
-    runs: list[str] = field(default_factory=list)  # the deleted runs whose data was removed
+    runs: list[str] = field(default_factory=list)  # the deleted runs whose data this gc removed
     series: int = 0
     chunks: int = 0
     points: int = 0
@@ -33,6 +35,7 @@ class GcReport:
     evaluations: int = 0
     alerts: int = 0
     other_rows: int = 0  # alert actions, run-scoped rules, detector and rule state
+    orphan_chunks: int = 0  # chunks whose series row is gone (a run row deleted outright cascades to its series)
 
     def add(self, other: GcReport) -> None:
         for name, value in asdict(other).items():
@@ -41,7 +44,7 @@ class GcReport:
     def summary(self) -> str:
         return (f"{len(self.runs)} deleted runs: {self.points:,} points in {self.chunks:,} chunks "
                 f"({self.chunk_bytes / 1e6:.1f} MB) of {self.series:,} series, {self.evaluations:,} evaluations, "
-                f"{self.alerts:,} alerts, {self.other_rows:,} other rows")
+                f"{self.alerts:,} alerts, {self.other_rows:,} other rows; {self.orphan_chunks:,} orphan chunks")
 
 
 def _count(session: Session, model: type, *where: object) -> int:
@@ -65,17 +68,32 @@ def _purge_run(session: Session, run_id: str) -> GcReport:
     report.other_rows = sum(_count(session, m, m.run_id == run_id) for m in others)  # type: ignore[attr-defined]
     for model in (*others, Alert, Evaluation):
         session.execute(delete(model).where(model.run_id == run_id))  # type: ignore[attr-defined]
+    if not (report.series or report.evaluations or report.alerts or report.other_rows):
+        report.runs = []  # collected before: nothing left
     return report
 
 
+def _purge_orphans(session: Session) -> GcReport:
+    """Chunks whose series no longer exists (chunks have no foreign key, so deleting a run row outright leaves
+    them); points, bytes and chunks are counted as freed."""
+    orphan = Chunk.series_id.not_in(select(Series.id))
+    n, size, points = session.execute(select(
+        func.count(), func.coalesce(func.sum(func.length(Chunk.data) + func.length(Chunk.rollups)), 0),
+        func.coalesce(func.sum(Chunk.n), 0)).where(orphan)).one()
+    if n:
+        session.execute(delete(Chunk).where(orphan))
+    return GcReport(chunks=int(n), chunk_bytes=int(size), points=int(points), orphan_chunks=int(n))
+
+
 def gc_data(target: Session | Engine, run_ids: list[str] | None = None) -> GcReport:
-    """Remove the data of the runs marked deleted (of those in `run_ids`, when given); one transaction per run.
-    A Session is used as it is, in its current transaction (the caller commits); an Engine gets a committed
-    transaction per run."""
+    """Remove the data of the runs marked deleted (of those in `run_ids`, when given; one transaction per run),
+    then chunks left without a series. A Session is used as it is, in its current transaction (the caller
+    commits); an Engine gets a committed transaction per run and one for the orphans."""
     report = GcReport()
     if isinstance(target, Session):
         for run_id in _deleted(target, run_ids):
             report.add(_purge_run(target, run_id))
+        report.add(_purge_orphans(target))
         return report
     sessions = session_factory(target)
     with sessions() as session:
@@ -88,6 +106,8 @@ def gc_data(target: Session | Engine, run_ids: list[str] | None = None) -> GcRep
                                      .values(deleted_at=Run.deleted_at))
             if marked.rowcount:  # type: ignore[attr-defined]
                 report.add(_purge_run(session, run_id))
+    with sessions() as session, session.begin():
+        report.add(_purge_orphans(session))
     return report
 
 

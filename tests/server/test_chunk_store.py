@@ -191,6 +191,13 @@ def test_gc_removes_the_data_of_deleted_runs_only(sessions, engine):
         assert s.get(Run, "run") is not None  # the marker stays
         assert len(run_points(s, "other")["k"]) == 5000
     assert gc_data(engine).points == 0  # idempotent
+    with sessions() as s:  # a run row deleted outright: its series cascade away, its chunks are orphans
+        s.delete(s.get(Run, "other"))
+        s.commit()
+    orphans = gc_data(engine)
+    assert (orphans.orphan_chunks, orphans.points, orphans.runs) == (2, 5000, [])
+    with sessions() as s:
+        assert s.scalar(select(Chunk.series_id)) is None
     with sessions() as s, s.begin():  # a deleted run takes no more points
         assert apply_events(s, [MetricBatch.from_points("run", [("k", 1, 1.0, 0, 0.0)])]).points == 0
 
