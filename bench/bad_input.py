@@ -49,14 +49,13 @@ from sqd.bus import INGEST  # noqa: E402
 from sqd.errors import BusError  # noqa: E402
 from sqd.protocol import AlertRaised, CheckpointReady, EvaluationResult, MetricBatch, RunStarted  # noqa: E402
 from sqd.server.auth import create_token, revoke_token  # noqa: E402
+from sqd.server.store.chunk_read import run_points  # noqa: E402
 from sqd.wire import MAX_MESSAGE_BYTES  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"baseline grid"
 BASELINE_KEYS = ("loss/D", "loss/G", "angle/G")
 SNAPSHOT = {  # what the baseline must still hold, row for row, after every category
     "runs": "SELECT id, name, kind, preset, config, created_at FROM runs WHERE id IN :ids",
-    "points": "SELECT s.run_id, s.key, p.step, p.value, p.epoch, p.wall_time FROM points p "
-              "JOIN series s ON s.id = p.series_id WHERE s.run_id IN :ids",
     "evaluations": "SELECT run_id, checkpoint_step, status, metrics, grid_uri, event_id FROM evaluations "
                    "WHERE run_id IN :ids",
     "checkpoints": "SELECT run_id, step, uri, sha256 FROM checkpoints WHERE run_id IN :ids",
@@ -260,8 +259,14 @@ class Campaign:
 
         ids = sa.bindparam("ids", expanding=True)
         with self.system.engine.connect() as conn:
-            return {table: {hashable(row) for row in conn.execute(sa.text(query).bindparams(ids), {"ids": run_ids})}
-                    for table, query in SNAPSHOT.items()}
+            tables = {table: {hashable(row) for row in conn.execute(sa.text(query).bindparams(ids), {"ids": run_ids})}
+                      for table, query in SNAPSHOT.items()}
+        with Session(self.system.engine) as session:  # points live in compressed chunks: decode them
+            tables["points"] = {(run, key, s, repr(v), e, w) for run in run_ids
+                                for key, p in run_points(session, run).items()
+                                for s, v, e, w in zip(p.step.tolist(), p.value.tolist(), p.epoch.tolist(),
+                                                      p.wall_time.tolist(), strict=True)}
+        return tables
 
     def baseline_lost(self) -> int:
         now = self.snapshot(self.baseline_runs)

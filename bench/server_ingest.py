@@ -105,16 +105,20 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--mlflow-points", type=int, default=100_000)
     parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--databases", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
     args = parser.parse_args()
-    rows = {kind: sqd_ingest(kind, args.points) for kind in ("sqlite", "postgres")}
+    rows = {kind: sqd_ingest(kind, args.points) for kind in args.databases.split(",")}
     if not args.no_mlflow:
         rows["mlflow-sqlite"] = mlflow_log_batch(args.mlflow_points)
-    print(f"{'store':<16}{'points':>10}{'seconds':>10}{'points/s':>12}{'vs MLflow':>11}{'consumer CPU s':>16}")
+    print(f"{'store':<16}{'points':>10}{'seconds':>10}{'points/s':>12}{'vs MLflow':>11}{'consumer CPU s':>16}"
+          f"{'publish s':>11}")
     base = rows.get("mlflow-sqlite", {}).get("points_per_s")
     for name, r in rows.items():
         ratio = f"{r['points_per_s'] / base:.1f}x" if base else "-"
         cpu = f"{r['consumer_cpu_s']:.2f}" if "consumer_cpu_s" in r else "-"
-        print(f"{name:<16}{r['points']:>10}{r['seconds']:>10.2f}{r['points_per_s']:>12,.0f}{ratio:>11}{cpu:>16}")
+        publish = f"{r['publish_s']:.2f}" if "publish_s" in r else "-"
+        print(f"{name:<16}{r['points']:>10}{r['seconds']:>10.2f}{r['points_per_s']:>12,.0f}{ratio:>11}{cpu:>16}"
+              f"{publish:>11}")
     print(f"(machine load average while running: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
 

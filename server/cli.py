@@ -1,4 +1,5 @@
-"""`sqd server`, `sqd db upgrade`, `sqd token create|list|revoke`, `sqd metrics get` (`sqd runs` is sqd/runs_cli.py)."""
+"""`sqd server`, `sqd gc`, `sqd db upgrade|downsample`, `sqd token create|list|revoke`, `sqd metrics get`
+(`sqd runs` is sqd/runs_cli.py)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,22 @@ def db_upgrade(revision: str = typer.Argument("head", help="target revision")) -
     before, after = migrate.upgrade(make_engine(url), revision)
     where = make_engine(url).url.render_as_string(hide_password=True)
     typer.echo(f"{where}: {before or 'empty'} → {after}" if before != after else f"{where}: already at {after}")
+
+
+@db_app.command("downsample")
+def db_downsample(run_id: str = typer.Argument(..., help="run id"),
+                  before_step: int = typer.Option(..., "--before-step", min=1,
+                                                  help="downsample the chunks that end before this step")) -> None:
+    """Keep only the rollups (one point per 256-step bucket or coarser) of a run's old chunks (docs/server.md)."""
+    from sqd.server.store import runs_store
+    from sqd.server.store.retention import downsample_run
+
+    with _sessions()() as session, session.begin():
+        if not runs_store.run_exists(session, run_id):
+            raise _fail(f"no run '{run_id}' (see `sqd runs ls`)")
+        r = downsample_run(session, run_id, before_step)
+    typer.echo(f"{run_id}: {r.chunks} chunks downsampled, {r.points_before:,} → {r.points_kept:,} points, "
+               f"{r.bytes_before / 1e6:.2f} → {r.bytes_after / 1e6:.2f} MB")
 
 
 @token_app.command("create")
@@ -149,7 +166,7 @@ def _print_gc(report: GcReport) -> None:
     if a.young_unknown_runs:
         typer.echo(f"  kept {len(a.young_unknown_runs)} unknown run(s) written to within the grace period "
                    f"({report.grace_s:g} s; maybe not ingested yet): {', '.join(a.young_unknown_runs[:20])}")
-    typer.echo(f"data: {verb} {report.data.rows} rows, {_size(report.data.bytes)}")
+    typer.echo(f"data: {verb} {report.data.summary()}")
 
 
 def _verify_artifacts(settings: Settings) -> None:

@@ -1,8 +1,9 @@
 """`sqd gc`: free what no run needs any more, and say how much.
 
-Artifacts (this module): objects under `runs/<id>/` of a run that is not in the runs table; temporary files left
-by crashed local writes (`<key>.tmp-<hex>`); incomplete S3 multipart uploads. Data (rows of deleted runs,
-downsampling): `gc_data`, the store's half, composed here.
+Data (server/store/gc.py): the runs marked deleted are erased — their chunks, then their rows. Artifacts (this
+module): objects under `runs/<id>/` of a run that is not in the runs table (those of the runs just erased at once,
+others after the grace period); temporary files left by crashed local writes (`<key>.tmp-<hex>`); incomplete S3
+multipart uploads.
 
 Safe while ingest and training run:
 * the objects are listed first and the run ids read after, so a run whose row exists by the time gc decides is
@@ -27,6 +28,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from sqd.artifacts import TEMP_MARK, ArtifactStore, StoredObject
+from sqd.server.store.gc import DataGc, gc_data
 from sqd.server.store.models import Run
 
 DEFAULT_GRACE_S = 3600.0
@@ -58,12 +60,6 @@ class ArtifactGc:
 
 
 @dataclass
-class DataGc:
-    rows: int = 0
-    bytes: int = 0
-
-
-@dataclass
 class GcReport:
     dry_run: bool
     grace_s: float
@@ -77,8 +73,7 @@ class GcReport:
 
 
 def live_run_ids(engine: Engine) -> set[str]:
-    """The runs whose artifacts are kept. (Run deletion: add `.where(Run.deleted_at.is_(None))` and a run marked
-    deleted is collected like one whose row is gone.)"""
+    """The runs whose artifacts are kept (a run in the trash too: it can still be restored)."""
     with engine.connect() as conn:
         return set(conn.scalars(select(Run.id)))
 
@@ -89,7 +84,8 @@ def run_of(key: str) -> str | None:
 
 
 def gc_artifacts(store: ArtifactStore, live_runs: Callable[[], set[str]], grace_s: float, now: float,
-                 dry_run: bool = False) -> ArtifactGc:
+                 dry_run: bool = False, erased: set[str] | frozenset[str] = frozenset()) -> ArtifactGc:
+    """`erased`: runs deleted for good just now, whose artifacts go whatever their age."""
     report = ArtifactGc(store.where)
     objects = list(store.list_objects("runs"))
     uploads = store.partial_uploads()
@@ -108,7 +104,7 @@ def gc_artifacts(store: ArtifactStore, live_runs: Callable[[], set[str]], grace_
             newest[run_id] = max(newest.get(run_id, obj.modified), obj.modified)
             if not temporary:
                 owned[run_id].append(obj)
-    orphan_runs = sorted(run_id for run_id, last in newest.items() if last < cutoff)
+    orphan_runs = sorted(run_id for run_id, last in newest.items() if last < cutoff or run_id in erased)
     report.young_unknown_runs = sorted(set(newest) - set(orphan_runs))
     for run_id in orphan_runs:
         if owned[run_id]:
@@ -128,17 +124,11 @@ def gc_artifacts(store: ArtifactStore, live_runs: Callable[[], set[str]], grace_
     return report
 
 
-def gc_data(engine: Engine, *, dry_run: bool = False) -> DataGc:
-    """SEAM for the store's half (rows of deleted runs, downsampling of old chunks): the integrator points this at
-    the store branch's `gc_data`. Until then nothing is freed: no run is ever deleted, and every data row belongs
-    to a run."""
-    return DataGc()
-
-
 def collect_garbage(engine: Engine, store: ArtifactStore, grace_s: float = DEFAULT_GRACE_S,
                     dry_run: bool = False, now: float | None = None) -> GcReport:
     """`sqd gc`: the data first (so rows of deleted runs go before their artifacts), then the artifacts."""
     data = gc_data(engine, dry_run=dry_run)
-    artifacts = gc_artifacts(store, lambda: live_run_ids(engine), grace_s, time.time() if now is None else now,
-                             dry_run)
+    erased = set(data.runs)
+    artifacts = gc_artifacts(store, lambda: live_run_ids(engine) - erased, grace_s,
+                             time.time() if now is None else now, dry_run, erased)
     return GcReport(dry_run, grace_s, artifacts, data)

@@ -241,9 +241,50 @@ class PointIn(Schema):
     epoch: int | None = Field(None, ge=0, le=2**31 - 1)
 
 
-class MetricsIn(Schema):
+MAX_INGEST_POINTS = 100_000
+Step = Annotated[int, Field(ge=0, lt=2**62)]
+Epoch = Annotated[int, Field(ge=0, le=2**31 - 1)]
+WallTime = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class SeriesIn(Schema):
+    """One key's points as columns (every list as long as `step`)."""
+
     model_config = ConfigDict(extra="forbid")
-    points: list[PointIn] = Field(min_length=1, max_length=100_000)
+    step: list[Step] = Field(min_length=1, max_length=MAX_INGEST_POINTS)
+    value: list[float] = Field(description='numbers, or "NaN" / "Infinity" / "-Infinity"')
+    epoch: list[Epoch | None] | None = None
+    wall_time: list[WallTime] | None = Field(None, description="seconds since the epoch; default: arrival time")
+
+    @model_validator(mode="after")
+    def _same_lengths(self) -> SeriesIn:
+        for name in ("value", "epoch", "wall_time"):
+            column = getattr(self, name)
+            if column is not None and len(column) != len(self.step):
+                raise ValueError(f"'{name}' has {len(column)} entries but 'step' has {len(self.step)}")
+        return self
+
+
+class MetricsIn(Schema):
+    """Either `points` (one object per point) or `series` (columns per key, the fast form)."""
+
+    model_config = ConfigDict(extra="forbid")
+    points: list[PointIn] | None = Field(None, min_length=1, max_length=MAX_INGEST_POINTS)
+    series: dict[Annotated[str, Field(min_length=1, max_length=200)], SeriesIn] | None = Field(
+        None, min_length=1, description='{key: {"step": [...], "value": [...], "epoch"?: [...], "wall_time"?: [...]}}')
+
+    @model_validator(mode="after")
+    def _one_form(self) -> MetricsIn:
+        if (self.points is None) == (self.series is None):
+            raise ValueError("send either 'points' (a list of {key, step, value}) or 'series' "
+                             "({key: {step: [...], value: [...]}}), not both or neither")
+        total = len(self.points or []) + sum(len(s.step) for s in (self.series or {}).values())
+        if total > MAX_INGEST_POINTS:
+            raise ValueError(f"'series' holds {total} points; at most {MAX_INGEST_POINTS} per request")
+        return self
+
+    def __len__(self) -> int:
+        return len(self.points) if self.points is not None else sum(len(s.step) for s in (self.series or {}).values())
 
 
 class IngestAck(Schema):

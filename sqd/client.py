@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 
 from sqd.errors import SQDError
 from sqd.settings import Settings, get_settings
 
 NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-INGEST_CHUNK = 50_000
+INGEST_CHUNK = 100_000  # the server's limit per request
 PointLike = tuple[str, int, float] | tuple[str, int, float, int | None] | dict[str, Any]
 
 
@@ -57,16 +58,12 @@ def _wire(v: float) -> float | str:
     return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
 
 
-def _point(p: PointLike) -> dict[str, Any]:
+def _point(p: PointLike, now: float) -> tuple[str, int, float | str, int | None, float]:
+    """(key, step, value as sent, epoch, wall_time) of a tuple or a {key, step, value, epoch?, wall_time?} dict."""
     if isinstance(p, dict):
-        out = dict(p)
-    else:
-        out = {"key": p[0], "step": int(p[1]), "value": float(p[2])}
-        if len(p) > 3 and p[3] is not None:
-            out["epoch"] = int(p[3])  # type: ignore[misc]
-    out["value"] = _wire(float(out["value"]))
-    out.setdefault("wall_time", time.time())
-    return out
+        return (p["key"], int(p["step"]), _wire(float(p["value"])), p.get("epoch"),
+                float(p.get("wall_time", now)))
+    return p[0], int(p[1]), _wire(float(p[2])), p[3] if len(p) > 3 else None, now  # type: ignore[misc]
 
 
 @dataclass
@@ -186,20 +183,34 @@ class Client:
 
     # metrics
     def log_metrics(self, run_id: str, points: Iterable[PointLike]) -> dict[str, int]:
-        """Store points given as (key, step, value[, epoch]) tuples or dicts; returns received/stored totals."""
+        """Store points given as (key, step, value[, epoch]) tuples or dicts; returns received/stored totals. They
+        travel column-wise per key (`{"series": {key: {step, value, epoch, wall_time}}}`), INGEST_CHUNK a request;
+        a point without a wall_time gets the time of this call."""
         total = {"received": 0, "stored": 0}
-        batch: list[dict[str, Any]] = []
+        now = time.time()
+        series: dict[str, dict[str, list[Any]]] = {}
+        count = 0
         for p in points:
-            batch.append(_point(p))
-            if len(batch) == INGEST_CHUNK:
-                self._send(run_id, batch, total)
-                batch = []
-        if batch:
-            self._send(run_id, batch, total)
+            key, step, value, epoch, wall = _point(p, now)
+            cols = series.get(key)
+            if cols is None:
+                cols = series[key] = {"step": [], "value": [], "epoch": [], "wall_time": []}
+            cols["step"].append(step)
+            cols["value"].append(value)
+            cols["epoch"].append(epoch)
+            cols["wall_time"].append(wall)
+            count += 1
+            if count == INGEST_CHUNK:
+                self._send(run_id, series, total)
+                series, count = {}, 0
+        if series:
+            self._send(run_id, series, total)
         return total
 
-    def _send(self, run_id: str, batch: list[dict[str, Any]], total: dict[str, int]) -> None:
-        ack = self._json("POST", f"/runs/{run_id}/metrics", json={"points": batch})
+    def _send(self, run_id: str, series: dict[str, dict[str, list[Any]]], total: dict[str, int]) -> None:
+        body = orjson.dumps({"series": series})  # several times faster than json for long number lists
+        ack = self._json("POST", f"/runs/{run_id}/metrics", content=body,
+                         headers={"Content-Type": "application/json"})
         total["received"] += ack["received"]
         total["stored"] += ack["stored"]
 

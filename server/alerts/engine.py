@@ -3,8 +3,8 @@ timer for rules that fire on silence (stalled runs).
 
 Ingest only queues the run ids (`after_ingest` returns at once). The alerting thread then checks each queued run
 in one transaction: the rules that apply (rules_store.rules_for_run); the turning-point detector, resumed from its
-saved state, reads the run's new points (step > what it has seen, per key, one query) and saves its state again;
-each point rule does the same from its own cursors. Whatever fires becomes an alert with its actions
+saved state, reads the run's new points (step > what it has seen, per key, from the chunks past it) and saves its
+state again; each point rule does the same from its own cursors. Whatever fires becomes an alert with its actions
 (server/alerts/actions.py). After the commit: alerts go to the live stream (SSE `alert`), a stop request is sent,
 and the webhook thread is woken. Webhooks are delivered by their own thread (server/alerts/webhooks.py), so neither a
 rule nor a slow receiver ever slows ingest.
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sqd.server import launch, live
@@ -35,7 +35,9 @@ from sqd.server.alerts.turning import TurningDetector
 from sqd.server.alerts.webhooks import WebhookSender
 from sqd.server.context import ServerContext
 from sqd.server.store import runs_store
-from sqd.server.store.models import PointRow, Run, Series
+from sqd.server.store.chunk_codec import Points
+from sqd.server.store.chunk_read import iter_window
+from sqd.server.store.models import Run, Series
 
 log = logging.getLogger(__name__)
 MAX_READ = 100_000  # points of one key read per batch; a run with more to catch up continues next batch
@@ -60,21 +62,20 @@ class PointReader:
         return last is not None and (after is None or last > after)
 
     def prefetch(self, wants: dict[str, int | None]) -> None:
-        """Read the new points of several keys in one query (`wants`: key → the last step already seen)."""
+        """Read the new points of several keys (`wants`: key → the last step already seen), decoding only the
+        chunks past that step."""
         todo = {k: -1 if a is None else a for k, a in wants.items()
                 if self.has_new(k, a) and (k not in self.cache or self.cache[k][0] > (-1 if a is None else a))}
         if not todo:
             return
-        keys = {self.series[k][0]: k for k in todo}
-        cond = or_(*(and_(PointRow.series_id == sid, PointRow.step > todo[k]) for sid, k in keys.items()))
-        rows = self.session.execute(select(PointRow.series_id, PointRow.step, PointRow.value, PointRow.epoch)
-                                    .where(cond).order_by(PointRow.series_id, PointRow.step)
-                                    .limit(MAX_READ * len(keys))).all()
-        by_key: dict[str, list[Any]] = {k: [] for k in todo}
-        for sid, step, value, epoch in rows:
-            by_key[keys[sid]].append((step, value, epoch))
-        for key, pts in by_key.items():
-            self.cache[key] = (todo[key], _columns(pts[:MAX_READ]))
+        for key, after in todo.items():
+            # up to the last step read with the series rows: one snapshot for every key (PostgreSQL's READ
+            # COMMITTED gives each statement its own, so a batch committed meanwhile must not show in some keys)
+            sid, last = self.series[key]
+            parts = list(iter_window(self.session, sid, lo=after + 1, hi=last, limit=MAX_READ))
+            p = Points.concat(parts).take(slice(0, MAX_READ)) if parts else Points.empty()
+            epochs = p.epoch.tolist()
+            self.cache[key] = (after, (p.step, p.value, [None if e < 0 else e for e in epochs]))
 
     def read(self, key: str, after: int | None) -> tuple[np.ndarray, np.ndarray, list[int | None]]:
         lo = -1 if after is None else after
@@ -85,12 +86,6 @@ class PointReader:
         steps, values, epochs = cached[1]
         first = int(np.searchsorted(steps, lo, side="right"))
         return steps[first:], values[first:], epochs[first:]
-
-
-def _columns(pts: list[Any]) -> tuple[np.ndarray, np.ndarray, list[int | None]]:
-    steps = np.fromiter((p[0] for p in pts), dtype=np.int64, count=len(pts))
-    values = np.fromiter((np.nan if p[1] is None else p[1] for p in pts), dtype=np.float64, count=len(pts))
-    return steps, values, [p[2] for p in pts]
 
 
 # ---- the checks of one run -----------------------------------------------------------------------------------

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Depends, Query
 from fastapi.security import HTTPAuthorizationCredentials
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from sqd.server.api.deps import CtxDep, ReadDep, RunDep, SessionDep, bearer
 from sqd.server.auth import reads_are_open, token_is_valid
 from sqd.server.schemas import AlertPublic, Schema
-from sqd.server.store.models import Alert, PointRow, Series
+from sqd.server.store.chunk_read import last_points, window_points
+from sqd.server.store.models import Alert, Series
 
 router = APIRouter(tags=["dashboard"])
 
@@ -76,12 +78,12 @@ def whoami(ctx: CtxDep, credentials: Annotated[HTTPAuthorizationCredentials | No
 def summarize(session: Session, run_ids: list[str], keys: list[str]) -> list[RunSummary]:
     """Per run: each key's value at its last step (one index lookup per series) and the alerts raised."""
     latest: dict[str, dict[str, LatestValue]] = {r: {} for r in run_ids}
-    rows = session.execute(
-        select(Series.run_id, Series.key, PointRow.step, PointRow.value)
-        .join(PointRow, and_(PointRow.series_id == Series.id, PointRow.step == Series.last_step))
-        .where(Series.run_id.in_(run_ids), Series.key.in_(keys)))
-    for run_id, key, step, value in rows:
-        latest[run_id][key] = LatestValue(step=step, value=float("nan") if value is None else value)
+    series = session.execute(select(Series.id, Series.run_id, Series.key)
+                             .where(Series.run_id.in_(run_ids), Series.key.in_(keys))).all()
+    last = last_points(session, [sid for sid, _, _ in series])
+    for sid, run_id, key in series:
+        if sid in last:
+            latest[run_id][key] = LatestValue(step=last[sid][0], value=last[sid][1])
     counts: dict[str, int] = {r: n for r, n in session.execute(
         select(Alert.run_id, func.count()).where(Alert.run_id.in_(run_ids)).group_by(Alert.run_id))}
     newest = select(func.max(Alert.id)).where(Alert.run_id.in_(run_ids)).group_by(Alert.run_id)
@@ -113,19 +115,19 @@ def metric_keys(session: SessionDep,
     return KeysPublic(data=keys, count=len(keys))
 
 
-_EPOCH_ENDS = text("SELECT epoch, max(step) FROM points WHERE series_id = :sid AND epoch IS NOT NULL "
-                   "GROUP BY epoch ORDER BY epoch")
-
-
 def epoch_ends(session: Session, run_id: str) -> EpochsPublic:
     """The last step of every epoch, read from the per-epoch angle series when the run has one (a point per
     epoch), else from its longest series (one scan of that series)."""
     series = session.execute(select(Series.id, Series.key, Series.n_points).where(Series.run_id == run_id)).all()
     ranked = sorted(series, key=lambda s: (s.key not in EPOCH_SOURCES, -s.n_points))
     for sid, key, _n in ranked[:3]:
-        rows = session.execute(_EPOCH_ENDS, {"sid": sid}).all()
-        if rows:
-            return EpochsPublic(run_id=run_id, key=key, epoch=[e for e, _ in rows], last_step=[s for _, s in rows])
+        p = window_points(session, sid)
+        has = p.epoch >= 0
+        if has.any():
+            order = np.lexsort((p.step[has], p.epoch[has]))
+            e, s = p.epoch[has][order], p.step[has][order]
+            last = np.r_[e[1:] != e[:-1], True]  # each epoch's largest step
+            return EpochsPublic(run_id=run_id, key=key, epoch=e[last].tolist(), last_step=s[last].tolist())
     return EpochsPublic(run_id=run_id, epoch=[], last_step=[])
 
 

@@ -120,7 +120,8 @@ def apply_events(session: Session, events: Sequence[object]) -> ApplyResult:
             alert = records_store.record_alert(session, e)
             if alert is not None:
                 result.live.append(LiveEvent("alert", run.id, alert.model_dump()))
-    stored_points = store_points(session, batches)
+    # a run marked deleted takes no more points (gc may be removing its data)
+    stored_points = store_points(session, [b for b in batches if runs[b.run_id].deleted_at is None])
     result.points = len(stored_points.new)
     for run_id, series in stored_points.by_run().items():
         run = runs[run_id]

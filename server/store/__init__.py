@@ -1,2 +1,3 @@
-"""Storage: the database (`db`, `models`, `migrate`), series points and rollups (`points_store`, `bulk_sql`,
-`series_query`, `export`), runs and their records (`runs_store`, `records_store`, `samples`)."""
+"""Storage: the database (`db`, `models`, `migrate`), series in compressed chunks (`chunk_codec`, `points_store`
+writes, `chunk_read` reads, `series_query`, `export`, `retention` and `gc`), runs and their records (`runs_store`,
+`records_store`, `samples`)."""

@@ -1,74 +1,91 @@
-"""Full-resolution export of a run's series as CSV or JSON, streamed in chunks with a session of its own (the
-response outlives the request's session). Non-finite values are written "NaN" / "Infinity" / "-Infinity"."""
+"""Full-resolution export of a run's series as CSV or JSON, streamed chunk by chunk with a session of its own (the
+response outlives the request's session). Each stored chunk is decoded and formatted as a whole (numbers to text by
+orjson, rows joined with `map`), never point by point in Python. Non-finite values are written "NaN" / "Infinity" /
+"-Infinity". Where a series was downsampled (retention.py) the export holds the points it kept: one per bucket,
+its last.
+"""
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 
+import numpy as np
+import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from sqd.server.store.models import PointRow, Series
+from sqd.server.store.chunk_codec import Points, decode_points
+from sqd.server.store.models import Chunk, Series
 
-CHUNK = 10_000
-
-
-def _number(v: float | None) -> str:
-    if v is None:
-        return "NaN"
-    if math.isinf(v):
-        return "Infinity" if v > 0 else "-Infinity"
-    return repr(v)
+NONFINITE = {"nan": b"NaN", "inf": b"Infinity", "-inf": b"-Infinity"}
 
 
-def _rows(session: Session, run_id: str, keys: list[str] | None) -> Iterator[tuple[str, int, float | None,
-                                                                                    int | None, float]]:
-    query = (select(Series.key, PointRow.step, PointRow.value, PointRow.epoch, PointRow.wall_time)
-             .join(Series, Series.id == PointRow.series_id).where(Series.run_id == run_id))
+def _texts(values: np.ndarray) -> list[bytes]:
+    """Each number as text (orjson's shortest round-trip form: several times faster than repr)."""
+    return orjson.dumps(values.tolist())[1:-1].split(b",") if len(values) else []
+
+
+def value_texts(values: np.ndarray, quote: bytes = b"") -> list[bytes]:
+    """Floats as text; non-finite ones as the contract strings (wrapped in `quote`)."""
+    out = _texts(values)
+    for i in np.flatnonzero(~np.isfinite(values)).tolist():
+        out[i] = quote + NONFINITE[str(values[i])] + quote
+    return out
+
+
+def epoch_texts(epoch: np.ndarray, none: bytes) -> list[bytes]:
+    none_at = np.flatnonzero(epoch < 0)
+    if len(none_at) == len(epoch):
+        return [none] * len(epoch)
+    out = _texts(epoch)
+    for i in none_at.tolist():
+        out[i] = none
+    return out
+
+
+def _chunks(session: Session, run_id: str, keys: list[str] | None) -> Iterator[tuple[str, Points]]:
+    query = (select(Series.key, Chunk.data).join(Series, Series.id == Chunk.series_id)
+             .where(Series.run_id == run_id))
     if keys is not None:
         query = query.where(Series.key.in_(keys))
-    result = session.execute(query.order_by(Series.key, PointRow.step).execution_options(yield_per=CHUNK))
-    for row in result:
-        yield row.key, row.step, row.value, row.epoch, row.wall_time
+    result = session.execute(query.order_by(Series.key, Chunk.first_step).execution_options(yield_per=16))
+    for key, data in result:
+        yield key, decode_points(data)
 
 
-def csv_chunks(sessions: sessionmaker[Session], run_id: str, keys: list[str] | None) -> Iterator[str]:
-    yield "key,step,value,epoch,wall_time\n"
+def csv_chunks(sessions: sessionmaker[Session], run_id: str, keys: list[str] | None) -> Iterator[bytes]:
+    yield b"key,step,value,epoch,wall_time\n"
     with sessions() as session:
-        buf: list[str] = []
-        for key, step, value, epoch, wall in _rows(session, run_id, keys):
-            quoted = json.dumps(key) if ("," in key or '"' in key) else key
-            buf.append(f"{quoted},{step},{_number(value)},{'' if epoch is None else epoch},{wall!r}\n")
-            if len(buf) >= CHUNK:
-                yield "".join(buf)
-                buf.clear()
-        yield "".join(buf)
+        for key, p in _chunks(session, run_id, keys):
+            quoted = (json.dumps(key) if ("," in key or '"' in key) else key).encode()
+            rows = zip([quoted] * len(p), _texts(p.step), value_texts(p.value), epoch_texts(p.epoch, b""),
+                       _texts(p.wall_time), strict=True)
+            yield b"\n".join(map(b",".join, rows)) + b"\n"
 
 
-def json_chunks(sessions: sessionmaker[Session], run_id: str, keys: list[str] | None) -> Iterator[str]:
+def json_chunks(sessions: sessionmaker[Session], run_id: str, keys: list[str] | None) -> Iterator[bytes]:
     """{"run_id": ..., "series": {key: {"step": [...], "value": [...], "epoch": [...], "wall_time": [...]}}}"""
-    yield json.dumps({"run_id": run_id})[:-1] + ', "series": {'
+    yield json.dumps({"run_id": run_id}).encode()[:-1] + b', "series": {'
     with sessions() as session:
         current: str | None = None
-        cols: dict[str, list[object]] = {}
+        cols: dict[str, list[bytes]] = {}
 
-        def flush(first: bool) -> str:
-            body = ", ".join(f'"{name}": [{", ".join(map(str, values))}]' for name, values in cols.items())
-            return ("" if first else ", ") + f"{json.dumps(current)}: {{{body}}}"
+        def flush(first: bool) -> bytes:
+            body = b", ".join(b'"%s": [%s]' % (name.encode(), b",".join(texts)) for name, texts in cols.items())
+            return (b"" if first else b", ") + json.dumps(current).encode() + b": {" + body + b"}"
 
         count = 0
-        for key, step, value, epoch, wall in _rows(session, run_id, keys):
+        for key, p in _chunks(session, run_id, keys):
             if key != current:
                 if current is not None:
                     yield flush(count == 0)
                     count += 1
                 current, cols = key, {"step": [], "value": [], "epoch": [], "wall_time": []}
-            cols["step"].append(step)
-            cols["value"].append(json.dumps(_number(value)) if value is None or math.isinf(value) else repr(value))
-            cols["epoch"].append("null" if epoch is None else epoch)
-            cols["wall_time"].append(repr(wall))
+            cols["step"] += _texts(p.step)
+            cols["value"] += value_texts(p.value, b'"')
+            cols["epoch"] += epoch_texts(p.epoch, b"null")
+            cols["wall_time"] += _texts(p.wall_time)
         if current is not None:
             yield flush(count == 0)
-    yield "}}\n"
+    yield b"}}\n"

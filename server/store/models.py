@@ -1,14 +1,13 @@
-"""Database tables. Typed ORM models for runs, evaluations, checkpoints, alerts and tokens; `points` and `rollups`
-are written with Core bulk statements (server/store/points_store.py) and only declared here.
+"""Database tables. Typed ORM models for runs, evaluations, checkpoints, alerts and tokens; `chunks` is written by
+server/store/points_store.py and only declared here.
 
-Long series (DESIGN.md): `series` maps (run, key) to an integer id; `points` is keyed (series_id, step) and
-clustered on that key (SQLite WITHOUT ROWID), so a window of one series is one range scan. A NaN value is stored
-as NULL (SQLite turns NaN into NULL anyway, and PostgreSQL sorts NaN above +inf, which would break max()); since
-every point has a value, NULL means NaN and nothing else. ±inf are stored as they are.
-`rollups` keeps min/max/last/count per bucket of 2^level steps for the levels in ROLLUP_LEVELS.
+Long series (DESIGN.md): `series` maps (run, key) to an integer id; `chunks` holds each series' points in
+compressed chunks of consecutive steps (server/store/chunk_codec.py), keyed (series_id, first_step), with their
+step ranges never overlapping. The summary columns of a chunk (count, NaN count, min/max over the non-NaN values,
+the value at `last_step`) store NaN as NULL, as SQL aggregates want; inside the blobs NaN is kept bit for bit.
 
 `series.last_value` is the value at `series.last_step` (NULL = NaN, or no point yet when `n_points` is 0): the
-per-series summary that run filters and sorts on metrics read (`eval/fid < 50`), whatever stores the points.
+per-series summary that run filters and sorts on metrics read (`eval/fid < 50`).
 A run's lifecycle (migration 0004): `tags` (a JSON list of labels), `notes`, `archived_at` (hidden from the
 default listing) and `deleted_at` (a soft delete: hidden everywhere but recoverable until `gc` erases it).
 """
@@ -24,16 +23,12 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
-    SmallInteger,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-# Every second power of two from 16 steps up: a query reads at most 4× the buckets it returns (16× the points
-# below the first level), and ingest writes about one rollup row per 12 points.
-ROLLUP_LEVELS: tuple[int, ...] = tuple(range(4, 32, 2))
 
 RUN_ID = String(64)
 
@@ -82,31 +77,22 @@ class Series(Base):
     n_points: Mapped[int] = mapped_column(BigInteger, default=0)
     last_value: Mapped[float | None] = mapped_column(Float)  # at last_step; NULL = NaN (or no point yet)
 
-class PointRow(Base):
-    __tablename__ = "points"
-    __table_args__ = {"sqlite_with_rowid": False}
+class Chunk(Base):
+    __tablename__ = "chunks"
 
-    # no foreign key on the two hot tables: PostgreSQL checks one per inserted row, which halves COPY speed; the
-    # store creates (and locks) the series row in the same transaction, and deletes cascade in runs_store
+    # no foreign key: the store creates (and locks) the series row in the same transaction, and gc deletes chunks
+    # with their series
     series_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    step: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    value: Mapped[float | None] = mapped_column(Float)  # NULL = NaN
-    epoch: Mapped[int | None] = mapped_column(Integer)
-    wall_time: Mapped[float] = mapped_column(Float)
-
-class Rollup(Base):
-    __tablename__ = "rollups"
-    __table_args__ = {"sqlite_with_rowid": False}
-
-    series_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
-    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    n: Mapped[int] = mapped_column(Integer)
+    first_step: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    last_step: Mapped[int] = mapped_column(BigInteger)
+    n: Mapped[int] = mapped_column(Integer)  # points, counting those a downsampling dropped
     n_nan: Mapped[int] = mapped_column(Integer)
     vmin: Mapped[float | None] = mapped_column(Float)  # over non-NaN values; NULL when all are NaN
     vmax: Mapped[float | None] = mapped_column(Float)
-    last_step: Mapped[int] = mapped_column(BigInteger)
-    last_value: Mapped[float | None] = mapped_column(Float)
+    last_value: Mapped[float | None] = mapped_column(Float)  # NULL = NaN
+    width: Mapped[int] = mapped_column(Integer, default=1)  # 1, or the bucket width a downsampling kept
+    rollups: Mapped[bytes] = mapped_column(LargeBinary)  # small, read by downsampled queries: before `data`
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 class Evaluation(Base):
     __tablename__ = "evaluations"

@@ -1,11 +1,18 @@
-"""Metric points: idempotent bulk insert with rollup maintenance (write side). Queries live in series_query.py.
+"""Metric points, write side: idempotent merge of a batch into each series' chunks. Reads: chunk_read.py.
 
-A batch's points arrive as numpy columns. Under a lock on their `series` rows (PostgreSQL FOR UPDATE; SQLite has
-one writer at a time) the store finds which (series, step) pairs are new — anything past the series' last step is,
-earlier steps are looked up — inserts only those (ON CONFLICT DO NOTHING stays as a safety belt) and merges their
-min/max/last/count into every rollup level and moves each series' summary (first/last step, point count, last
-value) forward. So a duplicate delivery inserts nothing and changes no rollup, and the
-first value stored for a (run, key, step) wins.
+A series' points live in chunks of at most CHUNK_POINTS consecutive points (server/store/chunk_codec.py) whose step
+ranges never overlap. Under a lock on the batch's `series` rows (PostgreSQL FOR UPDATE; SQLite has one writer at a
+time), for each series:
+
+* points past its last step are appended: the last chunk, while not full (the open chunk), is decoded, extended
+  and written again, and new chunks follow — all in the ingest transaction, so a crash loses nothing that was
+  acknowledged and leaves no half-written chunk;
+* points at or before its last step (late or redelivered) are merged into the chunks whose ranges they touch (and
+  the open chunk before them): a step already stored keeps its value, so a duplicate delivery adds nothing and
+  rewrites nothing, and the first value stored for a (run, key, step) wins. Points that fall inside a downsampled
+  chunk (retention.py) are dropped: that range keeps only its rollups.
+
+The merged region is re-cut into full chunks plus one remainder, so chunks stay non-overlapping and sorted.
 """
 
 from __future__ import annotations
@@ -15,40 +22,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, case, func, or_, select, tuple_, update
+from sqlalchemy import Connection, bindparam, case, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from sqd.protocol import MetricBatch
-from sqd.server.store import bulk_sql
-from sqd.server.store.bulk_sql import Column
-from sqd.server.store.models import ROLLUP_LEVELS, PointRow, Series
+from sqd.server.store.chunk_codec import Points, encode_points, encode_rollups
+from sqd.server.store.chunk_read import StoredChunk, chunk_points, tail_chunks
+from sqd.server.store.models import Chunk, Series
 
-
-@dataclass
-class PointColumns:
-    """Points of any number of series, one entry per point; `value` may hold NaN and ±inf."""
-
-    series_id: np.ndarray  # int64
-    step: np.ndarray  # int64
-    value: np.ndarray  # float64
-    epoch: np.ndarray  # float64 with NaN for "no epoch" (numpy has no nullable int)
-    wall_time: np.ndarray  # float64
-
-    def __len__(self) -> int:
-        return len(self.step)
-
-    def take(self, index: np.ndarray) -> PointColumns:
-        return PointColumns(self.series_id[index], self.step[index], self.value[index], self.epoch[index],
-                            self.wall_time[index])
-
-    @classmethod
-    def concat(cls, parts: Sequence[PointColumns]) -> PointColumns:
-        if not parts:
-            ints, floats = np.empty(0, np.int64), np.empty(0, np.float64)
-            return cls(ints, ints, floats, floats, floats)
-        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in
-                     ("series_id", "step", "value", "epoch", "wall_time")))
+CHUNK_POINTS = 4096
 
 
 def _insert(session: Session) -> Any:
@@ -78,74 +61,121 @@ def ensure_series(session: Session, pairs: set[tuple[str, str]]) -> dict[tuple[s
     return found
 
 
+@dataclass
+class PointColumns:
+    """Points of any number of series, one entry per point; `value` may hold NaN and ±inf, epoch -1 = none."""
+
+    series_id: np.ndarray  # int64
+    points: Points
+
+    def __len__(self) -> int:
+        return len(self.series_id)
+
+    def take(self, index: np.ndarray) -> PointColumns:
+        return PointColumns(self.series_id[index], self.points.take(index))
+
+    @classmethod
+    def concat(cls, parts: Sequence[PointColumns]) -> PointColumns:
+        if not parts:
+            return cls(np.empty(0, np.int64), Points.empty())
+        return cls(np.concatenate([p.series_id for p in parts]), Points.concat([p.points for p in parts]))
+
+    def groups(self) -> list[tuple[int, int, int]]:
+        """(series id, start, end) of each run of equal series ids (the columns are sorted by series)."""
+        if not len(self):
+            return []
+        starts = np.flatnonzero(np.r_[True, self.series_id[1:] != self.series_id[:-1]])
+        ends = np.r_[starts[1:], len(self)]
+        return list(zip(self.series_id[starts].tolist(), starts.tolist(), ends.tolist(), strict=True))
+
+
 def _first_per_pair(cols: PointColumns) -> PointColumns:
     """Sort by (series, step) and keep the first occurrence of each pair (first delivery wins)."""
-    order = np.lexsort((cols.step, cols.series_id))  # stable: equal pairs keep arrival order
+    order = np.lexsort((cols.points.step, cols.series_id))  # stable: equal pairs keep arrival order
     cols = cols.take(order)
     if len(cols) > 1:
+        step = cols.points.step
         keep = np.ones(len(cols), dtype=bool)
-        keep[1:] = (cols.series_id[1:] != cols.series_id[:-1]) | (cols.step[1:] != cols.step[:-1])
+        keep[1:] = (cols.series_id[1:] != cols.series_id[:-1]) | (step[1:] != step[:-1])
         cols = cols.take(np.flatnonzero(keep))
     return cols
 
 
-def _drop_stored(session: Session, cols: PointColumns, last_step: dict[int, int | None]) -> PointColumns:
-    """Remove points whose (series, step) is already stored; only steps at or before a series' last step can be."""
-    ids = np.array(sorted(last_step), dtype=np.int64)
-    lasts = np.array([-1 if last_step[i] is None else last_step[i] for i in ids.tolist()], dtype=np.int64)
-    last = lasts[np.searchsorted(ids, cols.series_id)]  # every point's series is in last_step
-    maybe_old = cols.step <= last
-    if not maybe_old.any():
-        return cols
-    keep = ~maybe_old
-    for sid in np.unique(cols.series_id[maybe_old]):
-        idx = np.flatnonzero(maybe_old & (cols.series_id == sid))
-        steps = cols.step[idx]
-        stored = np.fromiter(session.scalars(select(PointRow.step).where(
-            PointRow.series_id == int(sid), PointRow.step.between(int(steps.min()), int(steps.max())))), np.int64)
-        keep[idx] = ~np.isin(steps, stored)
-    return cols.take(np.flatnonzero(keep))
+def chunk_row(series_id: int, p: Points) -> dict[str, Any]:
+    """The `chunks` row holding points `p` (sorted, unique) at full resolution."""
+    nan = np.isnan(p.value)
+    finite = p.value[~nan]
+    last = float(p.value[-1])
+    return {"series_id": series_id, "first_step": int(p.step[0]), "last_step": int(p.step[-1]),
+            "n": len(p), "n_nan": int(nan.sum()),
+            "vmin": float(finite.min()) if len(finite) else None, "vmax": float(finite.max()) if len(finite) else None,
+            "last_value": None if last != last else last, "width": 1, "rollups": encode_rollups(p),
+            "data": encode_points(p)}
 
 
-def _write_points(conn: Connection, cols: PointColumns) -> None:
-    nan_epoch = np.isnan(cols.epoch)
-    bulk_sql.insert_rows(conn, "points", [
-        Column("series_id", cols.series_id, "int4"), Column("step", cols.step, "int8"),
-        Column("value", cols.value, "float8", np.isnan(cols.value)),
-        Column("epoch", np.where(nan_epoch, 0, cols.epoch).astype(np.int64), "int4", nan_epoch),
-        Column("wall_time", cols.wall_time, "float8")])
+def _sampled_through(session: Session, sid: int) -> int:
+    """The last step covered by a downsampled chunk of the series, or -1."""
+    t = Chunk.__table__
+    last = session.connection().execute(select(func.max(t.c.last_step)).where(t.c.series_id == sid,
+                                                                             t.c.width > 1)).scalar()
+    return -1 if last is None else int(last)
 
 
-def rollup_columns(cols: PointColumns, level: int) -> list[Column]:
-    """min/max/last/count per (series, bucket of 2^level steps) of points sorted by (series, step)."""
-    bucket = cols.step >> level
-    starts = np.flatnonzero(np.r_[True, (cols.series_id[1:] != cols.series_id[:-1]) | (bucket[1:] != bucket[:-1])])
-    ends = np.r_[starts[1:], len(cols)] - 1
-    nan = np.isnan(cols.value)
-    n_nan = np.add.reduceat(nan.astype(np.int64), starts)
-    n = ends - starts + 1
-    all_nan = n_nan == n
-    last_value = cols.value[ends]
-    return [Column("series_id", cols.series_id[starts], "int4"),
-            Column("level", np.full(len(starts), level, np.int64), "int2"),
-            Column("bucket", bucket[starts], "int8"), Column("n", n, "int4"), Column("n_nan", n_nan, "int4"),
-            Column("vmin", np.minimum.reduceat(np.where(nan, np.inf, cols.value), starts), "float8", all_nan),
-            Column("vmax", np.maximum.reduceat(np.where(nan, -np.inf, cols.value), starts), "float8", all_nan),
-            Column("last_step", cols.step[ends], "int8"),
-            Column("last_value", last_value, "float8", np.isnan(last_value))]
+def _affected(session: Session, sid: int, lo: int, hi: int, floor: int) -> list[StoredChunk]:
+    """Chunks a merge of steps [lo, hi] must rewrite: those overlapping it and the open chunk just before it, all
+    past `floor` (downsampled chunks and anything before them are never rewritten)."""
+    conn = session.connection()
+    t = Chunk.__table__
+    cols = StoredChunk.columns()
+    overlapping = conn.execute(select(*cols).where(t.c.series_id == sid, t.c.first_step <= hi, t.c.last_step >= lo)
+                               .order_by(t.c.first_step)).all()
+    before = conn.execute(select(*cols).where(t.c.series_id == sid, t.c.first_step < lo, t.c.first_step > floor)
+                          .order_by(t.c.first_step.desc()).limit(1)).first()
+    chunks = [StoredChunk.of(r) for r in overlapping]
+    if before is not None and before.n < CHUNK_POINTS and (not chunks or before.first_step != chunks[0].first_step):
+        chunks.insert(0, StoredChunk.of(before))
+    return chunks
 
 
-def _merge_rollups(conn: Connection, cols: PointColumns) -> None:
-    per_level = [rollup_columns(cols, level) for level in ROLLUP_LEVELS]
-    merged = [Column(c.name, np.concatenate([lv[i].values for lv in per_level]), c.pg_type,
-                     None if c.null is None else np.concatenate([lv[i].null for lv in per_level]))  # type: ignore[misc]
-              for i, c in enumerate(per_level[0])]
-    bulk_sql.merge_rollups(conn, merged)
+def _merge(existing: list[StoredChunk], new: Points) -> tuple[Points, Points]:
+    """(all points of the region, the points that were not stored yet); stored values win."""
+    if not existing:
+        return new, new
+    old = Points.concat([chunk_points(c) for c in existing])
+    if new.step[0] > old.step[-1]:
+        return Points.concat([old, new]), new
+    added = new.take(np.flatnonzero(~np.isin(new.step, old.step)))
+    merged = Points.concat([old, added])
+    return merged.take(np.argsort(merged.step, kind="stable")), added
+
+
+@dataclass
+class _Writes:
+    deleted: list[dict[str, int]]
+    inserted: list[dict[str, Any]]
+    added: list[PointColumns]
+
+
+def _merge_series(writes: _Writes, sid: int, new: Points, existing: list[StoredChunk]) -> None:
+    merged, added = _merge(existing, new)
+    if not len(added):
+        return  # a repeat: nothing is rewritten
+    writes.deleted += [{"sid": sid, "first": c.first_step} for c in existing]
+    for start in range(0, len(merged), CHUNK_POINTS):
+        writes.inserted.append(chunk_row(sid, merged.take(slice(start, start + CHUNK_POINTS))))
+    writes.added.append(PointColumns(np.full(len(added), sid, np.int64), added))
+
+
+def _write(conn: Connection, writes: _Writes) -> None:
+    t = Chunk.__table__
+    if writes.deleted:
+        conn.execute(delete(t).where(t.c.series_id == bindparam("sid"), t.c.first_step == bindparam("first")),
+                     writes.deleted)
+    if writes.inserted:
+        conn.execute(insert(t), writes.inserted)
 
 
 def _advance_series(session: Session, cols: PointColumns) -> None:
-    starts = np.flatnonzero(np.r_[True, cols.series_id[1:] != cols.series_id[:-1]])
-    ends = np.r_[starts[1:], len(cols)] - 1
     postgres = session.get_bind().dialect.name == "postgresql"
     least, greatest = (func.least, func.greatest) if postgres else (func.min, func.max)
     table = Series.__table__
@@ -156,12 +186,14 @@ def _advance_series(session: Session, cols: PointColumns) -> None:
         last_value=case((or_(table.c.last_step.is_(None), table.c.last_step <= bindparam("hi")), bindparam("v")),
                         else_=table.c.last_value),
         n_points=table.c.n_points + bindparam("n")))
-    last = cols.value[ends]
-    values: list[float | None] = [None if v != v else v for v in last.tolist()]  # NaN → NULL, as in points
-    session.connection().execute(stmt, [
-        {"sid": sid, "lo": lo, "hi": hi, "n": n, "v": v} for sid, lo, hi, n, v in zip(
-            cols.series_id[starts].tolist(), cols.step[starts].tolist(), cols.step[ends].tolist(),
-            (ends - starts + 1).tolist(), values, strict=True)])
+    step, value = cols.points.step, cols.points.value
+    rows = []
+    for sid, a, b in cols.groups():
+        top = a + int(step[a:b].argmax())
+        v = float(value[top])
+        rows.append({"sid": sid, "lo": int(step[a:b].min()), "hi": int(step[top]), "n": b - a,
+                     "v": None if v != v else v})  # NaN → NULL, as in the chunks' summary columns
+    session.connection().execute(stmt, rows)
 
 
 def json_values(values: np.ndarray) -> list[float | str]:
@@ -183,36 +215,43 @@ class StoredPoints:
         """run_id → key → (steps, values) of the new points, for the live fan-out; non-finite values are already
         the JSON-contract strings (done here in numpy: per-value conversion would cost more than the insert)."""
         out: dict[str, dict[str, tuple[list[int], list[float | str]]]] = {}
-        cols = self.new
-        if not len(cols):
-            return out
-        starts = np.flatnonzero(np.r_[True, cols.series_id[1:] != cols.series_id[:-1]])
-        ends = np.r_[starts[1:], len(cols)]
-        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-            run_id, key = self.series[int(cols.series_id[a])]
-            out.setdefault(run_id, {})[key] = (cols.step[a:b].tolist(), json_values(cols.value[a:b]))
+        p = self.new.points
+        for sid, a, b in self.new.groups():
+            run_id, key = self.series[sid]
+            out.setdefault(run_id, {})[key] = (p.step[a:b].tolist(), json_values(p.value[a:b]))
         return out
 
 
-def _columns(batch: MetricBatch, ids: dict[tuple[str, str], tuple[int, int | None]]) -> PointColumns:
-    key_ids = np.array([ids[(batch.run_id, k)][0] for k in batch.keys], dtype=np.int64)
-    return PointColumns(key_ids[np.asarray(batch.key_index, dtype=np.int64)],
-                        np.asarray(batch.step, dtype=np.int64), np.asarray(batch.value, dtype=np.float64),
-                        np.array([np.nan if e is None else e for e in batch.epoch], dtype=np.float64),
-                        np.asarray(batch.wall_time, dtype=np.float64))
+def batch_columns(batch: MetricBatch, key_ids: np.ndarray) -> PointColumns:
+    """A batch's points as columns; `key_ids[i]` is the series id of batch.keys[i]."""
+    epoch = np.array(batch.epoch, dtype=np.float64)  # None → NaN, in C
+    return PointColumns(key_ids[np.asarray(batch.key_index, dtype=np.int64)], Points(
+        np.asarray(batch.step, dtype=np.int64), np.asarray(batch.value, dtype=np.float64),
+        np.where(np.isnan(epoch), -1, epoch).astype(np.int64), np.asarray(batch.wall_time, dtype=np.float64)))
 
 
 def store_points(session: Session, batches: Sequence[MetricBatch]) -> StoredPoints:
     """Store the points of `batches` (any runs; the runs must exist) idempotently; returns what was new."""
     ids = ensure_series(session, {(b.run_id, k) for b in batches for k in b.keys})
     series = {sid: pair for pair, (sid, _) in ids.items()}
-    if not batches:
-        return StoredPoints(PointColumns.concat([]), series)
-    cols = _first_per_pair(PointColumns.concat([_columns(b, ids) for b in batches]))
-    cols = _drop_stored(session, cols, {sid: last for sid, last in ids.values()})
-    if len(cols):
-        conn = session.connection()
-        _write_points(conn, cols)
-        _merge_rollups(conn, cols)
-        _advance_series(session, cols)
-    return StoredPoints(cols, series)
+    last_step = {sid: last for sid, last in ids.values()}
+    cols = _first_per_pair(PointColumns.concat([
+        batch_columns(b, np.array([ids[(b.run_id, k)][0] for k in b.keys], dtype=np.int64)) for b in batches]))
+    groups = cols.groups()
+    appends = {sid for sid, a, _ in groups if last_step[sid] is None or cols.points.step[a] > last_step[sid]}
+    tails = tail_chunks(session, [sid for sid in appends if last_step[sid] is not None], CHUNK_POINTS)
+    writes = _Writes([], [], [])
+    for sid, a, b in groups:
+        new = cols.points.take(slice(a, b))
+        if sid in appends:
+            _merge_series(writes, sid, new, [tails[sid]] if sid in tails else [])
+            continue
+        floor = _sampled_through(session, sid)
+        new = new.take(np.flatnonzero(new.step > floor))
+        if len(new):
+            _merge_series(writes, sid, new, _affected(session, sid, int(new.step[0]), int(new.step[-1]), floor))
+    _write(session.connection(), writes)
+    added = PointColumns.concat(writes.added)
+    if len(added):
+        _advance_series(session, added)
+    return StoredPoints(added, series)

@@ -2,22 +2,22 @@
 foreign keys cascade to series, evaluations, checkpoints, alerts, alert actions and rule/turning state; then its
 files in the artifact store (`runs/<id>/`: checkpoints, sample grids, the training log).
 
-The database part is one transaction: it happens whole or not at all. The artifacts go after the commit, so a
-store that fails then leaves files behind (reported in `artifacts_error`) but never a run without its data.
-The hot tables `points` / `rollups` have no foreign key (see models.py), so they are deleted here by series id.
+The database part is one transaction (server/store/gc.py's `purge_run`): it happens whole or not at all. The
+artifacts go after the commit, so a store that fails then leaves files behind (reported in `artifacts_error`) but
+never a run without its data.
 """
 
 from __future__ import annotations
 
 import logging
 
-from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from sqd.artifacts import ArtifactStore
 from sqd.errors import ArtifactError
 from sqd.server.schemas import RunErased
-from sqd.server.store.models import PointRow, Rollup, Run, Series
+from sqd.server.store.gc import purge_run
+from sqd.server.store.models import Run
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +26,8 @@ def erase_rows(session: Session, run_id: str) -> RunErased | None:
     """Delete the run's rows (not committed); None when there is no such run."""
     if session.get(Run, run_id) is None:
         return None
-    series_ids = select(Series.id).where(Series.run_id == run_id).scalar_subquery()
-    n_series, n_points = session.execute(select(func.count(), func.coalesce(func.sum(Series.n_points), 0))
-                                         .where(Series.run_id == run_id)).one()
-    session.execute(delete(Rollup).where(Rollup.series_id.in_(series_ids)))
-    session.execute(delete(PointRow).where(PointRow.series_id.in_(series_ids)))
-    session.execute(delete(Run).where(Run.id == run_id))
-    return RunErased(id=run_id, series=n_series, points=int(n_points), artifacts=0)
+    purged = purge_run(session, run_id)
+    return RunErased(id=run_id, series=purged.series, points=purged.points, artifacts=0)
 
 
 def erase_files(artifacts: ArtifactStore, erased: RunErased) -> RunErased:

@@ -15,9 +15,11 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from sqd.bus import Bus
 from sqd.embedded_redis import EmbeddedRedis, free_port
+from sqd.server.store.chunk_read import run_points
 from sqd.settings import Settings
 
 TOKEN = "fault-suite-admin-token"
@@ -99,19 +101,13 @@ class System:
         return dict(httpx.get(self.base_url + "/api/v1/health", timeout=5).json())
 
     def count_points(self, run_id: str, key: str | None = None) -> int:
-        query = "SELECT COUNT(*) FROM points p JOIN series s ON p.series_id = s.id WHERE s.run_id = :run"
-        params: dict[str, Any] = {"run": run_id}
-        if key is not None:
-            query += " AND s.key = :key"
-            params["key"] = key
-        with self.engine.connect() as conn:
-            return int(conn.execute(sa.text(query), params).scalar_one())
+        with Session(self.engine) as session:
+            return sum(len(p) for p in run_points(session, run_id, None if key is None else [key]).values())
 
     def steps(self, run_id: str, key: str) -> list[int]:
-        query = ("SELECT p.step FROM points p JOIN series s ON p.series_id = s.id "
-                 "WHERE s.run_id = :run AND s.key = :key ORDER BY p.step")
-        with self.engine.connect() as conn:
-            return [int(r[0]) for r in conn.execute(sa.text(query), {"run": run_id, "key": key})]
+        with Session(self.engine) as session:
+            points = run_points(session, run_id, [key])
+        return points[key].step.tolist() if key in points else []
 
     def run_row(self, run_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

@@ -91,3 +91,28 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(15)
+
+
+def brute_buckets(steps, values, lo, hi, level):  # type: ignore[no-untyped-def]
+    """Buckets of 2^level steps over [lo, hi] widened to whole buckets, computed point by point in numpy:
+    (last step, last value, min, max, count, NaN count), for checking the store's downsampling."""
+    import math
+
+    import numpy as np
+
+    order = np.argsort(steps)
+    steps, values = steps[order], values[order]
+    inside = ((steps >> level) >= (lo >> level)) & ((steps >> level) <= (hi >> level))
+    steps, values = steps[inside], values[inside]
+    out = []
+    for b in np.unique(steps >> level):
+        sel = (steps >> level) == b
+        v = values[sel]
+        finite = v[~np.isnan(v)]
+        out.append((int(steps[sel][-1]), v[-1], finite.min() if finite.size else math.nan,
+                    finite.max() if finite.size else math.nan, int(sel.sum()), int(np.isnan(v).sum())))
+    return out
+
+
+def same_float(a: float, b: float) -> bool:
+    return (a != a and b != b) or a == b

@@ -16,8 +16,9 @@ from sqd.server.context import ServerContext
 from sqd.server.health import INGEST_GROUP, check_health
 from sqd.server.ingest.consumer import run_consumer
 from sqd.server.store import migrate
+from sqd.server.store.chunk_read import run_points
 from sqd.server.store.db import make_engine, session_factory
-from sqd.server.store.models import Evaluation, PointRow, Run
+from sqd.server.store.models import Chunk, Evaluation, Run
 
 
 @pytest.fixture
@@ -44,6 +45,12 @@ def count(ctx, model, *where):
         return s.scalar(select(func.count()).select_from(model).where(*where))
 
 
+def stored_points(ctx):
+    """Points decoded from every run's chunks."""
+    with ctx.sessions() as s:
+        return sum(len(p) for run in s.scalars(select(Run.id)) for p in run_points(s, run).values())
+
+
 def run_row(ctx, run_id):
     with ctx.sessions() as s:
         return s.get(Run, run_id)
@@ -67,10 +74,10 @@ def test_duplicate_deliveries_are_stored_once_and_acked(consuming):
     ctx = consuming
     first = batch()
     ctx.bus.publish(INGEST, [first, first, batch(start=50), batch(run="r2")])  # same event twice + overlap
-    wait_for(lambda: count(ctx, PointRow) == 250, what="250 points")
+    wait_for(lambda: stored_points(ctx) == 250, what="250 points")
     wait_for(lambda: pending(ctx) == 0, what="all acked")
     time.sleep(0.3)
-    assert count(ctx, PointRow) == 250
+    assert stored_points(ctx) == 250
     assert run_row(ctx, "r1").status == "running" and run_row(ctx, "r1").kind == "external"  # unknown run created
     assert ctx.bus.dead_letters(INGEST) == []
 
@@ -82,7 +89,7 @@ def test_malformed_events_are_dead_lettered_and_never_block(consuming):
                              MetricBatch(run_id="r9", keys=["k"], key_index=[0], step=[2**62], value=[1.0],
                                          epoch=[None], wall_time=[0.0]),
                              batch(run="ok")])
-    wait_for(lambda: count(ctx, PointRow) == 100, what="the good batch")
+    wait_for(lambda: stored_points(ctx) == 100, what="the good batch")
     dead = wait_for(lambda: len(d := ctx.bus.dead_letters(INGEST)) == 3 and d, what="3 dead letters")
     errors = " | ".join(d["error"].decode() for d in dead)
     assert "not valid msgpack" in errors
@@ -130,7 +137,7 @@ def test_database_outage_is_retried_not_dead_lettered(ctx, settings):
         time.sleep(1.0)  # several retries happen meanwhile
         assert ctx.bus.dead_letters(INGEST) == [] and pending(ctx) == 1
         ctx.engine, ctx.sessions = good_engine, good_sessions  # the database is back
-        wait_for(lambda: count(ctx, PointRow) == 100, timeout_s=20, what="the batch after recovery")
+        wait_for(lambda: stored_points(ctx) == 100, timeout_s=20, what="the batch after recovery")
         wait_for(lambda: pending(ctx) == 0 and ctx.ingest.db_ok, what="acked after recovery")
         assert ctx.bus.dead_letters(INGEST) == []
     finally:
@@ -142,9 +149,7 @@ def test_database_outage_is_retried_not_dead_lettered(ctx, settings):
 @pytest.mark.postgres
 def test_concurrent_consumers_on_postgres_store_each_point_once(tmp_path, external_redis_url, pg_url, prefix):
     """Two ingest-only replicas on one PostgreSQL: overlapping deliveries of the same series are serialised by the
-    series lock, so points and rollup counts are exact."""
-    from sqd.server.store.models import ROLLUP_LEVELS, Rollup
-
+    series lock, so points and the chunks' counts are exact."""
     with pg_schema(pg_url) as db:
         settings = make_settings(tmp_path, external_redis_url, db, prefix)
         contexts = [ServerContext.open(settings) for _ in range(2)]
@@ -158,10 +163,10 @@ def test_concurrent_consumers_on_postgres_store_each_point_once(tmp_path, extern
             events = [batch(run="c1", start=s, n=500) for s in range(0, 5000, 250)]  # every step sent twice
             for i in range(0, len(events), 2):
                 contexts[0].bus.publish(INGEST, events[i:i + 2])
-            wait_for(lambda: count(contexts[0], PointRow) == 5250 and pending(contexts[0]) == 0, timeout_s=30,
+            wait_for(lambda: stored_points(contexts[0]) == 5250 and pending(contexts[0]) == 0, timeout_s=30,
                      what="5250 points stored and acked")
             with contexts[0].sessions() as s:
-                assert s.scalar(select(func.sum(Rollup.n)).where(Rollup.level == ROLLUP_LEVELS[0])) == 5250
+                assert s.scalar(select(func.sum(Chunk.n))) == 5250
         finally:
             stop.set()
             for t in threads:

@@ -1,0 +1,265 @@
+"""The byte format of one chunk: the points of one series over consecutive steps, and their rollups.
+
+Points (`encode_points` / `decode_points`): four columns, each turned into small integers or bytes that compress
+well, byte-shuffled (byte k of every value together) and compressed with zstd as one frame:
+
+* step — delta-of-delta, zigzag: a series logged every step (or every k steps) is all zero bytes;
+* epoch — delta, zigzag (-1 encodes "no epoch");
+* wall_time — the delta of the float64 bit patterns as integers, zigzag (wrapping, so exact for any value);
+* value — float32 when every value of the chunk converts to float32 and back bit for bit (losses computed in
+  float32: half the bytes), else float64. NaN payloads, ±inf, -0.0 and denormals come back bit for bit.
+
+Rollups (`encode_rollups` / `decode_rollups`): for every bucket width 4^k ≥ 256 at which the chunk's points fall
+into at least two buckets and where a bucket holds 16 points on average (so the rollups cost at most 1/16 of the
+points), one record per aligned bucket (`step >> level`): count, NaN count, min and max over the non-NaN values
+(NaN when all are NaN), and the step and value of its last point. Buckets at a chunk's edges hold only the chunk's
+part; merging records of one bucket from several chunks is order-independent (`merge_buckets`).
+
+A blob that does not parse raises CorruptChunk naming what is wrong (never a silent wrong answer).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import zstandard
+
+FORMAT = 1
+ROLLUP_MIN_LEVEL = 8  # 4^4 = 256 steps: finer buckets are computed from the points themselves
+POINTS_PER_ROLLUP = 16  # a level is kept when its buckets hold this many points on average
+_HEADER = struct.Struct("<BBI")  # format, flags, n
+_F32 = 1
+_ZSTD_LEVEL = 3
+_compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
+_decompressor = zstandard.ZstdDecompressor()
+
+
+class CorruptChunk(ValueError):
+    """A stored chunk or rollup blob cannot be decoded."""
+
+
+@dataclass
+class Points:
+    """Points of one series sorted by step, steps unique. epoch -1 = none."""
+
+    step: np.ndarray  # int64
+    value: np.ndarray  # float64
+    epoch: np.ndarray  # int64
+    wall_time: np.ndarray  # float64
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+    def take(self, index: np.ndarray | slice) -> Points:
+        return Points(self.step[index], self.value[index], self.epoch[index], self.wall_time[index])
+
+    @classmethod
+    def concat(cls, parts: list[Points]) -> Points:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("step", "value", "epoch", "wall_time")))
+
+    @classmethod
+    def empty(cls) -> Points:
+        ints, floats = np.empty(0, np.int64), np.empty(0, np.float64)
+        return cls(ints, floats, ints, floats)
+
+
+def _zigzag(d: np.ndarray) -> np.ndarray:
+    d = d.view(np.int64)
+    return ((d << 1) ^ (d >> 63)).view(np.uint64)
+
+
+def _unzigzag(z: np.ndarray) -> np.ndarray:
+    z = z.view(np.uint64)
+    return ((z >> np.uint64(1)) ^ (np.uint64(0) - (z & np.uint64(1)))).view(np.int64)
+
+
+def _delta(a: np.ndarray) -> np.ndarray:
+    """Wrapping first differences (first element kept) of 64-bit integers, zigzagged."""
+    u = a.view(np.uint64)
+    d = u.copy()
+    d[1:] -= u[:-1]
+    return _zigzag(d)
+
+
+def _undelta(z: np.ndarray) -> np.ndarray:
+    return np.cumsum(_unzigzag(z).view(np.uint64), dtype=np.uint64).view(np.int64)
+
+
+def _shuffle(a: np.ndarray) -> bytes:
+    return a.view(np.uint8).reshape(len(a), a.itemsize).T.tobytes()
+
+
+def _unshuffle(raw: memoryview | bytes, n: int, dtype: type) -> np.ndarray:
+    size = np.dtype(dtype).itemsize
+    return np.frombuffer(raw, np.uint8, n * size).reshape(size, n).T.copy().view(dtype).reshape(n)
+
+
+def _as_float32(values: np.ndarray) -> np.ndarray | None:
+    """The values as float32 when that is lossless bit for bit, else None."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        f32 = values.astype(np.float32)
+    if np.array_equal(f32.astype(np.float64).view(np.int64), values.view(np.int64)):
+        return f32
+    return None
+
+
+def _frame(flags: int, n: int, parts: list[bytes]) -> bytes:
+    return _HEADER.pack(FORMAT, flags, n) + _compressor.compress(b"".join(parts))
+
+
+def _open(blob: bytes, what: str) -> tuple[int, int, memoryview]:
+    if len(blob) < _HEADER.size:
+        raise CorruptChunk(f"{what}: {len(blob)} bytes is shorter than the header")
+    fmt, flags, n = _HEADER.unpack_from(blob)
+    if fmt != FORMAT:
+        raise CorruptChunk(f"{what}: format {fmt} is not {FORMAT}")
+    try:
+        body = _decompressor.decompress(blob[_HEADER.size:])
+    except zstandard.ZstdError as exc:
+        raise CorruptChunk(f"{what}: {exc}") from exc
+    return flags, n, memoryview(body)
+
+
+def encode_points(p: Points) -> bytes:
+    steps = p.step.astype(np.int64, copy=False)
+    dod = np.diff(steps, prepend=0)
+    dod[1:] = np.diff(dod)
+    f32 = _as_float32(p.value)
+    parts = [_shuffle(_zigzag(dod)), _shuffle(_delta(p.epoch.astype(np.int64))),
+             _shuffle(_delta(p.wall_time.astype(np.float64).view(np.int64))),
+             _shuffle(p.value if f32 is None else f32)]
+    return _frame(0 if f32 is None else _F32, len(steps), parts)
+
+
+def decode_points(blob: bytes) -> Points:
+    flags, n, body = _open(blob, "chunk points")
+    vsize = 4 if flags & _F32 else 8
+    if len(body) != n * (24 + vsize):
+        raise CorruptChunk(f"chunk points: {len(body)} bytes for {n} points")
+    dod = _unzigzag(_unshuffle(body[:8 * n], n, np.uint64))
+    steps = np.cumsum(np.cumsum(dod))
+    epoch = _undelta(_unshuffle(body[8 * n:16 * n], n, np.uint64))
+    wall = _undelta(_unshuffle(body[16 * n:24 * n], n, np.uint64)).view(np.float64)
+    raw = _unshuffle(body[24 * n:], n, np.float32 if flags & _F32 else np.float64)
+    return Points(steps, raw.astype(np.float64, copy=False), epoch, wall)
+
+
+@dataclass
+class Buckets:
+    """Aggregates per aligned bucket (`bucket` = step >> level), sorted by bucket. vmin/vmax are over the non-NaN
+    values (NaN when all are NaN); `last_*` is the point at the largest step."""
+
+    bucket: np.ndarray
+    n: np.ndarray
+    n_nan: np.ndarray
+    vmin: np.ndarray
+    vmax: np.ndarray
+    last_step: np.ndarray
+    last_value: np.ndarray
+
+    FIELDS = ("bucket", "n", "n_nan", "vmin", "vmax", "last_step", "last_value")
+
+    def __len__(self) -> int:
+        return len(self.bucket)
+
+    def take(self, index: np.ndarray) -> Buckets:
+        return Buckets(*(getattr(self, f)[index] for f in self.FIELDS))
+
+    @classmethod
+    def concat(cls, parts: list[Buckets]) -> Buckets:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.FIELDS))
+
+
+def bucketize(step: np.ndarray, value: np.ndarray, level: int) -> Buckets:
+    """Aggregate points sorted by step into buckets of 2^level steps."""
+    bucket = step >> level
+    if not len(step):
+        e = np.empty(0, np.int64)
+        return Buckets(e, e, e, np.empty(0), np.empty(0), e, np.empty(0))
+    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    ends = np.r_[starts[1:], len(step)] - 1
+    nan = np.isnan(value)
+    n_nan = np.add.reduceat(nan.astype(np.int64), starts)
+    n = ends - starts + 1
+    all_nan = n_nan == n
+    vmin = np.minimum.reduceat(np.where(nan, np.inf, value), starts)
+    vmax = np.maximum.reduceat(np.where(nan, -np.inf, value), starts)
+    vmin[all_nan] = vmax[all_nan] = np.nan
+    return Buckets(bucket[starts], n, n_nan, vmin, vmax, step[ends], value[ends])
+
+
+def merge_buckets(b: Buckets, shift: int) -> Buckets:
+    """Combine entries (one bucket possibly split over several entries, in any order) into buckets `shift`
+    levels coarser: counts add, min/max skip NaN, last follows the largest step."""
+    if not len(b):
+        return b
+    return _coarsen(b.take(np.lexsort((b.last_step, b.bucket >> shift))), shift)
+
+
+def _coarsen(b: Buckets, shift: int) -> Buckets:
+    """merge_buckets for entries already sorted by (bucket >> shift, last_step)."""
+    bucket = b.bucket >> shift
+    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    ends = np.r_[starts[1:], len(bucket)] - 1
+    with np.errstate(invalid="ignore"):
+        vmin = np.fmin.reduceat(b.vmin, starts)
+        vmax = np.fmax.reduceat(b.vmax, starts)
+    return Buckets(bucket[starts], np.add.reduceat(b.n, starts), np.add.reduceat(b.n_nan, starts), vmin, vmax,
+                   b.last_step[ends], b.last_value[ends])
+
+
+def _rollup_tables(p: Points) -> list[tuple[int, Buckets]]:
+    """(level, buckets) for the levels a chunk keeps: each level from the one below, not from the points."""
+    n = len(p)
+    level, b = ROLLUP_MIN_LEVEL, bucketize(p.step, p.value, ROLLUP_MIN_LEVEL)
+    out = []
+    while len(b) > 1 and level < 62:
+        if len(b) * POINTS_PER_ROLLUP <= n:
+            out.append((level, b))
+        level, b = level + 2, _coarsen(b, 2)
+    return out
+
+
+def rollup_levels(step: np.ndarray) -> list[int]:
+    """The levels a chunk with these (sorted) steps keeps rollups for."""
+    return [level for level, _ in _rollup_tables(Points(step, np.zeros(len(step)), step, np.zeros(len(step))))]
+
+
+ROLLUP_RECORD = np.dtype([("level", "u1"), ("bucket", "<i8"), ("n", "<i4"), ("n_nan", "<i4"), ("vmin", "<f8"),
+                          ("vmax", "<f8"), ("last_step", "<i8"), ("last_value", "<f8")])
+
+
+def encode_rollups(p: Points) -> bytes:
+    """Rollups of a chunk's points as zstd-compressed ROLLUP_RECORD rows; empty bytes when no level qualifies.
+    Records rather than shuffled columns (10% larger): a query decodes the rollups of many chunks with one
+    np.frombuffer over their concatenation."""
+    tables = _rollup_tables(p)
+    if not tables:
+        return b""
+    b = Buckets.concat([t for _, t in tables])
+    records = np.empty(len(b), ROLLUP_RECORD)
+    records["level"] = np.repeat([level for level, _ in tables], [len(t) for _, t in tables])
+    for name in Buckets.FIELDS:
+        records[name] = getattr(b, name)
+    return _compressor.compress(records.tobytes())
+
+
+def decode_rollups(blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """The ROLLUP_RECORD rows of many chunks' rollups, and for each row the index of the blob it came from."""
+    try:
+        raw = [_decompressor.decompress(b) if b else b"" for b in blobs]
+    except zstandard.ZstdError as exc:
+        raise CorruptChunk(f"chunk rollups: {exc}") from exc
+    sizes = np.array([len(r) for r in raw], np.int64)
+    if np.any(sizes % ROLLUP_RECORD.itemsize):
+        raise CorruptChunk(f"chunk rollups: a blob's size is not a multiple of {ROLLUP_RECORD.itemsize} bytes")
+    records = np.frombuffer(b"".join(raw), ROLLUP_RECORD)
+    return records, np.repeat(np.arange(len(blobs)), sizes // ROLLUP_RECORD.itemsize)
+
+
+def buckets_of(records: np.ndarray) -> Buckets:
+    return Buckets(*(records[name].astype(np.float64 if name in ("vmin", "vmax", "last_value") else np.int64)
+                     for name in Buckets.FIELDS))

@@ -1,0 +1,137 @@
+"""The chunk format alone (no database): every column round-trips bit for bit, rollups equal a brute-force
+aggregate, and a damaged blob is refused with a reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sqd.server.store.chunk_codec import (
+    Buckets,
+    CorruptChunk,
+    Points,
+    bucketize,
+    buckets_of,
+    decode_points,
+    decode_rollups,
+    encode_points,
+    encode_rollups,
+    merge_buckets,
+    rollup_levels,
+)
+
+SPECIAL = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 5e-324, -2.2250738585072014e-308, 1.7976931348623157e308,
+           np.float64(np.float32(1e-45)), 1.0]
+
+
+def bits(a: np.ndarray) -> np.ndarray:
+    return a.view(np.int64) if a.dtype == np.float64 else a
+
+
+def assert_same(a: Points, b: Points) -> None:
+    for name in ("step", "value", "epoch", "wall_time"):
+        assert np.array_equal(bits(getattr(a, name)), bits(getattr(b, name))), name
+
+
+@st.composite
+def chunks(draw, float32: bool = False, most: int = 300) -> Points:  # type: ignore[no-untyped-def]
+    n = draw(st.integers(1, most))
+    gaps = draw(st.lists(st.integers(1, 2**20), min_size=n, max_size=n))
+    start = draw(st.integers(0, 2**40))
+    steps = start + np.cumsum(np.array(gaps, np.int64)) - gaps[0]
+    if float32:
+        values = np.array(draw(st.lists(st.floats(width=32, allow_nan=True), min_size=n, max_size=n)),
+                          np.float32).astype(np.float64)
+    else:  # any 64-bit pattern: NaN payloads, denormals, -0.0 and ±inf included
+        raw = draw(st.lists(st.integers(0, 2**64 - 1), min_size=n, max_size=n))
+        values = np.array(raw, np.uint64).view(np.float64)
+    epochs = np.array(draw(st.lists(st.integers(-1, 2**31 - 1), min_size=n, max_size=n)), np.int64)
+    walls = np.array(draw(st.lists(st.floats(0, 4e9), min_size=n, max_size=n)), np.float64)
+    return Points(steps.astype(np.int64), values, epochs, walls)
+
+
+@settings(max_examples=100, deadline=None)
+@given(chunks())
+def test_any_float64_bits_round_trip(p):
+    assert_same(decode_points(encode_points(p)), p)
+
+
+@settings(max_examples=40, deadline=None)
+@given(chunks(float32=True, most=60))
+def test_float32_values_round_trip_and_take_four_bytes(p):
+    blob = encode_points(p)
+    assert_same(decode_points(blob), p)
+    assert blob[1] & 1  # the float32 flag
+
+
+def test_special_values_bit_for_bit():
+    payload = np.array([0x7FF0000000000001, 0xFFF8000000000123], np.uint64).view(np.float64)  # signalling, payload
+    values = np.r_[np.array(SPECIAL, np.float64), payload]
+    n = len(values)
+    p = Points(np.arange(n, dtype=np.int64) * 3, values, np.full(n, -1, np.int64), np.full(n, 1.7e9))
+    assert_same(decode_points(encode_points(p)), p)
+
+
+def test_dense_float32_losses_compress():
+    rng = np.random.default_rng(0)
+    n = 4096
+    p = Points(np.arange(n, dtype=np.int64), (0.7 + 0.05 * rng.normal(size=n)).astype(np.float32).astype(np.float64),
+               np.arange(n, dtype=np.int64) // 1000, np.full(n, 1.7e9))
+    assert len(encode_points(p)) < 3.5 * n  # float32 mantissas, steps/epochs/wall_time nearly free
+
+
+def brute(step: np.ndarray, value: np.ndarray, level: int) -> list[tuple]:
+    out = []
+    for b in np.unique(step >> level):
+        sel = (step >> level) == b
+        v = value[sel]
+        finite = v[~np.isnan(v)]
+        out.append((int(b), int(sel.sum()), int(np.isnan(v).sum()), finite.min() if finite.size else np.nan,
+                    finite.max() if finite.size else np.nan, int(step[sel][-1]), v[-1]))
+    return out
+
+
+def rows(b: Buckets) -> list[tuple]:
+    return list(zip(b.bucket.tolist(), b.n.tolist(), b.n_nan.tolist(), b.vmin.tolist(), b.vmax.tolist(),
+                    b.last_step.tolist(), b.last_value.tolist(), strict=True))
+
+
+def same_rows(a: list[tuple], b: list[tuple]) -> bool:
+    return len(a) == len(b) and all(x == y or (x != x and y != y) for ra, rb in zip(a, b, strict=True)
+                                    for x, y in zip(ra, rb, strict=True))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 6000), st.integers(1, 40), st.integers(0, 10_000), st.integers(0, 2**32))
+def test_rollups_equal_brute_force(n, stride, start, seed):
+    rng = np.random.default_rng(seed)
+    step = start + np.cumsum(rng.integers(1, stride + 1, n)).astype(np.int64)
+    value = rng.normal(size=n)
+    value[rng.random(n) < 0.05] = np.nan
+    value[rng.random(n) < 0.01] = np.inf
+    p = Points(step, value, np.full(n, -1, np.int64), np.zeros(n))
+    records, owner = decode_rollups([encode_rollups(p)])
+    assert set(np.unique(records["level"]).tolist()) == set(rollup_levels(step))
+    assert (owner == 0).all()
+    for level in rollup_levels(step):
+        got = buckets_of(records[records["level"] == level])
+        assert same_rows(rows(got), brute(step, value, level))
+        assert len(got) * 16 <= n  # rollups cost at most 1/16 of the points
+    coarse = 12
+    assert same_rows(rows(merge_buckets(bucketize(step, value, 8), coarse - 8)), brute(step, value, coarse))
+
+
+def test_sparse_chunks_have_no_rollups():
+    step = np.arange(0, 4096 * 1000, 1000, dtype=np.int64)  # an evaluation every 1,000 steps
+    assert rollup_levels(step)[0] >= 14  # only buckets holding ≥ 16 points on average
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[:3], lambda b: b[:6] + b"junk" + b[10:], lambda b: b"\x09" + b[1:]])
+def test_damaged_blobs_are_refused(damage):
+    p = Points(np.arange(100, dtype=np.int64), np.ones(100), np.zeros(100, np.int64), np.zeros(100))
+    with pytest.raises(CorruptChunk, match="chunk points"):
+        decode_points(damage(encode_points(p)))
+    with pytest.raises(CorruptChunk, match="chunk rollups"):
+        decode_rollups([b"not zstd at all"])
