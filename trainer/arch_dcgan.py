@@ -3,7 +3,9 @@
 G: z → 4×4 transposed conv → (stride-2 transposed conv, BatchNorm, ReLU)* → tanh image. Channels halve at each
 doubling, so width W at the last hidden layer and W·2^(n−1) at 4×4 (W = 64 at 64×64 is the classic DCGAN).
 D mirrors it with stride-2 convs and LeakyReLU(0.2), no norm on the first layer, and a 4×4 conv to one logit.
-D's convs are `sqd.trainer.conv.Conv2d` (nn.Conv2d with fast double backward: GP, DRAGAN, LP differentiate D twice).
+D's convs are PyTorch's own: its double backward of these dense convs (GP, DRAGAN, LP differentiate D twice) ran
+faster than sqd.trainer.conv's on an H200 (DCGAN-64 + GP, b64: 17.8 vs 23.1 ms/step; docs/gpu.md), which pays
+off for R3GAN's grouped convs only.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ import math
 
 import torch
 from torch import nn
-
-from sqd.trainer.conv import Conv2d
 
 
 def doublings(resolution: int) -> int:
@@ -51,13 +51,13 @@ class DCGANDiscriminator(nn.Module):
     def __init__(self, resolution: int, channels: int = 3, width: int = 64, norm: str = "none"):
         super().__init__()
         n = doublings(resolution)
-        layers: list[nn.Module] = [Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2)]
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2)]
         ch = width
         for _ in range(n - 1):
-            layers += [Conv2d(ch, ch * 2, 4, 2, 1, bias=norm != "batch"), _norm(norm, ch * 2),
+            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=norm != "batch"), _norm(norm, ch * 2),
                        nn.LeakyReLU(0.2)]
             ch *= 2
-        layers.append(Conv2d(ch, 1, 4, 1, 0))
+        layers.append(nn.Conv2d(ch, 1, 4, 1, 0))
         self.net = nn.Sequential(*layers)
         self.apply(_dcgan_init)
 

@@ -15,8 +15,6 @@ allocation outside the graph's pool).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 try:  # Triton ships with torch on Linux x86-64 with CUDA; elsewhere the torch ops serve
@@ -46,7 +44,8 @@ def torch_finish_row(partials: torch.Tensor, block_net: torch.Tensor, n_nets: in
 
 if triton is not None:
     @triton.jit
-    def _block_sums_kernel(cur_ptr: Any, prev_ptr: Any, out_ptr: Any, BLOCK: tl.constexpr) -> None:
+    # no annotations but tl.constexpr: Triton 3.6 refuses globals such as typing.Any in a kernel's signature
+    def _block_sums_kernel(cur_ptr, prev_ptr, out_ptr, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
         pid = tl.program_id(0)
         offsets = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         b = tl.load(cur_ptr + offsets).to(tl.float64)
@@ -56,9 +55,9 @@ if triton is not None:
         tl.store(out_ptr + pid * 3 + 2, tl.sum(b * e, axis=0))
 
     @triton.jit
-    def _finish_row_kernel(part_ptr: Any, net_ptr: Any, in_ptr: Any, col_ptr: Any, val_ptr: Any, cnt_ptr: Any,
-                           n_blocks: Any, n_inputs: Any, n_columns: Any, capacity: Any, NETS: tl.constexpr,
-                           CHUNK: tl.constexpr, SLOTS: tl.constexpr) -> None:
+    def _finish_row_kernel(part_ptr, net_ptr, in_ptr, col_ptr, val_ptr, cnt_ptr,  # type: ignore[no-untyped-def]
+                           n_blocks, n_inputs, n_columns, capacity, NETS: tl.constexpr, CHUNK: tl.constexpr,
+                           SLOTS: tl.constexpr):
         count = tl.load(cnt_ptr)
         base = val_ptr + (count % capacity) * n_columns
         for n in tl.static_range(NETS):

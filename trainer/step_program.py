@@ -101,7 +101,7 @@ class GraphRunner:
         if replay is None:
             with torch.autocast(program.snapshots.device.type, enabled=False):
                 if not self.graphed:
-                    program.run(parity, self.triton)
+                    self._run_eager(program, parity)
                     return
                 replay = self._capture(program, parity)
                 if replay is None:
@@ -110,6 +110,19 @@ class GraphRunner:
             self.graphs[parity] = replay
             self.captures += 1
         replay()
+
+    def _run_eager(self, program: StepProgram, parity: int) -> None:
+        """The program without a graph; Triton kernels that fail (to compile, to launch) give way to the torch ops
+        after ONE warning."""
+        if self.triton:
+            try:
+                program.run(parity, True)
+                return
+            except Exception as exc:
+                self.triton = False
+                log.warning("Monitor: the Triton kernels failed (%s: %s); running the per-step work with torch ops",
+                            type(exc).__name__, exc)
+        program.run(parity, False)
 
     def _capture(self, program: StepProgram, parity: int) -> Replay | None:
         """A graph of the program (Triton kernels, else torch ops); None, after ONE warning, when neither can be

@@ -56,6 +56,27 @@ def _stand_ins() -> None:
         util.strtobool = lambda v: str(v).lower() in ("y", "yes", "t", "true", "on", "1")  # type: ignore[attr-defined]
         distutils.util = util  # type: ignore[attr-defined]
         sys.modules.update({"distutils": distutils, "distutils.util": util})
+    _register_loaded_extensions()
+
+
+def _register_loaded_extensions() -> None:
+    """StyleGAN3's custom_ops imports a plugin by name right after `torch.utils.cpp_extension.load` built it, which
+    worked while `load` put the module into sys.modules; newer torch returns it without doing so (a build that
+    succeeded then failed with "No module named 'bias_act_plugin'" on torch 2.11). Register it as old torch did."""
+    import torch.utils.cpp_extension as cpp
+
+    if getattr(cpp.load, "_sqd_registers", False):
+        return
+    original = cpp.load
+
+    def load(name: str, *args: Any, **kwargs: Any) -> Any:
+        module = original(name, *args, **kwargs)
+        if isinstance(module, types.ModuleType):
+            sys.modules.setdefault(name, module)
+        return module
+
+    load._sqd_registers = True  # type: ignore[attr-defined]
+    cpp.load = load
 
 
 def _import_path(r3gan_dir: Path) -> None:

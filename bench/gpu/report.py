@@ -38,16 +38,23 @@ class Report:
     header: str
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    out: Path | None = None  # written after every row and note: a run killed at its time limit keeps them
 
     def add(self, section: str, figure: str, value: str, goal: str = "", met: bool | None = None) -> None:
         row = Row(section, figure, value, goal, met)
         self.rows.append(row)
         verdict = {True: ", met", False: ", NOT met", None: ""}[met]
         print(f"  [{section}] {figure}: {value}" + (f" (goal {goal}{verdict})" if goal else ""), flush=True)
+        self._save()
 
     def note(self, text: str) -> None:
         self.notes.append(text)
         print(f"  note: {text}", flush=True)
+        self._save()
+
+    def _save(self) -> None:
+        if self.out is not None:
+            self.write(self.out)
 
     def markdown(self) -> str:
         lines = [self.header, "", "| section | figure | result | goal | met |", "|---|---|---|---|---|"]

@@ -40,7 +40,7 @@ def main() -> None:
                         help="passed to the sections, e.g. r3gan_dir=.r3gan")
     args = parser.parse_args()
     options = dict(o.split("=", 1) for o in args.option)
-    report = Report(describe(args.device))
+    report = Report(describe(args.device), out=args.out)
     print(report.header, flush=True)
     start = time.monotonic()
     for i, name in enumerate(args.sections):

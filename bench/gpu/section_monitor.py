@@ -240,6 +240,30 @@ def move_check(trainer: Any) -> str:
             f"p.data swap detected: {swapped}") if swapped and worst < 1e-6 else f"FAILED (swap {swapped}, {worst})"
 
 
+def host_profile(ctx: Context, report: Report, settings: Settings, calls: int = 200) -> None:
+    """Where the host time of `mon.step` goes (sqd-nsgan-digits): cProfile over `calls` calls, top by own time."""
+    import cProfile
+    import pstats
+
+    trainer = build("sqd-nsgan-digits", ctx, settings)
+    mon = Monitor(trainer.G, trainer.D, name="gpu bench host profile", checkpoint_every=None,
+                  flush_every=trainer.cfg.train.log_every, settings=settings, batch_size=trainer.cfg.train.batch)
+    profiler = cProfile.Profile()
+    with mon:
+        for step in range(calls + 10):
+            r = trainer.step(step)
+            if step >= 10:
+                profiler.enable()
+            mon.step(step, epoch=0, losses={"D": r.loss_d, "G": r.loss_g}, lr=trainer.lr, metrics=r.metrics)
+            profiler.disable()
+    stats = pstats.Stats(profiler)
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:10]  # type: ignore[attr-defined]
+    total = sum(v[2] for v in stats.stats.values()) / calls  # type: ignore[attr-defined]
+    top = [f"{1e6 * v[2] / calls:.0f} µs {k[2]} ({Path(k[0]).name}:{k[1]})" for k, v in rows]
+    report.note(f"monitor host profile, sqd-nsgan-digits, {calls} calls, {1e6 * total:.0f} µs own time per call "
+                f"under cProfile; top: " + " | ".join(top))
+
+
 def run(ctx: Context, report: Report) -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sqd-gpu-monitor-") as home:
@@ -254,6 +278,8 @@ def run(ctx: Context, report: Report) -> None:
                     continue
                 measure(label, preset, goal, ctx, report, settings, share * budget)
             accuracy(ctx, report, settings)
+            if ctx.time_left() > 5:
+                host_profile(ctx, report, settings)
         finally:
             valkey.stop()
     report.note(f"monitor: section took {time.monotonic() - started:.0f} s on {ctx.device}")

@@ -179,6 +179,18 @@ def test_failing_triton_kernels_are_captured_as_torch_ops_with_one_warning(caplo
         assert points[("angle/G", step)] == pytest.approx(angle, rel=1e-12)
 
 
+def test_failing_triton_kernels_give_way_to_torch_ops_without_graphs_too(caplog: pytest.LogCaptureFixture) -> None:
+    """Eager mode (no CUDA graphs): a Triton kernel that does not compile must not fail training either."""
+    G, D = nets()
+    probe = DeviceProbe({"G": G, "D": D}, 64, True, True, capture=None, triton=True)  # no GPU: Triton fails
+    with caplog.at_level(logging.WARNING, logger="sqd.trainer.step_program"):
+        points, angles, _ = run(probe, G, D, steps=3)
+    assert [r.getMessage()[:36] for r in caplog.records] == ["Monitor: the Triton kernels failed ("]
+    assert not probe.graphed and not probe.runner.triton
+    for step, angle in enumerate(angles):
+        assert points[("angle/G", step)] == pytest.approx(angle, rel=1e-12)
+
+
 def test_a_vector_instead_of_a_number_names_the_key() -> None:
     G, D = nets()
     probe = device_probe(G, D)
