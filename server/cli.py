@@ -1,4 +1,5 @@
-"""`sqd server`, `sqd db upgrade`, `sqd token create|list|revoke`, `sqd runs ls`, `sqd metrics get`."""
+"""`sqd server`, `sqd db upgrade`, `sqd token create|list|revoke`, `sqd runs ls`, `sqd metrics get` (and, from
+sqd.server.sweeps.cli, `sqd sweep` / `sqd sweeps …`)."""
 
 from __future__ import annotations
 
@@ -181,3 +182,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(token_app, name="token")
     app.add_typer(runs_app, name="runs")
     app.add_typer(metrics_app, name="metrics")
+    from sqd.server.sweeps import cli as sweeps_cli
+
+    sweeps_cli.register(app)

@@ -76,6 +76,7 @@ class RunPublic(Schema):
     last_epoch: int | None = None
     error: str | None = None
     traceback: str | None = None
+    sweep_id: str | None = None
 
 
 class RunsPublic(Schema):
@@ -88,6 +89,7 @@ class RunFilter(Schema):
     q: str | None = Field(None, max_length=200, description="substring of the name or id")
     preset: str | None = Field(None, max_length=100)
     kind: RunKind | None = None
+    sweep: str | None = Field(None, max_length=64, description="only the runs of this sweep")
     limit: int = Field(50, ge=1, le=1000)
     offset: int = Field(0, ge=0, le=10**9)
 

@@ -60,6 +60,7 @@ class Run(Base):
     last_epoch: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(Text)
+    sweep_id: Mapped[str | None] = mapped_column(RUN_ID, index=True)  # the sweep that made it (sweeps/models.py)
 
 class Series(Base):
     __tablename__ = "series"
