@@ -229,9 +229,11 @@ class Client:
         return self._request("GET", f"/runs/{run_id}/samples/{step}.png").content
 
     def events(self, run_ids: Iterable[str] | None = None, last_event_id: str | None = None,
-               timeout: float | None = None) -> Iterator[Event]:
-        """Follow the live stream (blocking generator); keep-alives are skipped."""
-        params = {"run_id": list(run_ids)} if run_ids else {}
+               timeout: float | None = None, sweep: str | None = None) -> Iterator[Event]:
+        """Follow the live stream (blocking generator) of some runs, or of a sweep's; keep-alives are skipped."""
+        params: dict[str, Any] = {"run_id": list(run_ids)} if run_ids else {}
+        if sweep is not None:
+            params["sweep"] = sweep
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         with self.http.stream("GET", "/api/v1/events", params=params, headers=headers,
                               timeout=httpx.Timeout(timeout, connect=10.0)) as resp:

@@ -145,11 +145,15 @@ def _shape_errors(spec: SweepSpec, confirm: bool, confirm_above: int, max_runs: 
     return errors
 
 
-def _blame(c: _Configuration, spec: SweepSpec, e: Mapping[str, Any], label: str) -> dict[str, Any]:
-    """Where a config error belongs: the grid value, the explicit set or the override that set its key; an error
-    of a key nobody set (a cross-field rule) names the whole combination."""
+def _blame(c: _Configuration, spec: SweepSpec, e: Mapping[str, Any], label: str,
+           known: Mapping[str, Any]) -> dict[str, Any]:
+    """Where a config error belongs: the grid value, the explicit set or the override that set its key (the grid
+    key itself when the key does not exist); an error of a key nobody set (a cross-field rule) names the whole
+    combination."""
     key, msg = _key_of(e.get("loc", [])), str(e.get("msg", ""))
     for k, v, i in c.point:
+        if k == key and key not in known:
+            return {"loc": ["body", "grid", key], "msg": f"grid {key}: {msg}"}
         if k == key:
             return {"loc": ["body", "grid", key, i], "msg": f"grid {key}: value {v!r} is invalid: {msg}"}
     if c.set_index is not None and key in spec.configs[c.set_index]:
@@ -174,12 +178,13 @@ def _resolve_all(spec: SweepSpec, configurations: list[_Configuration]) -> tuple
     if errors:
         return [], errors
     resolved: list[dict[str, Any]] = []
+    known = presets.config_keys()
     for c in configurations:
         try:
             resolved.append(presets.resolve_config(c.preset, c.overrides).model_dump(mode="json"))
         except ConfigError as exc:
             label = _point_label(c, spec)
-            errors += [_blame(c, spec, e, label) for e in (getattr(exc, "errors", None) or
+            errors += [_blame(c, spec, e, label, known) for e in (getattr(exc, "errors", None) or
                                                           [{"loc": [], "msg": str(exc)}])]
             resolved.append({})
     return resolved, errors
