@@ -47,15 +47,20 @@ def _pair(text: str, option: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def parse_grid(items: list[str]) -> dict[str, list[str]]:
-    grid: dict[str, list[str]] = {}
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """--grid values: text, except a bracketed list, which is sent as a list ("[gp,r1]" → ["gp", "r1"]) since a
+    comma inside one value would otherwise read as two values."""
+    from sqd.presets import parse_value
+
+    grid: dict[str, list[Any]] = {}
     for item in items:
         key, values = _pair(item, "--grid")
         if key in grid:
             raise _fail(f"--grid {key} is given twice; list all its values in one --grid {key}=a,b,c")
-        grid[key] = split_values(values)
-        if not all(grid[key]):
+        texts = split_values(values)
+        if not all(texts):
             raise _fail(f"--grid {item!r}: an empty value (two commas in a row?)")
+        grid[key] = [parse_value(t) if t.startswith("[") else t for t in texts]
     return grid
 
 
