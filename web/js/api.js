@@ -71,4 +71,12 @@ export const api = {
   presets: () => request("GET", "/presets"),
   launch: (body) => request("POST", "/runs", body),
   cancel: (id) => request("POST", `/runs/${enc(id)}/cancel`, { reason: "cancelled from the dashboard" }),
+  sweeps: (limit = 100) => request("GET", `/sweeps${q({ limit })}`),
+  sweep: (id) => request("GET", `/sweeps/${enc(id)}`),
+  sweepMetrics: (id, keys, maxPoints) => request("GET",
+    `/sweeps/${enc(id)}/metrics${q({ keys: keys.join(","), max_points: maxPoints })}`),
+  sweepAlerts: (id) => request("GET", `/sweeps/${enc(id)}/alerts`),
+  builtinSweeps: () => request("GET", "/sweeps/builtin"),
+  createSweep: (body) => request("POST", "/sweeps", body),
+  cancelSweep: (id) => request("POST", `/sweeps/${enc(id)}/cancel`, { reason: "sweep cancelled from the dashboard" }),
 };

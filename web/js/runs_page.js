@@ -17,6 +17,7 @@ const COLUMNS = [
   { id: "name", label: "Run", sort: (r) => r.name.toLowerCase() },
   { id: "status", label: "Status", sort: (r) => STATUSES.indexOf(r.status) },
   { id: "preset", label: "Preset", sort: (r) => r.preset || "" },
+  { id: "sweep", label: "Sweep", sort: (r) => r.sweep_id || "\uffff" }, // sorting by it groups a sweep's runs
   { id: "step", label: "Step", sort: (r) => r.last_step ?? -1, numeric: true },
   { id: "q", label: "Q", sort: (r, s) => latestOf(s, "eval/quality"), numeric: true },
   { id: "d", label: "D", sort: (r, s) => latestOf(s, "eval/diversity"), numeric: true },
@@ -36,6 +37,7 @@ function filterFromRoute(params) {
     status: (params.status || "").split(",").filter((s) => STATUSES.includes(s)),
     preset: params.preset || "",
     q: params.q || "",
+    sweep: params.sweep || "",
   };
 }
 
@@ -48,7 +50,7 @@ export function mount(root, route, shell) {
   let reloadTimer = null;
 
   const setRoute = (patch) => {
-    const params = { status: filter.status.join(","), preset: filter.preset, q: filter.q,
+    const params = { status: filter.status.join(","), preset: filter.preset, q: filter.q, sweep: filter.sweep,
       sort: state.sort.col === "started" ? "" : state.sort.col, dir: state.sort.dir === 1 ? "asc" : "", ...patch };
     window.history.replaceState(null, "", routeHash("runs", { params }));
   };
@@ -81,13 +83,26 @@ export function mount(root, route, shell) {
     load();
   }
 
+  const sweepNames = new Map();
+  const sweepChip = h("span", { class: "chip", hidden: !filter.sweep }, "sweep ", h("strong", {}, filter.sweep),
+    h("button", { type: "button", class: "ghost small", "aria-label": "show runs of every sweep", onclick: () => {
+      filter.sweep = "";
+      sweepChip.hidden = true;
+      setRoute({});
+      load();
+    } }, "×"));
   root.append(
     h("div", { class: "page-head" }, h("h1", {}, "Runs"), countLabel, h("span", { class: "spacer" }), compareButton,
       h("a", { class: "button", href: "#/launch" }, "Launch a run")),
-    h("div", { class: "filters", role: "search" }, search, presetSelect,
+    h("div", { class: "filters", role: "search" }, search, presetSelect, sweepChip,
       h("fieldset", { class: "chips" }, h("legend", { class: "sr" }, "status"), statusBoxes)),
     body, h("div", { class: "table-more" }, more));
 
+  api.sweeps(1000).then((res) => {
+    for (const sw of res.data) sweepNames.set(sw.id, sw.name);
+    if (sweepNames.has(filter.sweep)) sweepChip.querySelector("strong").textContent = sweepNames.get(filter.sweep);
+    for (const run of state.runs.values()) if (run.sweep_id) renderRow(run);
+  }).catch(() => { /* the column shows sweep ids instead of names */ });
   api.presets().then((presets) => {
     for (const p of presets) presetSelect.append(h("option", { value: p.name }, p.name));
     presetSelect.value = filter.preset;
@@ -129,6 +144,8 @@ export function mount(root, route, shell) {
         h("small", { class: "muted id" }, run.id.slice(0, 8))],
       status: statusBadge(run.status),
       preset: run.preset || (run.kind === "external" ? "external" : "–"),
+      sweep: run.sweep_id ? h("a", { href: routeHash("sweep", { id: run.sweep_id }) },
+        sweepNames.get(run.sweep_id) || run.sweep_id.slice(0, 8)) : "–",
       step: formatProgress(run),
       q: val("eval/quality"),
       d: val("eval/diversity"),
@@ -155,7 +172,7 @@ export function mount(root, route, shell) {
   }
 
   function sortedRuns() {
-    const col = COLUMNS.find((c) => c.id === state.sort.col) || COLUMNS[8];
+    const col = COLUMNS.find((c) => c.id === state.sort.col) || COLUMNS.find((c) => c.id === "started");
     const key = (r) => col.sort(r, state.summaries.get(r.id));
     return [...state.runs.values()].sort((a, b) => {
       const ka = key(a);
@@ -169,7 +186,7 @@ export function mount(root, route, shell) {
       + (state.count > state.runs.size ? ` (newest ${state.runs.size} shown)` : "");
     more.hidden = state.count <= state.runs.size;
     if (!state.runs.size) {
-      const filtered = filter.q || filter.preset || filter.status.length;
+      const filtered = filter.q || filter.preset || filter.sweep || filter.status.length;
       clear(body, filtered ? emptyState("No runs match these filters.", "Clear the filters to see every run.")
         : emptyState("No runs yet.", "Launch one from the Launch page, run `sqd demo`, or feed one from your own "
           + "training loop with sqd.trainer.Monitor."));
@@ -196,8 +213,8 @@ export function mount(root, route, shell) {
       const runs = [];
       let count = 0;
       for (let offset = 0; offset < shown; offset += API_PAGE) {
-        const res = await api.runs({ status: filter.status, preset: filter.preset, q: filter.q, offset,
-          limit: Math.min(API_PAGE, shown - offset) });
+        const res = await api.runs({ status: filter.status, preset: filter.preset, q: filter.q, sweep: filter.sweep,
+          offset, limit: Math.min(API_PAGE, shown - offset) });
         runs.push(...res.data);
         count = res.count;
         if (runs.length >= count) break;
@@ -214,7 +231,7 @@ export function mount(root, route, shell) {
 
   // --- live updates ----------------------------------------------------------------------------------------
   const matches = (run) => (!filter.status.length || filter.status.includes(run.status))
-    && (!filter.preset || run.preset === filter.preset)
+    && (!filter.preset || run.preset === filter.preset) && (!filter.sweep || run.sweep_id === filter.sweep)
     && (!filter.q || `${run.name} ${run.id}`.toLowerCase().includes(filter.q.toLowerCase()));
 
   function onBatch(batch) {

@@ -1,0 +1,127 @@
+// The sweep page's small multiples: one cell per configuration with its S, Q and D panels (seeds overlaid, each
+// seed in its own colour), seed chips with each run's status, alert markers, and a failed run's error.
+//
+// Redraws are batched per animation frame: `invalidate(cells)` only marks cells dirty and asks for one frame, in
+// which every dirty cell that is on screen is painted (off-screen cells wait until they scroll in). Scales that
+// several cells share are passed in by the page through `modelOf`, which it computes once per frame.
+
+import { h } from "./dom.js";
+import { drawPanel, prepare } from "./mini_chart.js";
+import { routeHash } from "./router.js";
+
+export const PANELS = [
+  { id: "S", title: "S · angle G — D - -", log: true },
+  { id: "Q", title: "Q · quality" },
+  { id: "D", title: "D · diversity" },
+];
+export const PANEL_HEIGHT = 62;
+export const SEED_COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#882255", "#117733"];
+const STATUS_MARK = { queued: "○", running: "●", cancelling: "◌", finished: "✓", failed: "✗", cancelled: "–" };
+
+/**
+ * cells: [{index, label, runs}]; modelOf(cellIndex, panelId) → a drawPanel model; titleOf(cell) → its heading;
+ * beforeFrame() runs once at the
+ * start of each frame that draws (the page refreshes shared scales there) and returns true when every cell must
+ * be drawn again (a shared scale changed). Returns {element, invalidate(indexes | null = all), updateRuns(cellIndex),
+ * stats, destroy()}.
+ */
+export function createCellGrid(cells, { modelOf, titleOf = (c) => c.label, beforeFrame = () => {} }) {
+  const element = h("div", { class: "sweep-cells", role: "list" });
+  const views = new Map();
+  const visible = new Set();
+  const dirty = new Set();
+  const stats = { frames: 0, cellDraws: 0, lastFrameMs: 0 };
+  let width = 0;
+  let frame = 0;
+
+  for (const cell of cells) {
+    const canvases = PANELS.map((p) => h("canvas", { class: "mini", dataset: { panel: p.id }, height: PANEL_HEIGHT,
+      "aria-label": `${p.title} of ${cell.label}` }));
+    const seeds = h("span", { class: "cell-seeds" });
+    const error = h("p", { class: "cell-error", hidden: true });
+    const article = h("article", { class: "sweep-cell", role: "listitem", dataset: { cell: String(cell.index) } },
+      h("header", {}, h("span", { class: "cell-title", title: cell.label }, titleOf(cell)), seeds), ...canvases, error);
+    element.append(article);
+    views.set(cell.index, { cell, article, canvases, seeds, error });
+  }
+
+  const observer = typeof IntersectionObserver === "undefined" ? null : new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      const index = Number(e.target.dataset.cell);
+      if (e.isIntersecting) {
+        visible.add(index);
+        if (dirty.has(index)) schedule();
+      } else visible.delete(index);
+    }
+  }, { rootMargin: "200px" });
+  const resize = typeof ResizeObserver === "undefined" ? null : new ResizeObserver(() => {
+    width = 0; // measured again in the next frame
+    invalidate(null);
+  });
+  for (const v of views.values()) {
+    if (observer) observer.observe(v.article);
+    else visible.add(v.cell.index);
+    updateRuns(v.cell.index);
+  }
+  if (resize) resize.observe(element);
+
+  function schedule() {
+    if (!frame) frame = requestAnimationFrame(draw);
+  }
+
+  function draw() {
+    frame = 0;
+    if (![...dirty].some((i) => visible.has(i))) return;
+    const start = performance.now();
+    if (beforeFrame()) for (const i of views.keys()) dirty.add(i);
+    const todo = [...dirty].filter((i) => visible.has(i));
+    if (!width) width = Math.max(120, views.values().next().value.canvases[0].clientWidth);
+    for (const index of todo) {
+      dirty.delete(index);
+      const v = views.get(index);
+      PANELS.forEach((p, i) => {
+        const ctx = prepare(v.canvases[i], width, PANEL_HEIGHT);
+        drawPanel(ctx, width, PANEL_HEIGHT, modelOf(index, p.id));
+      });
+      stats.cellDraws += 1;
+    }
+    stats.frames += 1;
+    stats.lastFrameMs = performance.now() - start;
+  }
+
+  function invalidate(indexes) {
+    for (const i of indexes ?? views.keys()) dirty.add(i);
+    schedule();
+  }
+
+  /** Seed chips (colour, status, link) and the first failure's error, from the cell's runs as they are now. */
+  function updateRuns(index) {
+    const v = views.get(index);
+    if (!v) return;
+    v.seeds.replaceChildren(...v.cell.runs.map((r, i) => h("a", {
+      class: `seed-chip status-${r.status}`, href: routeHash("run", { id: r.id }), style: `--seed:${seedColor(i)}`,
+      title: `seed ${r.seed}: ${r.status}${r.error ? ` — ${r.error}` : ""}`, dataset: { runId: r.id },
+    }, `${STATUS_MARK[r.status] || "?"} s${r.seed}`)));
+    const failed = v.cell.runs.filter((r) => r.status === "failed");
+    v.error.hidden = !failed.length;
+    v.error.textContent = failed.map((r) => `seed ${r.seed} failed: ${r.error || "no error message"}`).join("\n");
+    v.article.dataset.status = failed.length ? "failed" : v.cell.runs.some((r) => r.status === "running")
+      ? "running" : v.cell.runs.every((r) => r.status === "finished") ? "finished" : "other";
+  }
+
+  return {
+    element,
+    invalidate,
+    updateRuns,
+    stats,
+    destroy() {
+      if (frame) cancelAnimationFrame(frame);
+      if (observer) observer.disconnect();
+      if (resize) resize.disconnect();
+    },
+  };
+}
+
+export function seedColor(i) {
+  return SEED_COLORS[i % SEED_COLORS.length];
+}
