@@ -1,11 +1,14 @@
-// Small-multiples panels drawn on a <canvas>: a sweep page shows dozens of cells × 3 panels live, and a Plotly
-// chart costs tens of milliseconds per redraw where a canvas line costs microseconds per point, so every cell can
-// redraw in the same animation frame. Scales and projections are pure (unit-tested under node); `drawPanel`
-// only paints. Non-finite values break the line and get a mark at the panel's top edge (never silently dropped);
-// a downsampled series also draws its min–max band, so a one-step spike stays visible.
+// Small-multiples panels: a sweep page shows dozens of cells × 3 panels live, and a Plotly chart costs tens of
+// milliseconds per redraw, so each cell is one <canvas> whose pixels are written by raster.js (anti-aliased lines
+// at a few nanoseconds per pixel) and copied with one putImageData; only the labels use the canvas' text. Every
+// cell can then redraw in the same animation frame. Scales are pure (unit-tested under node). Non-finite values
+// break the line and get a mark at the panel's top edge (never silently dropped); a downsampled series also
+// draws its min–max band, so a one-step spike stays visible.
+
+import { clearRaster, createRaster, fillRect, hspan, line, parseColor, vspan } from "./raster.js";
 
 const GUTTER = { left: 38, right: 6, top: 13, bottom: 3 };
-const BAND_ALPHA = 0.16;
+const BAND_ALPHA = 0.22;
 const ALERT_COLOR = "#c62828";
 
 /** [lo, hi] over the finite values (and band edges) of some series; log scales keep positive values only. */
@@ -66,137 +69,110 @@ export function tickText(v) {
   return String(Number(v.toPrecision(3)));
 }
 
-function linePath(ctx, s, sc, values, log) {
-  let open = false;
-  for (let i = 0; i < s.step.length; i += 1) {
-    const v = values[i];
-    if (!Number.isFinite(v) || (log && v <= 0)) {
-      open = false;
-      continue;
+const GRID_RGB = [227, 231, 236];
+const ALERT_RGB = parseColor(ALERT_COLOR);
+
+/** Paint one panel's data into the cell's pixel buffer `r` (device pixels), at CSS offset `top`. */
+function paintPanel(r, top, w, h, model, dpr) {
+  const sc = scales(model.xr, model.yr, model.log, w, h);
+  const X = (step) => sc.x(step) * dpr;
+  const Y = (v) => (top + sc.y(v)) * dpr;
+  const [l, rt, t, b] = [sc.left * dpr, sc.right * dpr, (top + sc.top) * dpr, (top + sc.bottom) * dpr];
+  hspan(r, t, l, rt, GRID_RGB);
+  hspan(r, b - 1, l, rt, GRID_RGB);
+  vspan(r, l, t, b, GRID_RGB);
+  vspan(r, rt - 1, t, b, GRID_RGB);
+  const inside = (v) => Number.isFinite(v) && (!model.log || v > 0);
+  const clampY = (y) => Math.max(t, Math.min(b - 1, y));
+  for (const tr of model.traces) {
+    const s = tr.series;
+    if (!s || !s.step.length) continue;
+    const c = parseColor(tr.color);
+    const alpha = tr.alpha ?? 1;
+    if (s.width > 1) { // min–max band: one vertical span per bucket, so a one-step spike stays visible
+      for (let i = 0; i < s.step.length; i += 1) {
+        if (inside(s.min[i]) && inside(s.max[i])) {
+          vspan(r, X(s.step[i]), clampY(Y(s.min[i])), clampY(Y(s.max[i])), c, BAND_ALPHA * alpha);
+        }
+      }
     }
-    const px = sc.x(s.step[i]);
-    const py = sc.y(v);
-    if (open) ctx.lineTo(px, py);
-    else ctx.moveTo(px, py);
-    open = true;
-  }
-}
-
-function band(ctx, s, sc, log, color) {
-  ctx.beginPath();
-  let start = -1;
-  const flush = (end) => {
-    if (start < 0) return;
-    for (let j = end; j >= start; j -= 1) ctx.lineTo(sc.x(s.step[j]), sc.y(s.min[j]));
-    ctx.closePath();
-    start = -1;
-  };
-  for (let i = 0; i < s.step.length; i += 1) {
-    const ok = Number.isFinite(s.min[i]) && Number.isFinite(s.max[i]) && (!log || s.min[i] > 0);
-    if (!ok) {
-      flush(i - 1);
-      continue;
+    let px = null;
+    let py = null;
+    for (let i = 0; i < s.step.length; i += 1) {
+      const v = s.value[i];
+      if (!inside(v)) {
+        px = null;
+        continue;
+      }
+      const x = X(s.step[i]);
+      const y = clampY(Y(v));
+      if (px !== null) {
+        line(r, px, py, x, y, c, alpha);
+        if (dpr >= 2) line(r, px, py + 1, x, y + 1, c, alpha); // about one CSS pixel thick
+      }
+      px = x;
+      py = y;
     }
-    if (start < 0) {
-      start = i;
-      ctx.moveTo(sc.x(s.step[i]), sc.y(s.max[i]));
-    } else ctx.lineTo(sc.x(s.step[i]), sc.y(s.max[i]));
+    if (s.step.length < 40) { // sparse series (one point per evaluation): dots show where they are
+      for (let i = 0; i < s.step.length; i += 1) {
+        if (!inside(s.value[i])) continue;
+        fillRect(r, X(s.step[i]) - 1.5 * dpr, clampY(Y(s.value[i])) - 1.5 * dpr, 3 * dpr, 3 * dpr, c, alpha);
+      }
+    }
+    for (let i = 0; i < s.step.length; i += 1) { // NaN / ±inf: a red mark at the top edge at its step
+      if (Number.isFinite(s.value[i]) && !(s.nan[i] > 0)) continue;
+      fillRect(r, X(s.step[i]) - dpr, t - 3 * dpr, 2 * dpr, 3 * dpr, ALERT_RGB);
+    }
   }
-  flush(s.step.length - 1);
-  ctx.globalAlpha = BAND_ALPHA;
-  ctx.fillStyle = color;
-  ctx.fill();
-  ctx.globalAlpha = 1;
+  for (const step of model.alerts || []) {
+    const x = Math.round(X(step));
+    vspan(r, x, t, b, ALERT_RGB, 1, [3 * dpr, 2 * dpr]);
+    for (let k = 0; k < 4 * dpr; k += 1) hspan(r, t - 4 * dpr + k, x - (4 * dpr - k), x + (4 * dpr - k), ALERT_RGB);
+  }
+  return sc;
 }
 
-/** Size the canvas for its CSS box and the device pixel ratio; returns the 2-D context scaled to CSS pixels. */
-export function prepare(canvas, w, h) {
-  const dpr = Math.min(2, globalThis.devicePixelRatio || 1);
-  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
-    canvas.width = Math.round(w * dpr);
-    canvas.height = Math.round(h * dpr);
-  }
-  const ctx = canvas.getContext("2d");
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  return ctx;
-}
-
-/**
- * Paint one panel. model: {title, log, xr, yr (null: nothing to scale yet), traces: [{series, color, dash,
- * width}], alerts: [step], empty: text shown when there is no data}.
- */
-export function drawPanel(ctx, w, h, model) {
-  ctx.clearRect(0, 0, w, h);
+/** Titles, tick labels and the empty-state text, drawn by the canvas over the pixels (CSS coordinates). */
+function labelPanel(ctx, top, w, h, model) {
   ctx.font = "10px system-ui, sans-serif";
   ctx.textBaseline = "top";
+  ctx.textAlign = "left";
   ctx.fillStyle = "#5f6b7a";
-  ctx.fillText(model.title, 2, 1);
+  ctx.fillText(model.title, 2, top + 1);
   if (!model.yr || !model.xr) {
     ctx.fillStyle = "#98a2ae";
-    ctx.fillText(model.empty || "no data yet", GUTTER.left + 6, h / 2 - 5);
+    ctx.fillText(model.empty || "no data yet", GUTTER.left + 6, top + h / 2 - 5);
     return;
   }
   const sc = scales(model.xr, model.yr, model.log, w, h);
-  ctx.strokeStyle = "#e3e7ec";
-  ctx.lineWidth = 1;
-  ctx.strokeRect(sc.left + 0.5, sc.top + 0.5, sc.right - sc.left - 1, sc.bottom - sc.top - 1);
   ctx.fillStyle = "#7b8694";
   ctx.textAlign = "right";
-  ctx.fillText(tickText(model.yr[1]), sc.left - 3, sc.top);
+  ctx.fillText(tickText(model.yr[1]), sc.left - 3, top + sc.top);
   ctx.textBaseline = "bottom";
-  ctx.fillText(tickText(model.yr[0]), sc.left - 3, sc.bottom);
+  ctx.fillText(tickText(model.yr[0]), sc.left - 3, top + sc.bottom);
   ctx.textAlign = "left";
-  ctx.save();
-  ctx.beginPath();
-  ctx.rect(sc.left, sc.top, sc.right - sc.left, sc.bottom - sc.top);
-  ctx.clip();
-  for (const t of model.traces) {
-    if (t.series && t.series.width > 1) band(ctx, t.series, sc, model.log, t.color);
+}
+
+/**
+ * Paint a cell: `models` (one per panel, stacked, each h CSS pixels tall) into `canvas`, w CSS pixels wide.
+ * model: {title, log, xr, yr (null: nothing to scale yet), traces: [{series, color, alpha}], alerts: [step],
+ * empty: text shown when there is no data}. `state` keeps the pixel buffer between frames.
+ */
+export function drawCell(canvas, state, w, h, models) {
+  const dpr = Math.min(2, globalThis.devicePixelRatio || 1);
+  const W = Math.round(w * dpr);
+  const H = Math.round(h * models.length * dpr);
+  if (canvas.width !== W || canvas.height !== H) {
+    canvas.width = W;
+    canvas.height = H;
   }
-  for (const t of model.traces) {
-    if (!t.series || !t.series.step.length) continue;
-    ctx.beginPath();
-    linePath(ctx, t.series, sc, t.series.value, model.log);
-    ctx.setLineDash(t.dash || []);
-    ctx.strokeStyle = t.color;
-    ctx.lineWidth = t.width || 1.2;
-    ctx.stroke();
-    if (t.series.step.length < 40) { // sparse series (one point per evaluation): dots show where they are
-      ctx.fillStyle = t.color;
-      for (let i = 0; i < t.series.step.length; i += 1) {
-        const v = t.series.value[i];
-        if (Number.isFinite(v)) ctx.fillRect(sc.x(t.series.step[i]) - 1.5, sc.y(v) - 1.5, 3, 3);
-      }
-    }
-  }
-  ctx.setLineDash([]);
-  ctx.restore();
-  ctx.strokeStyle = "#c62828";
-  ctx.fillStyle = "#c62828";
-  for (const t of model.traces) { // NaN / ±inf: a mark at the top edge at its step
-    const s = t.series;
-    if (!s) continue;
-    for (let i = 0; i < s.step.length; i += 1) {
-      if (Number.isFinite(s.value[i]) && !(s.nan[i] > 0)) continue;
-      const px = sc.x(s.step[i]);
-      ctx.fillRect(px - 1, sc.top - 3, 2, 3);
-    }
-  }
-  ctx.strokeStyle = ALERT_COLOR;
-  ctx.setLineDash([3, 2]);
-  for (const step of model.alerts || []) {
-    const px = Math.round(sc.x(step)) + 0.5;
-    ctx.beginPath();
-    ctx.moveTo(px, sc.top);
-    ctx.lineTo(px, sc.bottom);
-    ctx.stroke();
-    ctx.beginPath(); // a small triangle at the top, like the run page's alert marker
-    ctx.moveTo(px - 3.5, sc.top - 4);
-    ctx.lineTo(px + 3.5, sc.top - 4);
-    ctx.lineTo(px, sc.top + 1);
-    ctx.closePath();
-    ctx.fillStyle = ALERT_COLOR;
-    ctx.fill();
-  }
-  ctx.setLineDash([]);
+  if (!state.raster || state.raster.w !== W || state.raster.h !== H) {
+    state.raster = createRaster(W, H);
+    state.image = new ImageData(state.raster.bytes, W, H);
+  } else clearRaster(state.raster);
+  models.forEach((m, i) => { if (m.yr && m.xr) paintPanel(state.raster, i * h, w, h, m, dpr); });
+  const ctx = canvas.getContext("2d");
+  ctx.putImageData(state.image, 0, 0);
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  models.forEach((m, i) => labelPanel(ctx, i * h, w, h, m));
 }

@@ -6,6 +6,7 @@
 
 import { api } from "./api.js";
 import { withAccessToken } from "./auth.js";
+import { useWebGL } from "./charts.js";
 import { clear, errorState, h, loadingState, statusBadge } from "./dom.js";
 import { formatInt } from "./format.js";
 import { unionRange, yRange } from "./mini_chart.js";
@@ -17,10 +18,11 @@ import { createParcoords } from "./sweep_parcoords.js";
 import { cellsOf, cellTitle, CELL_KEYS, METRICS, resultRow, SWEEP_KEYS } from "./sweep_model.js";
 import { createResultsTable } from "./sweep_table.js";
 
-const PANEL_TRACES = { S: [["angle/G", null], ["angle/D", [3, 2]]], Q: [["eval/quality", null]],
-  D: [["eval/diversity", null]] };
+// [key, alpha]: angle/D in a lighter tone of the same seed colour as angle/G
+const PANEL_TRACES = { S: [["angle/G", 1], ["angle/D", 0.45]], Q: [["eval/quality", 1]], D: [["eval/diversity", 1]] };
 const LIVE = new Set(["queued", "running", "cancelling"]);
 const TABLE_EVERY_MS = 1000;
+const PARCOORDS_EVERY_MS = 15_000;
 const MAX_PENDING = 50_000;
 
 export function mount(root, route, shell) {
@@ -51,15 +53,19 @@ export function mount(root, route, shell) {
     setRoute();
     renderParcoords();
   } }, METRICS.map((m) => h("option", { value: m.id, selected: m.id === st.metric }, m.label)));
+  const tableSection = h("section", { class: "sweep-section" }, h("h2", {}, "Results"), table.element);
+  const redrawParcoords = h("button", { type: "button", class: "ghost small", onclick: () => renderParcoords() },
+    "Refresh");
+  const parcoordsSection = h("section", { class: "sweep-section" }, h("div", { class: "section-head" },
+    h("h2", {}, "Parallel coordinates"), h("span", { class: "spacer" }), h("label", {}, "colour by ", metricSelect),
+    redrawParcoords), parcoords.element);
   root.append(head,
     h("div", { class: "toolbar" }, h("span", { class: "muted" }, "y scale"),
       h("span", { class: "seg", role: "group", "aria-label": "y scale" }, scaleButtons),
-      h("span", { class: "muted legend-note" }, "each seed in its own colour · S: angle/G solid, angle/D dashed, "
-        + "log scale · ▼ alert · x: step 0 – ", xNote)),
+      h("span", { class: "muted legend-note" }, "each seed in its own colour · S: angle/G, angle/D lighter, log "
+        + "scale · ▼ alert · x: step 0 – ", xNote)),
     cellsBox,
-    h("section", { class: "sweep-section" }, h("h2", {}, "Results"), table.element),
-    h("section", { class: "sweep-section" }, h("div", { class: "section-head" }, h("h2", {}, "Parallel coordinates"),
-      h("label", {}, "colour by ", metricSelect)), parcoords.element));
+    tableSection, parcoordsSection);
 
   // --- header ----------------------------------------------------------------------------------------------
   function renderHead() {
@@ -92,8 +98,7 @@ export function mount(root, route, shell) {
     ev.target.disabled = true;
     try {
       applySweep(await api.cancelSweep(sweepId));
-      renderHead();
-      refreshRuns();
+      refreshAll();
     } catch (err) {
       ev.target.disabled = false;
       if (err.status !== 401) shell.banner(`Cancel failed: ${err.message}`, "error");
@@ -102,8 +107,8 @@ export function mount(root, route, shell) {
 
   // --- cells -----------------------------------------------------------------------------------------------
   function tracesOf(cell, panelId) {
-    return cell.runs.flatMap((r, i) => PANEL_TRACES[panelId].map(([key, dash]) => ({
-      series: st.stores.get(r.id)?.get(key), color: seedColor(i), dash })));
+    return cell.runs.flatMap((r, i) => PANEL_TRACES[panelId].map(([key, alpha]) => ({
+      series: st.stores.get(r.id)?.get(key), color: seedColor(i), alpha })));
   }
 
   function refreshRanges() {
@@ -141,17 +146,57 @@ export function mount(root, route, shell) {
   // --- table and parallel coordinates ----------------------------------------------------------------------
   const rows = () => [...st.runs.values()].map((r) => resultRow(r, st.stores.get(r.id), st.alerts.get(r.id),
     Date.now() / 1000));
+  // The table and the parallel coordinates follow live data only while on screen; one that scrolls into view
+  // catches up at once. Plotly's parcoords is WebGL: with a GPU it follows live data (at most one redraw every
+  // PARCOORDS_EVERY_MS); with software WebGL (a VM, headless) one redraw takes seconds, so after the first it
+  // waits for the Refresh button.
+  const liveParcoords = useWebGL();
+  const stale = { table: true, parcoords: true };
+  const onScreen = new Set();
+  let parcoordsAt = 0;
+  const sections = new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      if (e.isIntersecting) onScreen.add(e.target);
+      else onScreen.delete(e.target);
+    }
+    refreshRuns();
+  });
+  sections.observe(tableSection);
+  sections.observe(parcoordsSection);
+
   function renderParcoords() {
-    if (st.sweep) parcoords.render(rows(), st.sweep.dimensions, st.metric);
+    if (!st.sweep) return;
+    const t0 = performance.now();
+    parcoords.render(rows(), st.sweep.dimensions, st.metric);
+    parcoordsAt = performance.now();
+    stale.parcoords = false;
+    redrawParcoords.classList.remove("primary");
+    if (grid) grid.stats.parcoordsMs += parcoordsAt - t0;
   }
   function refreshRuns() {
     clearTimeout(tableTimer);
     tableTimer = null;
-    table.render(rows());
-    renderParcoords();
+    if (!st.sweep) return;
     renderHead();
+    if (onScreen.has(tableSection) && stale.table) {
+      const t0 = performance.now();
+      table.render(rows());
+      stale.table = false;
+      if (grid) grid.stats.tableMs += performance.now() - t0;
+    }
+    if (onScreen.has(parcoordsSection) && stale.parcoords) {
+      redrawParcoords.classList.toggle("primary", parcoordsAt > 0);
+      if (!parcoordsAt || (liveParcoords && performance.now() - parcoordsAt >= PARCOORDS_EVERY_MS)) renderParcoords();
+      else if (liveParcoords && !tableTimer) tableTimer = setTimeout(refreshRuns, PARCOORDS_EVERY_MS);
+    }
+  }
+  function refreshAll() {
+    stale.table = stale.parcoords = true;
+    parcoordsAt = 0;
+    refreshRuns();
   }
   function scheduleTable() {
+    stale.table = stale.parcoords = true;
     if (!tableTimer) tableTimer = setTimeout(refreshRuns, TABLE_EVERY_MS);
   }
 
@@ -177,6 +222,13 @@ export function mount(root, route, shell) {
       if (st.pending.length < MAX_PENDING) st.pending.push(...batch);
       return;
     }
+    const t0 = performance.now();
+    merge(batch);
+    grid.stats.batchMs += performance.now() - t0;
+    grid.stats.batches += 1;
+  }
+
+  function merge(batch) {
     const dirty = new Set();
     let table = false;
     for (const { type, data } of batch) {
@@ -223,7 +275,8 @@ export function mount(root, route, shell) {
     st.ready = false;
     const width = root.clientWidth || 1200;
     const perRow = Math.max(1, Math.floor(width / 316));
-    st.maxPoints = Math.max(64, Math.min(512, Math.round(width / perRow - 50)));
+    // about one bucket per 2 px of a panel (each keeps its min and max, so no spike is lost): small answers, fast
+    st.maxPoints = Math.max(64, Math.min(256, Math.round((width / perRow - 50) / 2)));
     try {
       const [sw, series, alerts] = await Promise.all([api.sweep(sweepId),
         api.sweepMetrics(sweepId, SWEEP_KEYS, st.maxPoints), api.sweepAlerts(sweepId)]);
@@ -248,7 +301,8 @@ export function mount(root, route, shell) {
       if (grid) grid.destroy();
       grid = createCellGrid(st.cells, { modelOf, beforeFrame: refreshRanges,
         titleOf: (c) => cellTitle(c, sw.dimensions) });
-      window.__sqdSweep = grid.stats; // the benchmark reads frames and cell draws here
+      window.__sqdSweep = grid.stats; // the benchmark reads frames and cell draws here…
+      window.__sqdSweepGrid = grid; // …and forces every cell to redraw through this
       clear(cellsBox, grid.element);
       st.rangesDirty = true;
       grid.invalidate(null);
@@ -257,7 +311,7 @@ export function mount(root, route, shell) {
       requestAnimationFrame(() => {
         performance.mark("sqd:sweep-painted");
         root.dataset.ready = "true";
-        refreshRuns();
+        refreshAll();
       });
       st.ready = true;
       const pending = st.pending.splice(0);
@@ -274,6 +328,7 @@ export function mount(root, route, shell) {
     unmount() {
       events.close();
       clearTimeout(tableTimer);
+      sections.disconnect();
       if (grid) grid.destroy();
       document.title = "SQD · GAN training monitor";
     },
