@@ -61,7 +61,7 @@ export function seriesStats(s, better) {
 /** The turning point: a critical alert of the turning-point rule. */
 export const isTurning = (a) => a.severity === "critical" && /turning/i.test(a.rule || "");
 
-/** One results row: configuration, seed, status, final and best Q / D / FID / modes, turning epoch, time. */
+/** One results row (the page adds `title`, the cell's heading): configuration, seed, status, final and best Q / D / FID / modes, turning epoch, time. */
 export function resultRow(run, store, alerts, nowS) {
   const row = { run_id: run.id, name: run.name, label: run.label, params: run.params || {}, seed: run.seed,
     config_index: run.config_index, status: run.status, error: run.error || null };
@@ -83,7 +83,7 @@ export function resultRow(run, store, alerts, nowS) {
 
 /** The table's columns: id, label, numeric (sorts numbers, blanks last), title. */
 export const TABLE_COLUMNS = [
-  { id: "label", label: "Configuration" },
+  { id: "title", label: "Configuration", title: "its values along the sweep's dimensions" },
   { id: "seed", label: "Seed", numeric: true },
   { id: "status", label: "Status" },
   { id: "final_quality", label: "Q final", numeric: true, title: "eval/quality at the last evaluation" },

@@ -31,13 +31,13 @@ export function mount(root, route, shell) {
     ready: false, pending: [], maxPoints: 256, xMax: 1, ranges: {}, rangesDirty: true,
     scale: route.params.y === "cell" ? "cell" : "shared",
     metric: METRICS.some((m) => m.id === route.params.metric) ? route.params.metric : "final_quality",
-    sort: { col: route.params.sort || "label", dir: route.params.dir === "desc" ? -1 : 1 } };
+    sort: { col: route.params.sort || "title", dir: route.params.dir === "desc" ? -1 : 1 } };
   let grid = null;
   let tableTimer = null;
 
   const setRoute = () => window.history.replaceState(null, "", routeHash("sweep", { id: sweepId, params: {
     y: st.scale === "cell" ? "cell" : "", metric: st.metric === "final_quality" ? "" : st.metric,
-    sort: st.sort.col === "label" ? "" : st.sort.col, dir: st.sort.dir < 0 ? "desc" : "" } }));
+    sort: st.sort.col === "title" ? "" : st.sort.col, dir: st.sort.dir < 0 ? "desc" : "" } }));
 
   // --- layout ----------------------------------------------------------------------------------------------
   const head = h("div", { class: "run-head sweep-head" }, loadingState("Loading the sweep…"));
@@ -54,8 +54,8 @@ export function mount(root, route, shell) {
     renderParcoords();
   } }, METRICS.map((m) => h("option", { value: m.id, selected: m.id === st.metric }, m.label)));
   const tableSection = h("section", { class: "sweep-section" }, h("h2", {}, "Results"), table.element);
-  const redrawParcoords = h("button", { type: "button", class: "ghost small", onclick: () => renderParcoords() },
-    "Refresh");
+  const redrawParcoords = h("button", { type: "button", class: "ghost small", onclick: () => renderParcoords(),
+    title: "draw the parallel coordinates again with the newest values" }, "Refresh");
   const parcoordsSection = h("section", { class: "sweep-section" }, h("div", { class: "section-head" },
     h("h2", {}, "Parallel coordinates"), h("span", { class: "spacer" }), h("label", {}, "colour by ", metricSelect),
     redrawParcoords), parcoords.element);
@@ -144,8 +144,8 @@ export function mount(root, route, shell) {
   }
 
   // --- table and parallel coordinates ----------------------------------------------------------------------
-  const rows = () => [...st.runs.values()].map((r) => resultRow(r, st.stores.get(r.id), st.alerts.get(r.id),
-    Date.now() / 1000));
+  const rows = () => [...st.runs.values()].map((r) => ({ ...resultRow(r, st.stores.get(r.id), st.alerts.get(r.id),
+    Date.now() / 1000), title: cellTitle(r, st.sweep.dimensions) }));
   // The table and the parallel coordinates follow live data only while on screen; one that scrolls into view
   // catches up at once. Plotly's parcoords is WebGL: with a GPU it follows live data (at most one redraw every
   // PARCOORDS_EVERY_MS); with software WebGL (a VM, headless) one redraw takes seconds, so after the first it
@@ -170,7 +170,7 @@ export function mount(root, route, shell) {
     parcoords.render(rows(), st.sweep.dimensions, st.metric);
     parcoordsAt = performance.now();
     stale.parcoords = false;
-    redrawParcoords.classList.remove("primary");
+    redrawParcoords.classList.remove("stale");
     if (grid) grid.stats.parcoordsMs += parcoordsAt - t0;
   }
   function refreshRuns() {
@@ -185,7 +185,7 @@ export function mount(root, route, shell) {
       if (grid) grid.stats.tableMs += performance.now() - t0;
     }
     if (onScreen.has(parcoordsSection) && stale.parcoords) {
-      redrawParcoords.classList.toggle("primary", parcoordsAt > 0);
+      redrawParcoords.classList.toggle("stale", parcoordsAt > 0);
       if (!parcoordsAt || (liveParcoords && performance.now() - parcoordsAt >= PARCOORDS_EVERY_MS)) renderParcoords();
       else if (liveParcoords && !tableTimer) tableTimer = setTimeout(refreshRuns, PARCOORDS_EVERY_MS);
     }

@@ -31,7 +31,12 @@ export function createParcoords() {
         colorbar: { title: { text: m.metric.label, side: "right" }, thickness: 12 } },
       labelfont: { size: 11 }, tickfont: { size: 10 },
     };
-    Plotly.react(plot, m.rows.length ? [trace] : [], {
+    plot.hidden = !m.rows.length;
+    if (!m.rows.length) {
+      Plotly.purge(plot); // an empty parcoords draws empty cartesian axes: show the note alone
+      return;
+    }
+    Plotly.react(plot, [trace], {
       height: 300, margin: { l: 70, r: 80, t: 40, b: 20 }, font: { family: "system-ui, sans-serif", size: 11 },
       paper_bgcolor: "#fff", uirevision: metricId,
     }, { displaylogo: false, responsive: true, displayModeBar: false });

@@ -9,7 +9,7 @@ import { sortRows, TABLE_COLUMNS } from "./sweep_model.js";
 
 function cell(row, col) {
   const v = row[col.id];
-  if (col.id === "label") return h("a", { href: routeHash("run", { id: row.run_id }), title: row.name }, row.label);
+  if (col.id === "title") return h("a", { href: routeHash("run", { id: row.run_id }), title: row.name }, row.title);
   if (col.id === "status") {
     return [statusBadge(row.status), row.error ? h("div", { class: "error-text", title: row.error },
       row.error.length > 90 ? `${row.error.slice(0, 90)}…` : row.error) : null];
@@ -20,7 +20,7 @@ function cell(row, col) {
 }
 
 /** {element, render(rows)}; the sort lives here (`sort`: {col, dir}), `onSort` tells the page it changed. */
-export function createResultsTable({ sort = { col: "label", dir: 1 }, onSort = () => {} } = {}) {
+export function createResultsTable({ sort = { col: "title", dir: 1 }, onSort = () => {} } = {}) {
   const table = h("table", { class: "runs sweep-results" });
   const element = h("div", { class: "table-wrap" }, table);
   let last = [];
