@@ -135,8 +135,9 @@ def test_cells_fill_live_and_the_table_sorts(page: Any, server: DashboardServer,
 
     # parallel coordinates: one axis per dimension (loss.name), the seed, the metric (with software WebGL, as
     # here, it is redrawn by Refresh rather than on every change)
-    page.locator(".parcoords").scroll_into_view_if_needed()
-    page.locator(".sweep-section", has_text="Parallel coordinates").locator("button", has_text="Refresh").click()
+    section = page.locator(".sweep-section", has_text="Parallel coordinates")
+    section.scroll_into_view_if_needed()
+    section.locator("button", has_text="Refresh").click()
     page.wait_for_function("""() => { const p = document.querySelector('.parcoords');
         return p && p.data && p.data[0] && p.data[0].dimensions.length === 3; }""", timeout=120_000)
     labels = page.evaluate("document.querySelector('.parcoords').data[0].dimensions.map((d) => d.label)")

@@ -19,11 +19,10 @@ export const SEED_COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00
 const STATUS_MARK = { queued: "○", running: "●", cancelling: "◌", finished: "✓", failed: "✗", cancelled: "–" };
 
 /**
- * cells: [{index, label, runs}]; modelOf(cellIndex, panelId) → a panel model (mini_chart.js); titleOf(cell) → its heading;
- * beforeFrame() runs once at the
- * start of each frame that draws (the page refreshes shared scales there) and returns true when every cell must
- * be drawn again (a shared scale changed). Returns {element, invalidate(indexes | null = all), updateRuns(cellIndex),
- * stats, destroy()}.
+ * cells: [{index, label, runs}]; modelOf(cellIndex, panelId) → a panel model (mini_chart.js); titleOf(cell) → its
+ * heading; beforeFrame() runs once at the start of each frame that draws (the page refreshes shared scales there)
+ * and returns true when every cell must be drawn again (a shared scale changed). Returns {element,
+ * invalidate(indexes | null = all), updateRuns(cellIndex), stats, destroy()}.
  */
 export function createCellGrid(cells, { modelOf, titleOf = (c) => c.label, beforeFrame = () => {} }) {
   const element = h("div", { class: "sweep-cells", role: "list" });

@@ -61,7 +61,8 @@ export function seriesStats(s, better) {
 /** The turning point: a critical alert of the turning-point rule. */
 export const isTurning = (a) => a.severity === "critical" && /turning/i.test(a.rule || "");
 
-/** One results row (the page adds `title`, the cell's heading): configuration, seed, status, final and best Q / D / FID / modes, turning epoch, time. */
+/** One results row: configuration, seed, status, final and best Q / D / FID / modes, turning epoch, time (the
+ * page adds `title`, the cell's heading). */
 export function resultRow(run, store, alerts, nowS) {
   const row = { run_id: run.id, name: run.name, label: run.label, params: run.params || {}, seed: run.seed,
     config_index: run.config_index, status: run.status, error: run.error || null };
