@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "web"))
+from browser_probe import percentile, timed_visits  # noqa: E402
 from live_stack import CHROMIUM, CHROMIUM_ARGS, TOKEN, DashboardServer, serve  # noqa: E402
 
 from sqd.protocol import MetricBatch, RunStarted  # noqa: E402
@@ -133,19 +134,16 @@ def stream(redis_url: str, prefix: str, run_ids: list[str], first: int, steps_pe
 def first_paint(browser, server: DashboardServer, sweep_id: str, visits: int) -> list[dict[str, float]]:  # type: ignore[no-untyped-def]
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
-    out = []
-    for i in range(visits):
-        page.goto("about:blank")
-        page.goto(f"{server.url}/{'' if i else f'?token={TOKEN}'}#/sweep/{sweep_id}")
-        page.wait_for_function("performance.getEntriesByName('sqd:sweep-painted').length > 0", timeout=120_000)
-        out.append(page.evaluate("""() => {
+    # the first visit signs in and fetches Plotly.js; later ones find it in the cache
+    urls = [f"{server.url}/{'' if i else f'?token={TOKEN}'}#/sweep/{sweep_id}" for i in range(visits)]
+    out = timed_visits(page, urls, "sqd:sweep-painted", """() => {
           const t = (name) => performance.getEntriesByName(name)[0].startTime;
           const res = performance.getEntriesByType('resource');
           const one = (part) => { const r = res.find((x) => x.name.includes(part)); return r ? r.duration : NaN; };
           return { paint: t('sqd:sweep-painted'), data: t('sqd:sweep-data'), metrics_ms: one('/metrics?'),
                    sweep_ms: one(`/sweeps/${location.hash.split('/')[2]}`), plotly_ms: one('plotly.min.js'),
                    dcl: performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd,
-                   cells: document.querySelectorAll('.sweep-cell').length }; }"""))
+                   cells: document.querySelectorAll('.sweep-cell').length }; }""")
     context.close()
     return out
 
@@ -165,11 +163,10 @@ def live_frames(browser, server: DashboardServer, sweep_id: str, seconds: float,
       const b = c.getBoundingClientRect(); return b.top >= 0 && b.bottom <= innerHeight; }).length""")
     context.close()
     d = sorted(r["deltas"][1:])
-    pct = lambda q: d[min(len(d) - 1, int(q * (len(d) - 1)))]  # noqa: E731
     draws = sorted(r["draws"]) or [float("nan")]
-    return {"fps": len(d) / seconds, "p50": pct(0.5), "p95": pct(0.95), "draw_fps": r["frames"] / seconds,
-            "cells_per_draw": r["cells"] / max(1, r["frames"]), "draw_p50": draws[len(draws) // 2],
-            "draw_p95": draws[min(len(draws) - 1, int(0.95 * (len(draws) - 1)))], "visible": visible,
+    return {"fps": len(d) / seconds, "p50": percentile(d, 0.5), "p95": percentile(d, 0.95),
+            "draw_fps": r["frames"] / seconds, "cells_per_draw": r["cells"] / max(1, r["frames"]),
+            "draw_p50": percentile(draws, 0.5), "draw_p95": percentile(draws, 0.95), "visible": visible,
             **{k: r[k] / seconds for k in ("drawMs", "batchMs", "batches", "tableMs", "parcoordsMs")}}
 
 

@@ -4,14 +4,11 @@ follow simulated runs over SSE; bad input stays on the form; the runs table show
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from live_stack import TOKEN, DashboardServer, RunFeed
+from live_stack import TOKEN, DashboardServer, RunFeed, trainer_agent
 from playwright.sync_api import expect
 
 from sqd.protocol import RunFinished
@@ -52,12 +49,7 @@ def table_order(page: Any) -> list[str]:
 
 def test_sweep_from_the_form_runs_on_a_real_agent(page: Any, server: DashboardServer, artifact_dir: Path) -> None:
     """form → POST /sweeps → the capped queue → `sqd agent` → `sqd train` → Monitor → ingest → SSE → the cells."""
-    settings = server.settings
-    env = {**os.environ, "SQD_HOME": str(settings.home), "SQD_REDIS_URL": settings.resolved_redis_url,
-           "SQD_BUS__PREFIX": settings.bus.prefix, "SQD_ARTIFACTS_URL": settings.resolved_artifacts_url}
-    agent = subprocess.Popen([sys.executable, "-m", "sqd", "agent", "--id", "sweep-ui-agent"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with trainer_agent(server, "sweep-ui-agent"):
         visit(page, server, "/launch?mode=sweep")
         page.locator('.preset-checks input[value="sqd-nsgan-digits"]').check()
         page.locator('.preset-checks input[value="sqd-hinge-gp-digits"]').check()
@@ -84,9 +76,6 @@ def test_sweep_from_the_form_runs_on_a_real_agent(page: Any, server: DashboardSe
         first, second = (server.http.get(f"/runs/{r['run_id']}").json() for r in rows)
         assert second["started_at"] >= first["finished_at"] - 1.0  # one at a time (clocks of one machine)
         page.screenshot(path=str(artifact_dir / "sweep-real-agent.png"), full_page=True)
-    finally:
-        agent.terminate()
-        agent.wait(30)
 
 
 def test_cells_fill_live_and_the_table_sorts(page: Any, server: DashboardServer, artifact_dir: Path) -> None:

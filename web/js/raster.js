@@ -42,34 +42,22 @@ export function plot(r, x, y, c, a) {
   blend(r.pixels, y * r.w + x, c, a > 1 ? 1 : a);
 }
 
-/** An anti-aliased line of about one pixel from (x0, y0) to (x1, y1) (Xiaolin Wu), pixel centres at n + 0.5. */
+/** An anti-aliased line of about one pixel from (x0, y0) to (x1, y1) (Xiaolin Wu), pixel centres at n + 0.5:
+ * one step along the major axis at a time, two pixels across it shared by coverage. */
 export function line(r, x0, y0, x1, y1, c, alpha = 1) {
-  const { w, h, pixels } = r;
-  if (Math.abs(y1 - y0) > Math.abs(x1 - x0)) { // steep: walk y, two pixels per row
-    if (y0 > y1) [x0, y0, x1, y1] = [x1, y1, x0, y0];
-    const g = (x1 - x0) / (y1 - y0);
-    const ys = Math.max(0, Math.round(y0 - 0.5));
-    const ye = Math.min(h - 1, Math.round(y1 - 0.5));
-    for (let y = ys; y <= ye; y += 1) {
-      const x = x0 - 0.5 + g * (y + 0.5 - y0);
-      const ix = Math.floor(x);
-      const f = x - ix;
-      if (ix >= 0 && ix < w) blend(pixels, y * w + ix, c, (1 - f) * alpha);
-      if (ix + 1 >= 0 && ix + 1 < w && f > 0) blend(pixels, y * w + ix + 1, c, f * alpha);
-    }
-    return;
-  }
-  if (x0 > x1) [x0, y0, x1, y1] = [x1, y1, x0, y0];
-  const dx = x1 - x0;
-  const g = dx === 0 ? 0 : (y1 - y0) / dx;
-  const xs = Math.max(0, Math.round(x0 - 0.5));
-  const xe = Math.min(w - 1, Math.round(x1 - 0.5));
-  for (let x = xs; x <= xe; x += 1) {
-    const y = y0 - 0.5 + g * (x + 0.5 - x0);
-    const iy = Math.floor(y);
-    const f = y - iy;
-    if (iy >= 0 && iy < h) blend(pixels, iy * w + x, c, (1 - f) * alpha);
-    if (iy + 1 >= 0 && iy + 1 < h && f > 0) blend(pixels, (iy + 1) * w + x, c, f * alpha);
+  const steep = Math.abs(y1 - y0) > Math.abs(x1 - x0);
+  // walk a (the major axis) and spread over b; strides turn (a, b) into a pixel index
+  let [a0, b0, a1, b1] = steep ? [y0, x0, y1, x1] : [x0, y0, x1, y1];
+  if (a0 > a1) [a0, b0, a1, b1] = [a1, b1, a0, b0];
+  const [aLimit, bLimit, aStride, bStride] = steep ? [r.h, r.w, r.w, 1] : [r.w, r.h, 1, r.w];
+  const g = a1 === a0 ? 0 : (b1 - b0) / (a1 - a0);
+  const last = Math.min(aLimit - 1, Math.round(a1 - 0.5));
+  for (let a = Math.max(0, Math.round(a0 - 0.5)); a <= last; a += 1) {
+    const b = b0 - 0.5 + g * (a + 0.5 - a0);
+    const ib = Math.floor(b);
+    const f = b - ib;
+    if (ib >= 0 && ib < bLimit) blend(r.pixels, a * aStride + ib * bStride, c, (1 - f) * alpha);
+    if (ib + 1 >= 0 && ib + 1 < bLimit && f > 0) blend(r.pixels, a * aStride + (ib + 1) * bStride, c, f * alpha);
   }
 }
 

@@ -1,7 +1,7 @@
 // Sweep form logic: grid rows → the request's grid, explicit override sets from text, the run count, and the
 // server's 422 placed on the row or field it names. Pure (no DOM), unit-tested under node.
 
-const KEY = /^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$/;
+import { keyError } from "./launch_form.js";
 
 /** "none, [gp, r1], gp" → ["none", "[gp, r1]", "gp"]: commas inside brackets belong to the value. */
 export function splitValues(text) {
@@ -38,8 +38,8 @@ export function collectGrid(rows) {
     const key = (row.key || "").trim();
     const text = (row.values || "").trim();
     if (!key && !text) return;
-    if (!key) errors.push({ index, msg: "name the setting to sweep, e.g. loss.name" });
-    else if (!KEY.test(key)) errors.push({ index, msg: `'${key}' is not a dotted key like loss.name` });
+    const bad = keyError(key, "loss.name");
+    if (bad) errors.push({ index, msg: bad });
     else if (key in grid) errors.push({ index, msg: `'${key}' is swept twice: list all its values in one row` });
     else if (!text) errors.push({ index, msg: `give the values of ${key}, separated by commas` });
     else {
@@ -62,7 +62,7 @@ export function collectConfigs(text) {
       const at = part.indexOf("=");
       const key = at > 0 ? part.slice(0, at).trim() : "";
       const value = at > 0 ? part.slice(at + 1).trim() : "";
-      if (!KEY.test(key) || !value) errors.push({ line: i + 1, msg: `line ${i + 1}: '${part}' is not key=value` });
+      if (keyError(key) || !value) errors.push({ line: i + 1, msg: `line ${i + 1}: '${part}' is not key=value` });
       else set[key] = valueOf(value);
     }
     configs.push(set);
