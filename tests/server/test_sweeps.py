@@ -293,3 +293,29 @@ def test_events_filtered_by_sweep(api_settings, api_bus):
         api_bus.publish(INGEST, [MetricBatch.from_points(mine, [("loss/D", 0, 1.0, 0, 0.0)])])
         t.join(15)
         assert got and got[0].data["run_id"] == mine
+
+
+def test_migration_adds_sweeps_without_touching_stored_runs(api_settings):
+    """0005 adds `runs.sweep_id` in place: a table copy on SQLite would cascade-delete every series and point."""
+    from alembic import command
+
+    from sqd.server.store import migrate
+    from sqd.server.store.db import make_engine
+
+    engine = make_engine(api_settings.resolved_database_url)
+    migrate.upgrade(engine, "0002_alert_rules")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO runs (id, name, status, kind, config, created_at, updated_at) "
+                             "VALUES ('old', 'old run', 'finished', 'external', '{}', 1, 1)")
+        conn.exec_driver_sql("INSERT INTO series (run_id, key, n_points) VALUES ('old', 'loss/D', 0)")
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT id, sweep_id FROM runs").all() == [("old", None)]
+        assert conn.exec_driver_sql("SELECT count(*) FROM series").scalar() == 1
+    cfg = migrate.alembic_config()
+    with engine.begin() as conn:  # and back
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002_alert_rules")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM series").scalar() == 1
+    engine.dispose()
