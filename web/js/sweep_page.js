@@ -212,6 +212,16 @@ export function mount(root, route, shell) {
     for (const cell of st.cells) if (grid) grid.updateRuns(cell.index);
   }
 
+  function storeSeries(answer) {
+    for (const [runId, keys] of Object.entries(answer.runs)) {
+      const store = storeOf(runId);
+      for (const [key, s] of Object.entries(keys)) {
+        store.set(key, fromApi(s));
+        if (s.step.length) st.xMax = Math.max(st.xMax, s.step[s.step.length - 1]);
+      }
+    }
+  }
+
   function storeOf(runId) {
     if (!st.stores.has(runId)) st.stores.set(runId, new Map());
     return st.stores.get(runId);
@@ -278,20 +288,15 @@ export function mount(root, route, shell) {
     // about one bucket per 2 px of a panel (each keeps its min and max, so no spike is lost): small answers, fast
     st.maxPoints = Math.max(64, Math.min(256, Math.round((width / perRow - 50) / 2)));
     try {
+      // the cells' series first (what the first paint needs); the other result keys follow after it
       const [sw, series, alerts] = await Promise.all([api.sweep(sweepId),
-        api.sweepMetrics(sweepId, SWEEP_KEYS, st.maxPoints), api.sweepAlerts(sweepId)]);
+        api.sweepMetrics(sweepId, CELL_KEYS, st.maxPoints), api.sweepAlerts(sweepId)]);
       performance.mark("sqd:sweep-data");
       st.runs.clear();
       st.stores.clear();
       st.alerts.clear();
       applySweep(sw);
-      for (const [runId, keys] of Object.entries(series.runs)) {
-        const store = storeOf(runId);
-        for (const [key, s] of Object.entries(keys)) {
-          store.set(key, fromApi(s));
-          if (s.step.length) st.xMax = Math.max(st.xMax, s.step[s.step.length - 1]);
-        }
-      }
+      storeSeries(series);
       for (const a of [...alerts.data].reverse()) {
         if (!st.alerts.has(a.run_id)) st.alerts.set(a.run_id, []);
         st.alerts.get(a.run_id).push(a);
@@ -312,6 +317,10 @@ export function mount(root, route, shell) {
         performance.mark("sqd:sweep-painted");
         root.dataset.ready = "true";
         refreshAll();
+        api.sweepMetrics(sweepId, SWEEP_KEYS.filter((k) => !CELL_KEYS.includes(k)), st.maxPoints).then((more) => {
+          storeSeries(more);
+          refreshAll();
+        }).catch((err) => shell.banner(`Could not load FID and modes: ${err.message}`, "error"));
       });
       st.ready = true;
       const pending = st.pending.splice(0);
