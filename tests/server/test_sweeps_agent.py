@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from server_support import AUTH, wait_for
 from sqlalchemy import func, select
-from server_support import AUTH, make_settings, wait_for
 
 from sqd.protocol import LaunchRequest
 from sqd.server.app import create_app
