@@ -34,7 +34,7 @@ export function yRange(seriesList, log = false) {
     return [10 ** (a - pad), 10 ** (b + pad)];
   }
   const pad = hi > lo ? (hi - lo) * 0.08 : Math.max(Math.abs(hi) * 0.1, 0.01);
-  return [lo - pad, hi + pad];
+  return [lo >= 0 ? Math.max(0, lo - pad) : lo - pad, hi + pad]; // a non-negative quantity keeps a floor of 0
 }
 
 /** Union of ranges (null ones ignored): the shared scale of several cells. */

@@ -31,13 +31,13 @@ export function mount(root, route, shell) {
     ready: false, pending: [], maxPoints: 256, xMax: 1, ranges: {}, rangesDirty: true,
     scale: route.params.y === "cell" ? "cell" : "shared",
     metric: METRICS.some((m) => m.id === route.params.metric) ? route.params.metric : "final_quality",
-    sort: { col: route.params.sort || "title", dir: route.params.dir === "desc" ? -1 : 1 } };
+    sort: { col: route.params.sort || "config_index", dir: route.params.dir === "desc" ? -1 : 1 } };
   let grid = null;
   let tableTimer = null;
 
   const setRoute = () => window.history.replaceState(null, "", routeHash("sweep", { id: sweepId, params: {
     y: st.scale === "cell" ? "cell" : "", metric: st.metric === "final_quality" ? "" : st.metric,
-    sort: st.sort.col === "title" ? "" : st.sort.col, dir: st.sort.dir < 0 ? "desc" : "" } }));
+    sort: st.sort.col === "config_index" ? "" : st.sort.col, dir: st.sort.dir < 0 ? "desc" : "" } }));
 
   // --- layout ----------------------------------------------------------------------------------------------
   const head = h("div", { class: "run-head sweep-head" }, loadingState("Loading the sweep…"));
@@ -130,8 +130,9 @@ export function mount(root, route, shell) {
     const traces = tracesOf(cell, panelId);
     const alerts = cell.runs.flatMap((r) => (st.alerts.get(r.id) || []).map((a) => a.step)).filter((s) => s != null);
     const queued = cell.runs.every((r) => r.status === "queued");
+    const own = yRange(traces.map((t) => t.series), panel.log);
     return { title: panel.title, log: panel.log, xr: [0, st.xMax], traces, alerts: [...new Set(alerts)],
-      yr: st.scale === "shared" ? st.ranges[panelId] : yRange(traces.map((t) => t.series), panel.log),
+      yr: own && st.scale === "shared" ? st.ranges[panelId] : own, // no data of its own: the empty text
       empty: queued ? "queued" : panelId === "S" ? "no steps yet" : "no evaluation yet" };
   }
 

@@ -19,8 +19,9 @@ function cell(row, col) {
   return typeof v === "number" && col.id !== "seed" ? formatValue(v) : String(v);
 }
 
-/** {element, render(rows)}; the sort lives here (`sort`: {col, dir}), `onSort` tells the page it changed. */
-export function createResultsTable({ sort = { col: "title", dir: 1 }, onSort = () => {} } = {}) {
+/** {element, render(rows)}; the sort lives here (`sort`: {col, dir}; launch order by default), `onSort` tells the
+ * page it changed. */
+export function createResultsTable({ sort = { col: "config_index", dir: 1 }, onSort = () => {} } = {}) {
   const table = h("table", { class: "runs sweep-results" });
   const element = h("div", { class: "table-wrap" }, table);
   let last = [];
