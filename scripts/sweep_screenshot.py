@@ -1,7 +1,7 @@
 """Screenshot of a sweep's page (how docs/img/sweep.png was taken): headless Chromium, 1440 px wide, after the
 cells, the results table and the parallel coordinates have drawn.
 
-    SQD_URL=… SQD_TOKEN=… .venv/bin/python scripts/sweep_screenshot.py SWEEP_ID [docs/img/sweep.png] [--height 1500]
+    SQD_URL=… SQD_TOKEN=… .venv/bin/python scripts/sweep_screenshot.py SWEEP_ID [docs/img/sweep.png] [--metric final_fid]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ def main() -> None:
     parser.add_argument("sweep_id")
     parser.add_argument("out", nargs="?", default="docs/img/sweep.png")
     parser.add_argument("--height", type=int, default=0, help="clip to this many pixels from the top (0: all)")
+    parser.add_argument("--metric", default="final_modes", help="what the parallel coordinates are coloured by")
     args = parser.parse_args()
     settings = get_settings()
     token = settings.token.get_secret_value() if settings.token else ""
@@ -29,7 +30,7 @@ def main() -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1440, "height": 900})
-        page.goto(f"{settings.resolved_url}/?token={token}#/sweep/{args.sweep_id}")
+        page.goto(f"{settings.resolved_url}/?token={token}#/sweep/{args.sweep_id}?metric={args.metric}")
         page.wait_for_selector("#page[data-ready=true]", timeout=60_000)
         section = page.locator(".sweep-section", has_text="Parallel coordinates")
         section.scroll_into_view_if_needed()

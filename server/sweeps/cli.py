@@ -108,7 +108,10 @@ def print_results(res: dict[str, Any]) -> None:
     for row in res["data"]:
         status = row["status"] + (f": {row['error'][:60]}" if row.get("error") else "")
         table.add_row(row["label"], str(row["seed"]), status, *(_value(row[k]) for _, k in RESULT_COLUMNS))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a log file or a pipe: the whole table rather than rich's 80 columns
+        console = Console(width=160)
+    console.print(table)
 
 
 def _wait(client: Any, sweep_id: str) -> None:
