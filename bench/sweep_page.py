@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "web"))
-from browser_probe import percentile, timed_visits  # noqa: E402
+from browser_probe import browser_cpu_s, percentile, timed_visits  # noqa: E402
 from live_stack import CHROMIUM, CHROMIUM_ARGS, TOKEN, DashboardServer, serve  # noqa: E402
 
 from sqd.protocol import MetricBatch, RunStarted  # noqa: E402
@@ -155,7 +155,9 @@ def live_frames(browser, server: DashboardServer, sweep_id: str, seconds: float,
     page.goto(f"{server.url}/?token={TOKEN}#/sweep/{sweep_id}")
     page.wait_for_selector("#page[data-ready=true]", timeout=60_000)
     page.wait_for_timeout(1500)
+    cpu0 = browser_cpu_s()
     r = page.evaluate(FORCED_PROBE if forced else FRAME_PROBE, seconds)
+    r["cpu_ms"] = (browser_cpu_s() - cpu0) * 1000 / seconds
     r.setdefault("drawMs", 0.0)
     for k in ("batchMs", "batches", "tableMs", "parcoordsMs"):
         r.setdefault(k, 0.0)
@@ -167,6 +169,7 @@ def live_frames(browser, server: DashboardServer, sweep_id: str, seconds: float,
     return {"fps": len(d) / seconds, "p50": percentile(d, 0.5), "p95": percentile(d, 0.95),
             "draw_fps": r["frames"] / seconds, "cells_per_draw": r["cells"] / max(1, r["frames"]),
             "draw_p50": percentile(draws, 0.5), "draw_p95": percentile(draws, 0.95), "visible": visible,
+            "cpu_per_frame": r["cpu_ms"] * seconds / max(1, len(d)), "cpu_per_s": r["cpu_ms"],
             **{k: r[k] / seconds for k in ("drawMs", "batchMs", "batches", "tableMs", "parcoordsMs")}}
 
 
@@ -208,7 +211,9 @@ def main() -> None:
         forced = live_frames(browser, server, sweep["id"], min(10.0, args.seconds), forced=True)
         print(f"forced (every cell redrawn in every frame, no server involved): {forced['fps']:.1f} frames/s, "
               f"{forced['draw_fps']:.1f} of them with all {forced['cells_per_draw']:.0f} cells redrawn; a redraw "
-              f"frame's script time p50 {forced['draw_p50']:.1f} ms, p95 {forced['draw_p95']:.1f} ms")
+              f"frame's script time p50 {forced['draw_p50']:.1f} ms, p95 {forced['draw_p95']:.1f} ms; Chromium CPU "
+              f"{forced['cpu_per_frame']:.1f} ms per frame (all its processes: {1000 / forced['cpu_per_frame']:.0f} "
+              "frames/s per free core)")
         ctx = multiprocessing.get_context("spawn")
         sent = ctx.Value("q", 0)
         streamer = ctx.Process(target=stream, args=(args.redis_url, server.settings.bus.prefix, run_ids, args.steps,
@@ -224,6 +229,7 @@ def main() -> None:
         print(f"  page: {f['fps']:.1f} frames/s (frame time p50 {f['p50']:.1f} ms, p95 {f['p95']:.1f} ms)")
         print(f"  cell redraws: {f['draw_fps']:.1f} frames/s with a redraw, {f['cells_per_draw']:.1f} cells each; "
               f"a redraw frame's script time p50 {f['draw_p50']:.1f} ms, p95 {f['draw_p95']:.1f} ms")
+        print(f"  Chromium CPU: {f['cpu_per_s']:.0f} ms per second ({f['cpu_per_frame']:.1f} ms per frame)")
         print(f"  main-thread script per second: cells {f['drawMs']:.0f} ms, live merges {f['batchMs']:.0f} ms "
               f"({f['batches']:.1f} SSE batches/s), table {f['tableMs']:.0f} ms, parallel coordinates "
               f"{f['parcoordsMs']:.0f} ms")

@@ -5,7 +5,7 @@
 // break the line and get a mark at the panel's top edge (never silently dropped); a downsampled series also
 // draws its min–max band, so a one-step spike stays visible.
 
-import { clearRaster, createRaster, fillRect, hspan, line, parseColor, vspan } from "./raster.js";
+import { clearRaster, clearRows, createRaster, fillRect, hspan, line, parseColor, vspan } from "./raster.js";
 
 const GUTTER = { left: 38, right: 6, top: 13, bottom: 3 };
 const BAND_ALPHA = 0.22;
@@ -42,6 +42,18 @@ export function unionRange(ranges) {
   const kept = ranges.filter(Boolean);
   if (!kept.length) return null;
   return [Math.min(...kept.map((r) => r[0])), Math.max(...kept.map((r) => r[1]))];
+}
+
+/** A range grown by `share` of its span at each end (in log10 on a log scale), keeping a floor of 0. */
+export function widen(range, share, log = false) {
+  if (!range || !share) return range;
+  if (log) {
+    const [a, b] = [Math.log10(range[0]), Math.log10(range[1])];
+    const pad = Math.max(0.02, (b - a) * share);
+    return [10 ** (a - pad), 10 ** (b + pad)];
+  }
+  const pad = Math.max((range[1] - range[0]) * share, 1e-12);
+  return [range[0] >= 0 ? Math.max(0, range[0] - pad) : range[0] - pad, range[1] + pad];
 }
 
 /** Pixel mappings for a panel of w × h CSS pixels. */
@@ -154,9 +166,11 @@ function labelPanel(ctx, top, w, h, model) {
 }
 
 /**
- * Paint a cell: `models` (one per panel, stacked, each h CSS pixels tall) into `canvas`, w CSS pixels wide.
- * model: {title, log, xr, yr (null: nothing to scale yet), traces: [{series, color, alpha}], alerts: [step],
- * empty: text shown when there is no data}. `state` keeps the pixel buffer between frames.
+ * Paint a cell: `models` (one per panel, stacked, each h CSS pixels tall) into `canvas`, w CSS pixels wide; a null
+ * model leaves its panel as it is (only the changed panels are painted and copied). model: {title, log, xr, yr
+ * (null: nothing to scale yet), traces: [{series, color, alpha}], alerts: [step], empty: text shown when there is
+ * no data}. `state` keeps the pixel buffer between frames; returns false (drawing nothing) when a partial redraw
+ * is asked of a cell that has no buffer of this size yet.
  */
 export function drawCell(canvas, state, w, h, models) {
   const dpr = Math.min(2, globalThis.devicePixelRatio || 1);
@@ -166,13 +180,27 @@ export function drawCell(canvas, state, w, h, models) {
     canvas.width = W;
     canvas.height = H;
   }
+  const full = models.every(Boolean);
   if (!state.raster || state.raster.w !== W || state.raster.h !== H) {
+    if (!full) return false;
     state.raster = createRaster(W, H);
     state.image = new ImageData(state.raster.bytes, W, H);
-  } else clearRaster(state.raster);
-  models.forEach((m, i) => { if (m.yr && m.xr) paintPanel(state.raster, i * h, w, h, m, dpr); });
+  } else if (full) clearRaster(state.raster);
+  const band = (i) => [Math.round(i * h * dpr), Math.round((i + 1) * h * dpr)];
+  models.forEach((m, i) => {
+    if (!m) return;
+    if (!full) clearRows(state.raster, ...band(i));
+    if (m.yr && m.xr) paintPanel(state.raster, i * h, w, h, m, dpr);
+  });
   const ctx = canvas.getContext("2d");
-  ctx.putImageData(state.image, 0, 0);
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  if (full) ctx.putImageData(state.image, 0, 0);
+  else {
+    models.forEach((m, i) => {
+      if (m) ctx.putImageData(state.image, 0, 0, 0, band(i)[0], W, band(i)[1] - band(i)[0]);
+    });
+  }
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  models.forEach((m, i) => labelPanel(ctx, i * h, w, h, m));
+  models.forEach((m, i) => { if (m) labelPanel(ctx, i * h, w, h, m); });
+  return true;
 }

@@ -20,6 +20,11 @@ export function clearRaster(r, rgb = 0xffffff) {
   r.pixels.fill((0xff << 24 | blue << 16 | green << 8 | red) >>> 0);
 }
 
+/** Rows [y0, y1) back to opaque white (a panel redrawn alone). */
+export function clearRows(r, y0, y1) {
+  r.pixels.fill(0xffffffff, Math.max(0, y0) * r.w, Math.min(r.h, y1) * r.w);
+}
+
 /** "#rrggbb" → [r, g, b]. */
 export function parseColor(hex) {
   const n = parseInt(hex.slice(1), 16);

@@ -1,9 +1,10 @@
 // The sweep page's small multiples: one cell per configuration with its S, Q and D panels (seeds overlaid, each
 // seed in its own colour), seed chips with each run's status, alert markers, and a failed run's error.
 //
-// Redraws are batched per animation frame: `invalidate(cells)` only marks cells dirty and asks for one frame, in
-// which every dirty cell that is on screen is painted (off-screen cells wait until they scroll in). Scales that
-// several cells share are passed in by the page through `modelOf`, which it computes once per frame.
+// Redraws are batched per animation frame: `invalidate(cells, panels)` only marks panels dirty and asks for one
+// frame, in which every dirty cell on screen is painted — only its changed panels (live angles touch S; Q and D
+// change with evaluations) — and off-screen cells wait until they scroll in. Scales that several cells share are
+// passed in by the page through `modelOf`; `beforeFrame` refreshes them once per frame.
 
 import { h } from "./dom.js";
 import { drawCell } from "./mini_chart.js";
@@ -21,14 +22,14 @@ const STATUS_MARK = { queued: "○", running: "●", cancelling: "◌", finished
 /**
  * cells: [{index, label, runs}]; modelOf(cellIndex, panelId) → a panel model (mini_chart.js); titleOf(cell) → its
  * heading; beforeFrame() runs once at the start of each frame that draws (the page refreshes shared scales there)
- * and returns true when every cell must be drawn again (a shared scale changed). Returns {element,
- * invalidate(indexes | null = all), updateRuns(cellIndex), stats, destroy()}.
+ * and returns the ids of the panels every cell must draw again (their shared scale changed). Returns {element,
+ * invalidate(indexes | null = all, panel ids | null = all), updateRuns(cellIndex), stats, destroy()}.
  */
 export function createCellGrid(cells, { modelOf, titleOf = (c) => c.label, beforeFrame = () => {} }) {
   const element = h("div", { class: "sweep-cells", role: "list" });
   const views = new Map();
   const visible = new Set();
-  const dirty = new Set();
+  const dirty = new Map(); // cell index → the panel ids to redraw, or null for all of them
   // counters the benchmark reads (window.__sqdSweep): redraw frames, cells drawn, script time per part
   const stats = { frames: 0, cellDraws: 0, lastFrameMs: 0, drawMs: 0, batches: 0, batchMs: 0, tableMs: 0,
     parcoordsMs: 0 };
@@ -71,17 +72,27 @@ export function createCellGrid(cells, { modelOf, titleOf = (c) => c.label, befor
     if (!frame) frame = requestAnimationFrame(draw);
   }
 
+  function mark(index, panels) {
+    const now = dirty.get(index);
+    if (panels === null || now === null) dirty.set(index, null);
+    else dirty.set(index, new Set([...(now || []), ...panels]));
+  }
+
   function draw() {
     frame = 0;
-    if (![...dirty].some((i) => visible.has(i))) return;
+    if (![...dirty.keys()].some((i) => visible.has(i))) return;
     const start = performance.now();
-    if (beforeFrame()) for (const i of views.keys()) dirty.add(i);
-    const todo = [...dirty].filter((i) => visible.has(i));
+    const rescaled = beforeFrame();
+    if (rescaled.length) for (const i of views.keys()) mark(i, rescaled);
     if (!width) width = Math.max(120, views.values().next().value.canvases[0].clientWidth);
-    for (const index of todo) {
+    for (const index of [...dirty.keys()].filter((i) => visible.has(i))) {
+      const panels = dirty.get(index);
       dirty.delete(index);
       const v = views.get(index);
-      drawCell(v.canvases[0], v.pixels, width, PANEL_HEIGHT, PANELS.map((p) => modelOf(index, p.id)));
+      const models = PANELS.map((p) => (panels === null || panels.has(p.id) ? modelOf(index, p.id) : null));
+      if (!drawCell(v.canvases[0], v.pixels, width, PANEL_HEIGHT, models)) {
+        drawCell(v.canvases[0], v.pixels, width, PANEL_HEIGHT, PANELS.map((p) => modelOf(index, p.id)));
+      }
       stats.cellDraws += 1;
     }
     stats.frames += 1;
@@ -89,8 +100,8 @@ export function createCellGrid(cells, { modelOf, titleOf = (c) => c.label, befor
     stats.drawMs += stats.lastFrameMs;
   }
 
-  function invalidate(indexes) {
-    for (const i of indexes ?? views.keys()) dirty.add(i);
+  function invalidate(indexes, panels = null) {
+    for (const i of indexes ?? views.keys()) mark(i, panels);
     schedule();
   }
 

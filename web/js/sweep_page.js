@@ -9,7 +9,7 @@ import { withAccessToken } from "./auth.js";
 import { useWebGL } from "./charts.js";
 import { clear, errorState, h, loadingState, statusBadge } from "./dom.js";
 import { formatInt } from "./format.js";
-import { unionRange, yRange } from "./mini_chart.js";
+import { unionRange, widen, yRange } from "./mini_chart.js";
 import { routeHash } from "./router.js";
 import { emptySeries, fromApi, mergeLive } from "./series.js";
 import { followEvents } from "./sse.js";
@@ -20,6 +20,8 @@ import { createResultsTable } from "./sweep_table.js";
 
 // [key, alpha]: angle/D in a lighter tone of the same seed colour as angle/G
 const PANEL_TRACES = { S: [["angle/G", 1], ["angle/D", 0.45]], Q: [["eval/quality", 1]], D: [["eval/diversity", 1]] };
+const KEY_PANEL = Object.fromEntries(Object.entries(PANEL_TRACES).flatMap(([panel, traces]) =>
+  traces.map(([key]) => [key, panel])));
 const LIVE = new Set(["queued", "running", "cancelling"]);
 const TABLE_EVERY_MS = 1000;
 const PARCOORDS_EVERY_MS = 15_000;
@@ -111,15 +113,19 @@ export function mount(root, route, shell) {
       series: st.stores.get(r.id)?.get(key), color: seedColor(i), alpha })));
   }
 
+  // Shared scales only grow while the page is open (a tighter one comes with a reload or a scale toggle), with
+  // headroom when they do: live points rarely cross them, so most frames redraw only the panels that changed.
   function refreshRanges() {
     xNote.textContent = formatInt(st.xMax);
-    if (!st.rangesDirty || st.scale !== "shared") return false;
+    if (!st.rangesDirty || st.scale !== "shared") return [];
     st.rangesDirty = false;
-    let changed = false;
+    const changed = [];
     for (const p of PANELS) {
-      const next = unionRange(st.cells.map((c) => yRange(tracesOf(c, p.id).map((t) => t.series), p.log)));
-      if (JSON.stringify(next) !== JSON.stringify(st.ranges[p.id])) changed = true;
-      st.ranges[p.id] = next;
+      const need = unionRange(st.cells.map((c) => yRange(tracesOf(c, p.id).map((t) => t.series), p.log)));
+      const now = st.ranges[p.id];
+      if (!need || (now && need[0] >= now[0] && need[1] <= now[1])) continue;
+      st.ranges[p.id] = widen(unionRange([now, need]), now ? 0.1 : 0, p.log);
+      changed.push(p.id);
     }
     return changed;
   }
@@ -138,6 +144,7 @@ export function mount(root, route, shell) {
 
   function setScale(scale) {
     st.scale = scale;
+    st.ranges = {};
     st.rangesDirty = true;
     scaleButtons.forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.scale === scale)));
     setRoute();
@@ -240,7 +247,11 @@ export function mount(root, route, shell) {
   }
 
   function merge(batch) {
-    const dirty = new Set();
+    const dirty = new Map(); // cell → panel ids to redraw (null: all)
+    const touch = (cell, panel) => {
+      if (panel === null || dirty.get(cell) === null) dirty.set(cell, null);
+      else dirty.set(cell, new Set([...(dirty.get(cell) || []), panel]));
+    };
     let table = false;
     for (const { type, data } of batch) {
       if (type === "reset") {
@@ -254,7 +265,7 @@ export function mount(root, route, shell) {
       if (type === "run") {
         Object.assign(run, data);
         grid.updateRuns(cell);
-        dirty.add(cell);
+        touch(cell, null);
         table = true;
       } else if (type === "points") {
         const store = storeOf(id);
@@ -265,20 +276,20 @@ export function mount(root, route, shell) {
           const last = s.step[s.step.length - 1];
           if (last > st.xMax) {
             st.xMax = last;
-            for (const c of st.cells) dirty.add(c.index);
+            for (const c of st.cells) touch(c.index, null);
           }
-          if (CELL_KEYS.includes(key)) dirty.add(cell);
+          if (KEY_PANEL[key]) touch(cell, KEY_PANEL[key]);
           if (key.startsWith("eval/")) table = true;
         }
         st.rangesDirty = true;
       } else if (type === "alert") {
         if (!st.alerts.has(id)) st.alerts.set(id, []);
         st.alerts.get(id).push(data);
-        dirty.add(cell);
+        touch(cell, null);
         table = true;
       }
     }
-    if (dirty.size) grid.invalidate(dirty);
+    for (const [cell, panels] of dirty) grid.invalidate([cell], panels && [...panels]);
     if (table) scheduleTable();
   }
 
@@ -296,6 +307,7 @@ export function mount(root, route, shell) {
       st.runs.clear();
       st.stores.clear();
       st.alerts.clear();
+      st.ranges = {};
       applySweep(sw);
       storeSeries(series);
       for (const a of [...alerts.data].reverse()) {

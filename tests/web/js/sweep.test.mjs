@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { scales, tickText, unionRange, yRange } from "../../../web/js/mini_chart.js";
+import { scales, tickText, unionRange, widen, yRange } from "../../../web/js/mini_chart.js";
 import { clearRaster, createRaster, line, parseColor, vspan } from "../../../web/js/raster.js";
 import { parseRoute } from "../../../web/js/router.js";
 import { coarsen, emptySeries, mergePoints } from "../../../web/js/series.js";
@@ -166,4 +166,13 @@ test("sweep form: grid rows, explicit sets, run counts and 422 placement", () =>
   assert.deepEqual(placed.overrides, { 0: ["bad batch"] });
   assert.deepEqual(placed.fields, { presets: ["unknown preset 'nope'"], confirm: ["confirm it"] });
   assert.deepEqual(placed.general, ["sqd-x with a=b: cross-field", "elsewhere"]);
+});
+
+test("shared scales widen with headroom, keep a floor of 0, and log scales widen in decades", () => {
+  assert.deepEqual(widen([0, 1], 0), [0, 1]);
+  assert.deepEqual(widen([0.2, 1.2], 0.1), [0.1, 1.3]);
+  assert.deepEqual(widen([0.05, 1], 0.1), [0, 1.095]);
+  const [lo, hi] = widen([1e-3, 1e-1], 0.1, true);
+  assert.ok(Math.abs(Math.log10(lo) + 3.2) < 1e-9 && Math.abs(Math.log10(hi) + 0.8) < 1e-9);
+  assert.equal(widen(null, 0.1), null);
 });
