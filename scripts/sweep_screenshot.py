@@ -1,7 +1,7 @@
 """Screenshot of a sweep's page (how docs/img/sweep.png was taken): headless Chromium, 1440 px wide, after the
 cells, the results table and the parallel coordinates have drawn.
 
-    SQD_URL=… SQD_TOKEN=… .venv/bin/python scripts/sweep_screenshot.py SWEEP_ID [docs/img/sweep.png] [--metric final_fid]
+    SQD_URL=… SQD_TOKEN=… .venv/bin/python scripts/sweep_screenshot.py SWEEP_ID [OUT.png] [--metric final_fid]
 """
 
 from __future__ import annotations
