@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "web"))
+from browser_probe import percentile, timed_visits  # noqa: E402
 from live_stack import CHROMIUM, CHROMIUM_ARGS, TOKEN, DashboardServer, RunFeed, serve, wait  # noqa: E402
 
 from sqd.protocol import MetricBatch  # noqa: E402
@@ -95,13 +96,9 @@ def new_page(browser, renderer: str):  # type: ignore[no-untyped-def]
 def first_paint(browser, server: DashboardServer, run_id: str, visits: int,  # type: ignore[no-untyped-def]
                 renderer: str) -> list[dict[str, float]]:
     context, page = new_page(browser, renderer)
-    out = []
-    for i in range(visits):
-        page.goto("about:blank")
-        # the first visit signs in and fetches Plotly.js; later ones find it in the cache
-        page.goto(f"{server.url}/{'' if i else f'?token={TOKEN}'}#/run/{run_id}")
-        page.wait_for_function("performance.getEntriesByName('sqd:run-painted').length > 0", timeout=120_000)
-        out.append(page.evaluate("""() => {
+    # the first visit signs in and fetches Plotly.js; later ones find it in the cache
+    urls = [f"{server.url}/{'' if i else f'?token={TOKEN}'}#/run/{run_id}" for i in range(visits)]
+    out = timed_visits(page, urls, "sqd:run-painted", """() => {
           const paint = performance.getEntriesByName('sqd:run-painted')[0].startTime;
           const metrics = performance.getEntriesByType('resource').filter((r) => r.name.includes('/metrics?'));
           const plotly = performance.getEntriesByType('resource').find((r) => r.name.includes('plotly.min.js'));
@@ -109,7 +106,7 @@ def first_paint(browser, server: DashboardServer, run_id: str, visits: int,  # t
           return { paint, data, metrics_ms: metrics.length ? metrics[0].duration : NaN,
                    plotly_ms: plotly ? plotly.duration : NaN,
                    points: [...document.querySelectorAll('.plot')].reduce((n, p) =>
-                     n + (p.data || []).reduce((m, t) => m + (t.x ? t.x.length : 0), 0), 0) }; }"""))
+                     n + (p.data || []).reduce((m, t) => m + (t.x ? t.x.length : 0), 0), 0) }; }""")
     context.close()
     return out
 
@@ -147,9 +144,8 @@ def frames(browser, url: str, seconds: float, ready: str, renderer: str) -> dict
     result = page.evaluate(FRAME_PROBE, seconds)
     context.close()
     d = sorted(result["deltas"][1:])
-    pct = lambda q: d[min(len(d) - 1, int(q * (len(d) - 1)))]  # noqa: E731
-    return {"frames": len(d), "p50": pct(0.5), "p95": pct(0.95), "max": d[-1], "fps": len(d) / seconds,
-            "long": len(result["longTasks"]), "long_ms": sum(result["longTasks"])}
+    return {"frames": len(d), "p50": percentile(d, 0.5), "p95": percentile(d, 0.95), "max": d[-1],
+            "fps": len(d) / seconds, "long": len(result["longTasks"]), "long_ms": sum(result["longTasks"])}
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from sqd.server.errors import install_error_handlers
 from sqd.server.ingest.consumer import start_consumer_thread
 from sqd.server.limits import BodySizeLimit
 from sqd.server.store import migrate
+from sqd.server.sweeps.queue import Reconciler
 from sqd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.ctx = ctx
         consumer = start_consumer_thread(ctx) if settings.server.ingest_in_process else None
         alerts = engine.start(ctx)  # webhook deliveries and the stalled-run timer
+        sweeps = Reconciler(ctx).start()  # releases sweep runs whose release was missed (restart, bus outage)
         try:
             yield
         finally:
@@ -52,6 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
             if consumer is not None:
                 await asyncio.to_thread(consumer.join, 10.0)  # finishes the batch in hand, acks it
             await asyncio.to_thread(alerts.join, 10.0)
+            await asyncio.to_thread(sweeps.join, 10.0)
             await ctx.aredis.aclose()
             ctx.close()
 

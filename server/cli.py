@@ -1,5 +1,5 @@
 """`sqd server`, `sqd gc`, `sqd db upgrade|downsample`, `sqd token create|list|revoke`, `sqd metrics get`
-(`sqd runs` is sqd/runs_cli.py)."""
+(`sqd runs` is sqd/runs_cli.py; `sqd sweep` / `sqd sweeps …` come from sqd.server.sweeps.cli)."""
 
 from __future__ import annotations
 
@@ -251,3 +251,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(db_app, name="db")
     app.add_typer(token_app, name="token")
     app.add_typer(metrics_app, name="metrics")
+    from sqd.server.sweeps import cli as sweeps_cli
+
+    sweeps_cli.register(app)

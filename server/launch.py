@@ -15,6 +15,7 @@ from sqd.server import live
 from sqd.server.context import ServerContext
 from sqd.server.schemas import PresetPublic, RunCreate, RunPublic
 from sqd.server.store import runs_store
+from sqd.server.sweeps import queue as sweep_queue
 from sqd.wire import encode
 
 
@@ -110,7 +111,9 @@ def launch(ctx: ServerContext, session: Session, body: RunCreate) -> RunPublic:
 def cancel(ctx: ServerContext, session: Session, run: RunPublic, reason: str) -> RunPublic:
     if run.kind == "launched" and run.status not in TERMINAL_STATUSES:
         _publish(ctx, CancelRequest(run_id=run.id, reason=reason))
-    updated = runs_store.mark_cancelled(session, run.id)
+    # a sweep's run still waiting behind its cap has no agent to confirm the cancel
+    held = run.sweep_id is not None and sweep_queue.is_held(session, run.id)
+    updated = runs_store.mark_cancelled(session, run.id, at_once=held)
     assert updated is not None
     session.commit()
     notify(ctx, updated)

@@ -87,6 +87,7 @@ class RunPublic(Schema):
     notes: str = ""
     archived_at: float | None = None
     deleted_at: float | None = Field(None, description="soft-deleted: hidden, recoverable until `gc`")
+    sweep_id: str | None = None
 
 
 class RunUpdate(Schema):
@@ -149,6 +150,7 @@ class RunFilter(Schema):
         "comma-separated fields, '-' for descending, e.g. `eval/fid` or `-config.lr` (default: -created)"))
     view: Literal["active", "archived", "all", "deleted"] = Field(
         "active", description="active: neither archived nor deleted; all: active and archived; deleted: the trash")
+    sweep: str | None = Field(None, max_length=64, description="only the runs of this sweep")
     limit: int = Field(50, ge=1, le=1000)
     offset: int = Field(0, ge=0, le=10**9)
 

@@ -233,6 +233,37 @@ class Client:
         params = {"format": format, **({"keys": ",".join(keys)} if keys is not None else {})}
         return self._request("GET", f"/runs/{run_id}/export", params=params).text
 
+    # sweeps
+    def sweeps(self, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        return dict(self._json("GET", "/sweeps", params={"limit": limit, "offset": offset}))
+
+    def sweep(self, sweep_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/sweeps/{sweep_id}"))
+
+    def create_sweep(self, preset: str | Iterable[str], grid: dict[str, list[Any]] | None = None,
+                     seeds: int = 1, **fields: Any) -> dict[str, Any]:
+        """A sweep of `preset` (or several) × `grid` × `seeds`; other fields as POST /sweeps takes them
+        (name, configs, overrides, steps, max_concurrent, confirm)."""
+        presets = {"preset": preset} if isinstance(preset, str) else {"presets": list(preset)}
+        body = {**presets, "grid": grid or {}, "seeds": seeds, **{k: v for k, v in fields.items() if v is not None}}
+        return self.post_sweep(body)
+
+    def post_sweep(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /sweeps with a body as it takes it (e.g. a built-in sweep's `request`)."""
+        return dict(self._json("POST", "/sweeps", json=body))
+
+    def cancel_sweep(self, sweep_id: str, reason: str = "sweep cancelled by user") -> dict[str, Any]:
+        return dict(self._json("POST", f"/sweeps/{sweep_id}/cancel", json={"reason": reason}))
+
+    def sweep_results(self, sweep_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/sweeps/{sweep_id}/results"))
+
+    def export_sweep(self, sweep_id: str, format: str = "csv") -> str:
+        return self._request("GET", f"/sweeps/{sweep_id}/results", params={"format": format}).text
+
+    def builtin_sweeps(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/sweeps/builtin"))
+
     # evaluations, alerts, samples
     def evaluations(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._json("GET", f"/runs/{run_id}/evaluations")["data"]
@@ -253,9 +284,11 @@ class Client:
                                headers={"Content-Type": "image/png"}))
 
     def events(self, run_ids: Iterable[str] | None = None, last_event_id: str | None = None,
-               timeout: float | None = None) -> Iterator[Event]:
-        """Follow the live stream (blocking generator); keep-alives are skipped."""
-        params = {"run_id": list(run_ids)} if run_ids else {}
+               timeout: float | None = None, sweep: str | None = None) -> Iterator[Event]:
+        """Follow the live stream (blocking generator) of some runs, or of a sweep's; keep-alives are skipped."""
+        params: dict[str, Any] = {"run_id": list(run_ids)} if run_ids else {}
+        if sweep is not None:
+            params["sweep"] = sweep
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         with self.http.stream("GET", "/api/v1/events", params=params, headers=headers,
                               timeout=httpx.Timeout(timeout, connect=10.0)) as resp:

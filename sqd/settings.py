@@ -113,6 +113,13 @@ class ArtifactSettings(BaseModel):
         return {f"SQD_ARTIFACTS__{k}": v for k, v in values.items() if v is not None}
 
 
+class SweepSettings(BaseModel):
+    max_concurrent: int = Field(8, ge=1, description="runs of one sweep handed to the agents at once (default)")
+    confirm_above: int = Field(200, ge=1, description="a sweep of more runs needs an explicit confirmation")
+    max_runs: int = Field(5000, ge=1, description="the most runs one sweep may make")
+    reconcile_s: float = Field(10.0, gt=0, description="how often the server re-checks every sweep's queue")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SQD_", env_file=".env", env_nested_delimiter="__", extra="ignore"
@@ -130,6 +137,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     trainer: TrainerSettings = TrainerSettings()
     alerts: AlertSettings = AlertSettings()
+    sweeps: SweepSettings = SweepSettings()
 
     @field_validator("home", mode="after")
     @classmethod

@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from sqd.server.api import alerts, dashboard, events, health, metrics, ops, presets, records, rules, runs
+from sqd.server.api import alerts, dashboard, events, health, metrics, ops, presets, records, rules, runs, sweeps
 
 api_router = APIRouter()
-for module in (health, runs, metrics, records, alerts, rules, presets, events, ops, dashboard):
+for module in (health, runs, metrics, records, alerts, rules, presets, sweeps, events, ops, dashboard):
     api_router.include_router(module.router)

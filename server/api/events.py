@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from sqd.server import live
 from sqd.server.api.deps import CtxDep, ReadDep
+from sqd.server.sweeps import store as sweeps_store
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["events"])
@@ -25,10 +26,14 @@ async def events(ctx: CtxDep,
                  run_id: Annotated[list[str] | None, Query(max_length=100, description="repeatable or a,b")] = None,
                  last_event_id: Annotated[str | None, Header(max_length=64)] = None,
                  since: Annotated[str | None, Query(max_length=64, description="like Last-Event-ID")] = None,
+                 sweep: Annotated[str | None, Query(max_length=64, description="only this sweep's runs")] = None,
                  ) -> StreamingResponse:
     """`event:` points | evaluation | alert | run (and `reset` when a resume point is too old), `id:` the live-stream
     id, `data:` JSON. Keep-alive comments every 15 s."""
     runs = {r for value in run_id for r in value.split(",") if r} if run_id else None
+    if sweep is not None:  # a sweep makes all its runs when it is created, so the set is fixed
+        with ctx.sessions() as session:
+            runs = (runs or set()) | set(sweeps_store.run_ids(session, sweep))
     start = live.valid_event_id(last_event_id or since)
     assert ctx.aredis is not None
 

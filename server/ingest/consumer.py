@@ -27,6 +27,7 @@ from sqd.server.health import INGEST_GROUP
 from sqd.server.ingest.apply import ApplyResult, apply_events
 from sqd.server.schemas import MAX_JSON_DEPTH, json_depth
 from sqd.server.store import migrate
+from sqd.server.sweeps import queue as sweep_queue
 from sqd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,10 @@ class IngestHandler:
             engine.after_ingest(ctx, sorted(result.run_ids))
         except Exception:  # the alert hook must never block ingest; its failure is logged with the traceback
             log.exception("engine.after_ingest failed for runs %s", sorted(result.run_ids))
+        try:
+            sweep_queue.after_ingest(ctx, result.live)
+        except Exception:  # a sweep's next runs are released by its reconciler instead
+            log.exception("releasing sweep runs after ingest failed")
         return result
 
 

@@ -64,6 +64,7 @@ class Run(Base):
     notes: Mapped[str] = mapped_column(Text, default="")
     archived_at: Mapped[float | None] = mapped_column(Float)
     deleted_at: Mapped[float | None] = mapped_column(Float)
+    sweep_id: Mapped[str | None] = mapped_column(RUN_ID, index=True)  # the sweep that made it (sweeps/models.py)
 
 class Series(Base):
     __tablename__ = "series"

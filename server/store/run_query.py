@@ -1,8 +1,8 @@
 """What a run filter's fields mean in SQL, and sorting by them; the same SQL runs on SQLite and PostgreSQL.
 
 Fields (FIELDS below, plus two open families):
-* `status`, `kind` (a fixed set of values), `preset`, `name`, `id`: text; `=`, `!=`, `~` (contains, any case),
-  `in`, `not in`.
+* `status`, `kind` (a fixed set of values), `preset`, `name`, `id`, `sweep` (the sweep's id): text; `=`, `!=`,
+  `~` (contains, any case), `in`, `not in`.
 * `tag`: `tag = x` has the tag, `tag != x` has not, `tag in (a, b)` has any, `tag not in (…)` has none, `tag ~ x`
   has a tag containing x.
 * `step` (last step), `created` (seconds since the epoch): numbers.
@@ -13,7 +13,7 @@ Fields (FIELDS below, plus two open families):
   series' last value (`series.last_value`, kept by ingest) with a number; a run without that series, or whose
   last value is NaN, does not match.
 
-Adding a field is one line in FIELDS (e.g. `"sweep": TextField(Run.sweep_id)`). Errors are FilterError with the
+Adding a field is one line in FIELDS. Errors are FilterError with the
 token and its position, like syntax errors, so the API answers both the same way (422).
 """
 
@@ -196,6 +196,7 @@ FIELDS: dict[str, Field] = {
     "name": TextField(Run.name),
     "id": TextField(Run.id),
     "tag": TagField(),
+    "sweep": TextField(Run.sweep_id),
     "step": NumberField(Run.last_step),
     "created": NumberField(Run.created_at),
 }

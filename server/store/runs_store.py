@@ -38,6 +38,8 @@ def list_runs(session: Session, f: RunFilter) -> RunsPublic:
         query = query.where(Run.preset == f.preset)
     if f.kind:
         query = query.where(Run.kind == f.kind)
+    if f.sweep:
+        query = query.where(Run.sweep_id == f.sweep)
     if f.q:
         like = f"%{f.q}%"
         query = query.where(or_(Run.name.ilike(like), Run.id.ilike(like)))
@@ -57,24 +59,25 @@ def run_exists(session: Session, run_id: str) -> bool:
 
 def create_run(session: Session, *, name: str, kind: str, status: str, preset: str | None = None,
                config: dict[str, Any] | None = None, steps: int | None = None, run_id: str | None = None,
-               tags: list[str] | None = None, notes: str = "", started_at: float | None = None) -> RunPublic:
+               tags: list[str] | None = None, notes: str = "", started_at: float | None = None,
+               sweep_id: str | None = None) -> RunPublic:
     run = Run(id=run_id or new_id(), name=name, kind=kind, status=status, preset=preset, config=config or {},
-              steps=steps, tags=tags or [], notes=notes, started_at=started_at)
+              steps=steps, tags=tags or [], notes=notes, started_at=started_at, sweep_id=sweep_id)
     session.add(run)
     session.flush()
     return RunPublic.model_validate(run)
 
 
-def mark_cancelled(session: Session, run_id: str) -> RunPublic | None:
+def mark_cancelled(session: Session, run_id: str, at_once: bool = False) -> RunPublic | None:
     """A cancel was requested. A launched run reads `cancelling` until its agent's RunFinished(cancelled) arrives
-    (the agent owns the process, so only it can say the run stopped); an external run has no agent, so it is
-    cancelled at once. Terminal runs are left as they are."""
+    (the agent owns the process, so only it can say the run stopped); an external run — or one no agent has yet
+    (`at_once`: a sweep's run waiting behind its cap) — is cancelled at once. Terminal runs are left as they are."""
     run = session.get(Run, run_id)
     if run is None:
         return None
     if run.status not in TERMINAL_STATUSES:
         run.updated_at = time.time()
-        if run.kind == "launched":
+        if run.kind == "launched" and not at_once:
             run.status = "cancelling"
         else:
             run.status, run.finished_at = "cancelled", run.updated_at

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -96,6 +99,22 @@ class DashboardServer:
         resp = self.http.get(f"/runs/{run_id}")
         resp.raise_for_status()
         return dict(resp.json())
+
+
+@contextmanager
+def trainer_agent(server: DashboardServer, agent_id: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `sqd agent` process on the server's bus, artifact store and data dir: it trains real `sqd train`
+    subprocesses for the launches the server sends; terminated afterwards."""
+    s = server.settings
+    env = {**os.environ, "SQD_HOME": str(s.home), "SQD_REDIS_URL": s.resolved_redis_url,
+           "SQD_BUS__PREFIX": s.bus.prefix, "SQD_ARTIFACTS_URL": s.resolved_artifacts_url}
+    agent = subprocess.Popen([sys.executable, "-m", "sqd", "agent", "--id", agent_id], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield agent
+    finally:
+        agent.terminate()
+        agent.wait(30)
 
 
 @contextmanager

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from live_stack import TOKEN, DashboardServer, RunFeed, serve, wait
+from live_stack import TOKEN, DashboardServer, RunFeed, serve, trainer_agent, wait
 from playwright.sync_api import expect
 
 from sqd.protocol import MetricBatch, RunStarted
@@ -329,12 +326,7 @@ def test_closed_reads_ask_to_sign_in(page: Any, tmp_path_factory: pytest.TempPat
 def test_launch_runs_on_a_real_trainer_agent(page: Any, server: DashboardServer, artifact_dir: Path) -> None:
     """The whole path: form → POST /runs → LaunchRequest → `sqd agent` → `sqd train` subprocess → Monitor →
     ingest → SSE → the run page's curves, status and log."""
-    settings = server.settings
-    env = {**os.environ, "SQD_HOME": str(settings.home), "SQD_REDIS_URL": settings.resolved_redis_url,
-           "SQD_BUS__PREFIX": settings.bus.prefix, "SQD_ARTIFACTS_URL": settings.resolved_artifacts_url}
-    agent = subprocess.Popen([sys.executable, "-m", "sqd", "agent", "--id", "web-test-agent"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with trainer_agent(server, "web-test-agent"):
         visit(page, server, "/launch")
         page.locator("select#preset").select_option("demo-stable")
         page.fill(".ov-key", "train.steps")
@@ -355,9 +347,6 @@ def test_launch_runs_on_a_real_trainer_agent(page: Any, server: DashboardServer,
             page.locator(".logs-panel button", has_text="Refresh").click()
         expect(page.locator("pre.log")).to_contain_text("step")
         page.screenshot(path=str(artifact_dir / "real-agent-run.png"), full_page=True)
-    finally:
-        agent.terminate()
-        agent.wait(30)
 
 
 def test_runs_page_shows_more_than_its_first_page(page: Any, server: DashboardServer) -> None:

@@ -75,4 +75,12 @@ export const api = {
   deleteRun: (id, hard = false) => request("DELETE", `/runs/${enc(id)}${q({ hard: hard ? "true" : "" })}`),
   restoreRun: (id) => request("POST", `/runs/${enc(id)}/restore`),
   metricKeys: (ids) => request("GET", `/keys${q({ run_id: ids.join(",") })}`),
+  sweeps: (limit = 100) => request("GET", `/sweeps${q({ limit })}`),
+  sweep: (id) => request("GET", `/sweeps/${enc(id)}`),
+  sweepMetrics: (id, keys, maxPoints) => request("GET",
+    `/sweeps/${enc(id)}/metrics${q({ keys: keys.join(","), max_points: maxPoints })}`),
+  sweepAlerts: (id) => request("GET", `/sweeps/${enc(id)}/alerts`),
+  builtinSweeps: () => request("GET", "/sweeps/builtin"),
+  createSweep: (body) => request("POST", "/sweeps", body),
+  cancelSweep: (id) => request("POST", `/sweeps/${enc(id)}/cancel`, { reason: "sweep cancelled from the dashboard" }),
 };

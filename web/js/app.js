@@ -8,8 +8,11 @@ import * as comparePage from "./compare_page.js";
 import * as launchPage from "./launch_page.js";
 import * as runPage from "./run_page.js";
 import * as runsPage from "./runs_page.js";
+import * as sweepPage from "./sweep_page.js";
+import * as sweepsPage from "./sweeps_page.js";
 
-const PAGES = { runs: runsPage, run: runPage, compare: comparePage, launch: launchPage };
+const PAGES = { runs: runsPage, run: runPage, compare: comparePage, launch: launchPage, sweeps: sweepsPage,
+  sweep: sweepPage };
 const $ = (id) => document.getElementById(id);
 
 let current = null;
@@ -69,7 +72,7 @@ function mountRoute(route) {
   shell.setLive("off");
   shell.banner(null);
   document.querySelectorAll("[data-nav]").forEach((a) => {
-    a.toggleAttribute("aria-current", a.dataset.nav === route.page);
+    a.toggleAttribute("aria-current", a.dataset.nav === route.page || `${a.dataset.nav}` === `${route.page}s`);
   });
   const root = clear($("page"));
   delete root.dataset.ready; // each page sets it once its first data is drawn (tests and benchmarks wait on it)

@@ -25,6 +25,13 @@ export function groupPresets(presets) {
   }));
 }
 
+/** What is wrong with a setting's name typed in a form ("" → name it; not dotted), or null. */
+export function keyError(key, example = "optim.lr_g") {
+  if (!key) return `name the setting, e.g. ${example}`;
+  if (!/^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$/.test(key)) return `'${key}' is not a dotted key like ${example}`;
+  return null;
+}
+
 /** Rows [{key, value}] → {overrides, errors}. Values stay strings: the server parses them with the config schema
  * ("2e-4", "[0.5, 0.9]", "true"), as `sqd train --set` does. Blank rows are ignored. */
 export function collectOverrides(rows) {
@@ -34,10 +41,9 @@ export function collectOverrides(rows) {
     const key = (row.key || "").trim();
     const value = (row.value || "").trim();
     if (!key && !value) return;
-    if (!key) errors.push({ index, field: "key", msg: "name the setting, e.g. optim.lr_g" });
-    else if (!/^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$/.test(key)) {
-      errors.push({ index, field: "key", msg: `'${key}' is not a dotted key like optim.lr_g` });
-    } else if (key in overrides) errors.push({ index, field: "key", msg: `'${key}' is set twice` });
+    const bad = keyError(key);
+    if (bad) errors.push({ index, field: "key", msg: bad });
+    else if (key in overrides) errors.push({ index, field: "key", msg: `'${key}' is set twice` });
     else if (!value) errors.push({ index, field: "value", msg: `give a value for ${key}` });
     else overrides[key] = value;
   });

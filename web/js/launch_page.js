@@ -7,6 +7,7 @@ import { clear, errorState, h, loadingState } from "./dom.js";
 import { detailText } from "./format.js";
 import { collectOverrides, groupPresets, placeErrors } from "./launch_form.js";
 import { routeHash } from "./router.js";
+import * as sweepForm from "./sweep_form.js";
 
 // "unknown key 'x'; did you mean 'y'? keys: a, b, …": the long list of valid keys folds away
 function messageWithKeys(msg) {
@@ -16,7 +17,16 @@ function messageWithKeys(msg) {
     h("summary", {}, "valid keys"), h("code", {}, msg.slice(at + 7))));
 }
 
+/** "One run | Sweep": the launch page's two modes (#/launch, #/launch?mode=sweep). */
+function modeTabs(sweep) {
+  const tab = (label, mode, on) => h("a", { class: `button${on ? " primary" : " ghost"}`, "aria-current": on ? "page"
+    : null, href: routeHash("launch", { params: { mode } }) }, label);
+  return h("span", { class: "mode-tabs seg", role: "group", "aria-label": "launch one run or a sweep" },
+    tab("One run", "", !sweep), tab("Sweep", "sweep", sweep));
+}
+
 export function mount(root, route, shell) {
+  if (route.params.mode === "sweep") return sweepForm.mount(root, route, shell, modeTabs(true));
   const presets = new Map();
   const select = h("select", { id: "preset", name: "preset", required: true, "aria-describedby": "preset-help" });
   const description = h("p", { id: "preset-help", class: "help" });
@@ -61,7 +71,7 @@ export function mount(root, route, shell) {
     h("div", { class: "actions" }, submit, h("a", { href: "#/runs", class: "button ghost" }, "Cancel")));
   const catalogue = h("aside", { class: "catalogue", "aria-label": "presets by seed" });
   const body = h("div", { class: "launch-layout" }, loadingState("Loading presets…"));
-  root.append(h("div", { class: "page-head" }, h("h1", {}, "Launch a run")), body);
+  root.append(h("div", { class: "page-head" }, h("h1", {}, "Launch a run"), modeTabs(false)), body);
   addRow();
 
   function showDescription() {

@@ -1,7 +1,9 @@
-// Hash routes: #/runs, #/run/<id>, #/compare?ids=a,b, #/launch. parseRoute / routeHash are pure (unit-tested);
+// Hash routes: #/runs, #/run/<id>, #/compare?ids=a,b, #/launch, #/sweeps, #/sweep/<id>. parseRoute / routeHash are
+// pure (unit-tested);
 // startRouter wires them to the window.
 
-const PAGES = new Set(["runs", "run", "compare", "launch"]);
+const PAGES = new Set(["runs", "run", "compare", "launch", "sweeps", "sweep"]);
+const WITH_ID = new Set(["run", "sweep"]);
 
 /** "#/run/abc?x=1" → {page: "run", id: "abc", params: {x: "1"}}; unknown → the runs page. */
 export function parseRoute(hash) {
@@ -11,8 +13,8 @@ export function parseRoute(hash) {
   const params = Object.fromEntries(new URLSearchParams(query));
   const page = PAGES.has(parts[0]) ? parts[0] : "runs";
   const route = { page, id: null, params };
-  if (page === "run") {
-    if (!parts[1]) return { page: "runs", id: null, params: {} };
+  if (WITH_ID.has(page)) {
+    if (!parts[1]) return { page: `${page}s`, id: null, params: {} };
     route.id = parts[1];
   }
   if (page === "compare") {

@@ -23,6 +23,7 @@ const COLUMNS = [
   { id: "name", label: "Run", sort: (r) => r.name.toLowerCase(), server: "name" },
   { id: "status", label: "Status", sort: (r) => STATUSES.indexOf(r.status), server: "status" },
   { id: "preset", label: "Preset", sort: (r) => r.preset || "", server: "preset" },
+  { id: "sweep", label: "Sweep", sort: (r) => r.sweep_id || "\uffff", server: "sweep" }, // groups a sweep's runs
   { id: "step", label: "Step", sort: (r) => r.last_step ?? -1, numeric: true, server: "step" },
   { id: "q", label: "Q", sort: (r, s) => latestOf(s, "eval/quality"), numeric: true, server: "eval/quality" },
   { id: "d", label: "D", sort: (r, s) => latestOf(s, "eval/diversity"), numeric: true, server: "eval/diversity" },
@@ -46,6 +47,7 @@ function filterFromRoute(params) {
     q: params.q || "",
     expr: params.filter || "",
     view: VIEWS[params.view] ? params.view : "active",
+    sweep: params.sweep || "",
   };
 }
 
@@ -61,7 +63,7 @@ export function mount(root, route, shell) {
 
   const setRoute = (patch) => {
     const params = { status: filter.status.join(","), preset: filter.preset, q: filter.q, filter: filter.expr,
-      view: filter.view === "active" ? "" : filter.view,
+      view: filter.view === "active" ? "" : filter.view, sweep: filter.sweep,
       sort: state.sort.col === "started" ? "" : state.sort.col, dir: state.sort.dir === 1 ? "asc" : "", ...patch };
     window.history.replaceState(null, "", routeHash("runs", { params }));
   };
@@ -107,14 +109,27 @@ export function mount(root, route, shell) {
     load();
   }
 
+  const sweepNames = new Map();
+  const sweepChip = h("span", { class: "chip", hidden: !filter.sweep }, "sweep ", h("strong", {}, filter.sweep),
+    h("button", { type: "button", class: "ghost small", "aria-label": "show runs of every sweep", onclick: () => {
+      filter.sweep = "";
+      sweepChip.hidden = true;
+      setRoute({});
+      load();
+    } }, "×"));
   root.append(
     h("div", { class: "page-head" }, h("h1", {}, "Runs"), countLabel, h("span", { class: "spacer" }), compareButton,
       h("a", { class: "button", href: "#/launch" }, "Launch a run")),
-    h("div", { class: "filters", role: "search" }, search, presetSelect, viewSelect,
+    h("div", { class: "filters", role: "search" }, search, presetSelect, sweepChip, viewSelect,
       h("fieldset", { class: "chips" }, h("legend", { class: "sr" }, "status"), statusBoxes),
       h("span", { class: "spacer" }), picker.element),
     exprBox.element, actions.element, body, h("div", { class: "table-more" }, more));
 
+  api.sweeps(1000).then((res) => {
+    for (const sw of res.data) sweepNames.set(sw.id, sw.name);
+    if (sweepNames.has(filter.sweep)) sweepChip.querySelector("strong").textContent = sweepNames.get(filter.sweep);
+    for (const run of state.runs.values()) if (run.sweep_id) renderRow(run);
+  }).catch(() => { /* the column shows sweep ids instead of names */ });
   api.presets().then((presets) => {
     for (const p of presets) presetSelect.append(h("option", { value: p.name }, p.name));
     presetSelect.value = filter.preset;
@@ -163,6 +178,8 @@ export function mount(root, route, shell) {
       notes: run.notes ? h("span", { class: "notes", title: run.notes }, run.notes.split("\n")[0]) : "",
       status: statusBadge(run.status),
       preset: run.preset || (run.kind === "external" ? "external" : "–"),
+      sweep: run.sweep_id ? h("a", { href: routeHash("sweep", { id: run.sweep_id }) },
+        sweepNames.get(run.sweep_id) || run.sweep_id.slice(0, 8)) : "–",
       step: formatProgress(run),
       q: val("eval/quality"),
       d: val("eval/diversity"),
@@ -191,7 +208,7 @@ export function mount(root, route, shell) {
   }
 
   function sortedRuns() {
-    const col = columns().find((c) => c.id === state.sort.col) || COLUMNS[9];
+    const col = columns().find((c) => c.id === state.sort.col) || COLUMNS.find((c) => c.id === "started");
     if (col.server) return [...state.runs.values()]; // the server's order
     const key = (r) => col.sort(r, state.summaries.get(r.id));
     return [...state.runs.values()].sort((a, b) => {
@@ -206,7 +223,8 @@ export function mount(root, route, shell) {
       + (state.count > state.runs.size ? ` (newest ${state.runs.size} shown)` : "");
     more.hidden = state.count <= state.runs.size;
     if (!state.runs.size) {
-      const filtered = filter.q || filter.preset || filter.status.length || filter.expr || filter.view !== "active";
+      const filtered = filter.q || filter.preset || filter.sweep || filter.status.length || filter.expr
+        || filter.view !== "active";
       clear(body, filtered ? emptyState("No runs match these filters.", "Clear the filters to see every run.")
         : emptyState("No runs yet.", "Launch one from the Launch page, run `sqd demo`, or feed one from your own "
           + "training loop with sqd.trainer.Monitor."));
@@ -248,8 +266,8 @@ export function mount(root, route, shell) {
       const runs = [];
       let count = 0;
       for (let offset = 0; offset < shown; offset += API_PAGE) {
-        const res = await api.runs({ status: filter.status, preset: filter.preset, q: filter.q, offset,
-          filter: filter.expr, view: filter.view, sort: serverSort(), limit: Math.min(API_PAGE, shown - offset) });
+        const res = await api.runs({ status: filter.status, preset: filter.preset, q: filter.q, sweep: filter.sweep,
+          offset, filter: filter.expr, view: filter.view, sort: serverSort(), limit: Math.min(API_PAGE, shown - offset) });
         runs.push(...res.data);
         count = res.count;
         if (runs.length >= count) break;
@@ -277,7 +295,7 @@ export function mount(root, route, shell) {
   // the filter language and the views are the server's to judge: a new run means a reload then
   const matches = (run) => Boolean(filter.expr) || filter.view !== "active" || (!filter.status.length
     || filter.status.includes(run.status))
-    && (!filter.preset || run.preset === filter.preset)
+    && (!filter.preset || run.preset === filter.preset) && (!filter.sweep || run.sweep_id === filter.sweep)
     && (!filter.q || `${run.name} ${run.id}`.toLowerCase().includes(filter.q.toLowerCase()));
 
   function onBatch(batch) {

@@ -7,12 +7,13 @@ import { withAccessToken } from "./auth.js";
 const TYPES = ["points", "evaluation", "alert", "run", "reset"];
 
 /**
- * Follow /api/v1/events (for `runIds`, or every run when null). `onBatch([{type, data}])` runs at most once per
- * frame; `onState("live" | "connecting" | "down")` reports the connection. Returns {close()}.
+ * Follow /api/v1/events (for `runIds`, a `sweep`'s runs, or every run when neither). `onBatch([{type, data}])`
+ * runs at most once per frame; `onState("live" | "connecting" | "down")` reports the connection. Returns {close()}.
  */
-export function followEvents({ runIds = null, onBatch, onState = () => {} }) {
-  const path = runIds && runIds.length ? `/api/v1/events?run_id=${runIds.map(encodeURIComponent).join(",")}`
-    : "/api/v1/events";
+export function followEvents({ runIds = null, sweep = null, onBatch, onState = () => {} }) {
+  const path = sweep ? `/api/v1/events?sweep=${encodeURIComponent(sweep)}`
+    : runIds && runIds.length ? `/api/v1/events?run_id=${runIds.map(encodeURIComponent).join(",")}`
+      : "/api/v1/events";
   const source = new EventSource(withAccessToken(path));
   let queue = [];
   let scheduled = false;

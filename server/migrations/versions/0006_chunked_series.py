@@ -6,7 +6,7 @@ chunks of CHUNK_POINTS (NULL values become NaN, NULL epochs "no epoch"); the ser
 range. Downgrade decodes the chunks back into `points` and recomputes `rollups` with SQL.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from sqd.server.store.chunk_codec import Points
 from sqd.server.store.points_store import CHUNK_POINTS, chunk_row
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
