@@ -4,7 +4,8 @@ G: linear z → 4×4×W, then one up-block per doubling (BN, ReLU, nearest ×2, 
 shortcut: ×2 then 1×1 conv), then BN, ReLU, 3×3 conv, tanh. D (no normalization, ReLU): an "optimized" first
 block that downsamples, more downsampling blocks until 8×8, two blocks at 8×8, ReLU, global sum pool, linear —
 at 32×32 this is Mimicry's SNGAN D exactly. Init: Xavier-uniform (gain √2 in the residual paths, 1 elsewhere).
-Convs are `sqd.trainer.conv.Conv2d` (nn.Conv2d with fast double backward: GraN differentiates D twice).
+Convs are PyTorch's own: for dense convs its double backward (GraN differentiates D twice) measured faster than
+sqd.trainer.conv's on an H200 (docs/gpu.md); the hand-written derivatives pay off for R3GAN's grouped convs only.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from sqd.trainer.arch_dcgan import doublings
-from sqd.trainer.conv import Conv2d
 
 
 def _conv(cin: int, cout: int, k: int, gain: float = math.sqrt(2)) -> nn.Conv2d:
-    conv = Conv2d(cin, cout, k, 1, k // 2)
+    conv = nn.Conv2d(cin, cout, k, 1, k // 2)
     nn.init.xavier_uniform_(conv.weight, gain)
     nn.init.zeros_(conv.bias)  # type: ignore[arg-type]
     return conv
