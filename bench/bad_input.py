@@ -415,7 +415,9 @@ class Campaign:
         with Session(self.system.engine) as session:
             revoke_token(session, revoked_id)
             session.commit()
-        writes = self.write_requests(target, doomed)
+        sweep = self.http.post("/api/v1/sweeps", headers=self.admin,
+                               json={"name": "auth: cancel me", "preset": "sqd-nsgan-digits", "steps": 10}).json()["id"]
+        writes = self.write_requests(target, doomed, sweep)
         for (method, path), body in writes.items():
             for variant, kwargs in cases.auth_variants(TOKEN, revoked).items():
                 r = self.call(tally, f"{method} {path}: {variant}", method, path, expect=[401], auth=False,
@@ -431,6 +433,8 @@ class Campaign:
             ("auth-target edited or deleted", any((self.system.run_row(target) or {}).get(c)
                                                   for c in ("notes", "deleted_at", "archived_at"))),
             ("sample stored on auth-target", self.http.get(f"/api/v1/runs/{target}/samples").json()["count"] > 0),
+            ("sweep auth-made created", "auth-made" in self.http.get("/api/v1/sweeps").text),
+            ("sweep cancelled", self.http.get(f"/api/v1/sweeps/{sweep}").json()["status"] == "cancelled"),
         ) if happened]
         tally.problems += [f"an unauthorised write took effect: {what}" for what in took_effect]
         for (method, path), body in writes.items():  # the same requests with a valid token are accepted
@@ -439,7 +443,7 @@ class Campaign:
         self.valid[target]["auth/x"].add(1)
         self.valid_runs.add("auth-made")
 
-    def write_requests(self, target: str, rule_id: int) -> dict[tuple[str, str], Any]:
+    def write_requests(self, target: str, rule_id: int, sweep_id: str) -> dict[tuple[str, str], Any]:
         """A valid request for every write route of the OpenAPI spec; a route without one is a problem."""
         known = {
             ("POST", "/api/v1/runs"): ("/api/v1/runs", {"name": "auth-made", "id": "auth-made"}),
@@ -453,6 +457,9 @@ class Campaign:
             ("POST", "/api/v1/runs/{run_id}/restore"): (f"/api/v1/runs/{target}/restore", None),
             ("POST", "/api/v1/runs/gc"): ("/api/v1/runs/gc", {"older_than_s": 1e9}),  # erases nothing
             ("PUT", "/api/v1/runs/{run_id}/samples/{step}.png"): (f"/api/v1/runs/{target}/samples/1.png", PNG_PROBE),
+            ("POST", "/api/v1/sweeps"): ("/api/v1/sweeps", {"name": "auth-made", "preset": "sqd-nsgan-digits",
+                                                            "steps": 10}),
+            ("POST", "/api/v1/sweeps/{sweep_id}/cancel"): (f"/api/v1/sweeps/{sweep_id}/cancel", None),
         }
         spec = self.http.get("/openapi.json").json()
         routes = [(m.upper(), p) for p, ops in spec["paths"].items() for m in ops if m in ("post", "put", "patch",

@@ -255,7 +255,10 @@ class ArtifactStore:
             links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]  # a link to a folder is an object
             for name in [*files, *links]:
                 path = os.path.join(folder, name)
-                st = os.lstat(path)
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:  # renamed or removed since the folder was read (a write under way)
+                    continue
                 yield StoredObject(path[len(self.root) + 1:], st.st_size, st.st_mtime)
 
     def remove(self, keys: list[str]) -> None:

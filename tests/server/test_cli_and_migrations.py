@@ -73,7 +73,7 @@ def test_gc_and_downsample_commands(tmp_path):
     code, out, err = sqd("db", "downsample", "keep", "--before-step", "8192", env=env)
     assert code == 0 and "2 chunks downsampled, 8,192 → 32 points" in out, err
     code, out, err = sqd("gc", env=env)
-    assert code == 0 and "freed: 1 deleted runs: 10,000 points in 3 chunks" in out, err
+    assert code == 0 and "data: freed 1 deleted runs: 10,000 points in 3 chunks" in out, err
     code, _, err = sqd("db", "downsample", "nope", "--before-step", "10", env=env)
     assert code == 1 and "no run 'nope'" in err
 

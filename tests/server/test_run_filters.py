@@ -83,7 +83,7 @@ def test_sort_by_metric_and_config_missing_last(client, runs):
     ({"filter": "eval/fid & 50"}, "filter", "expected an operator (=, !=, <, <=, >, >=, ~, in, not in) after "
                                             "'eval/fid' but found '&' at position 9", "&", 9),
     ({"filter": "colour = red"}, "filter", "unknown field 'colour' at position 0; use status, kind, preset, name, "
-     "id, tag, step, created, config.<key>, metric.<key> or a metric key with a '/' such as eval/fid", "colour", 0),
+     "id, tag, sweep, step, created, config.<key>, metric.<key> or a metric key with a '/' such as eval/fid", "colour", 0),
     ({"filter": "status = runing"}, "filter", "unknown status 'runing' at position 9; one of queued, running, "
                                               "cancelling, finished, failed, cancelled", "runing", 9),
     ({"filter": "eval/fid < low"}, "filter", "'low' is not a number at position 11; eval/fid compares with "
@@ -95,8 +95,8 @@ def test_sort_by_metric_and_config_missing_last(client, runs):
                                                  "config.a as text", "3", 16),
     ({"sort": "name, -tag"}, "sort", "'tag' cannot sort runs at position 7; sort by a field with one value per run",
      "tag", 7),
-    ({"sort": "bogus"}, "sort", "unknown field 'bogus' at position 0; use status, kind, preset, name, id, tag, step, "
-                                "created, config.<key>, metric.<key> or a metric key with a '/' such as eval/fid",
+    ({"sort": "bogus"}, "sort", "unknown field 'bogus' at position 0; use status, kind, preset, name, id, tag, sweep, "
+                                "step, created, config.<key>, metric.<key> or a metric key with a '/' such as eval/fid",
      "bogus", 0),
 ])
 def test_a_bad_filter_or_sort_is_a_422_naming_token_and_position(client, runs, params, loc, msg, token, position):
