@@ -83,7 +83,8 @@ def test_sort_by_metric_and_config_missing_last(client, runs):
     ({"filter": "eval/fid & 50"}, "filter", "expected an operator (=, !=, <, <=, >, >=, ~, in, not in) after "
                                             "'eval/fid' but found '&' at position 9", "&", 9),
     ({"filter": "colour = red"}, "filter", "unknown field 'colour' at position 0; use status, kind, preset, name, "
-     "id, tag, sweep, step, created, config.<key>, metric.<key> or a metric key with a '/' such as eval/fid", "colour", 0),
+     "id, tag, sweep, step, created, config.<key>, metric.<key> or a metric key with a '/' such as eval/fid",
+     "colour", 0),
     ({"filter": "status = runing"}, "filter", "unknown status 'runing' at position 9; one of queued, running, "
                                               "cancelling, finished, failed, cancelled", "runing", 9),
     ({"filter": "eval/fid < low"}, "filter", "'low' is not a number at position 11; eval/fid compares with "
