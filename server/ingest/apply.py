@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from sqd.protocol import (
@@ -42,9 +42,16 @@ class ApplyResult:
 
 
 def _ensure_runs(session: Session, events: Sequence[object]) -> tuple[dict[str, Run], set[str]]:
-    """The runs the events name, creating unknown ones; also returns the ids created."""
+    """The runs the events name, creating unknown ones; also returns the ids created.
+
+    The runs are locked before anything is read, as gc locks a run before erasing it: on SQLite a write comes
+    first (it takes the database write lock, so no commit can slip between what this transaction reads and
+    writes — a run erased in between would fail the series' foreign key); on PostgreSQL the run rows are locked
+    in id order before any series row, the order gc takes them in (else the two deadlock)."""
     ids = {e.run_id for e in events}  # type: ignore[attr-defined]
-    existing = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(ids)))}
+    session.execute(update(Run).where(Run.id.in_(ids)).values(updated_at=time.time()))
+    existing = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(ids)).order_by(Run.id)
+                                                 .with_for_update())}
     runs = dict(existing)
     for e in events:
         run_id = e.run_id  # type: ignore[attr-defined]
