@@ -138,6 +138,7 @@ class TurningParams:
 
 
 Severity = Literal["warning", "critical"]
+INSTABILITY = "instability"  # the title of a warning: an angle jump (or a drop) that is not a turning point
 
 
 @dataclass(frozen=True)
