@@ -173,8 +173,12 @@ class Corroboration:
     def critical(self) -> bool:
         return bool(self.jumps) and bool(self.degradations or self.sustained)
 
-    def keys(self) -> list[str]:
-        return [*self.degradations, *(f"sustained:{k}" for k in self.sustained)]
+    def keys(self, signals: Sequence[str]) -> list[str]:
+        """What completed the evidence of a detection that fired on `signals`: the angle jump when it fired on
+        none, the degradations, the angles that stayed up."""
+        jumped = any(k.startswith("angle") for k in signals)
+        return [*([] if jumped else self.jumps), *self.degradations,
+                *(f"sustained:{k}" for k in self.sustained)]
 
     def missing(self, params: TurningParams) -> str:
         if self.critical:
@@ -247,13 +251,14 @@ class Combiner:
         self.watch = None
         extra = [k for k in seen.degradations + seen.jumps if k not in warning.signals and k in self.current]
         marks = [self.current[k] for k in extra]
+        corroborated_by = seen.keys(warning.signals)
         return replace(warning, detected_step=step, detected_epoch=epochs.at(step),
                        signals=[*warning.signals, *extra],
                        scores={**warning.scores, **{m.key: round(m.peak_z, 3) for m in marks}},
                        evidence={**warning.evidence, **_evidence(marks, parts)}, combined=total,
-                       severity="critical", corroborated_by=seen.keys(), missing="",
+                       severity="critical", corroborated_by=corroborated_by, missing="",
                        explanation=explain(warning.step, warning.epoch, step, epochs.at(step),
-                                           f"{saw}; then {describe(marks)}" if marks else saw, seen.keys(), ""))
+                                           f"{saw}; then {describe(marks)}" if marks else saw, corroborated_by, ""))
 
     def _live(self, key: str, step: int) -> bool:
         mark = self.current.get(key)
@@ -287,12 +292,13 @@ class Combiner:
         seen = self._seen(lo, max(hi, step))
         saw = describe(marks)
         missing = seen.missing(params)
+        corroborated_by = seen.keys(signals)
         tp = TurningPoint(step=onset, epoch=epochs.at(onset), detected_step=step, detected_epoch=epochs.at(step),
                           signals=signals, scores={m.key: round(m.peak_z, 3) for m in marks},
                           evidence=_evidence(marks, parts), combined=total,
-                          explanation=explain(onset, epochs.at(onset), step, epochs.at(step), saw, seen.keys(),
+                          explanation=explain(onset, epochs.at(onset), step, epochs.at(step), saw, corroborated_by,
                                               missing),
-                          severity="critical" if seen.critical else "warning", corroborated_by=seen.keys(),
+                          severity="critical" if seen.critical else "warning", corroborated_by=corroborated_by,
                           missing=missing)
         self.watch = None if seen.critical or hi <= step else {"tp": tp.to_dict(), "lo": lo, "hi": hi, "saw": saw}
         return tp
@@ -433,16 +439,17 @@ class TurningDetector:
                                                              self.params.blocks_per_epoch, self.params.expiry_gaps)
             self.marks.extend(tracker.feed(steps, values, epochs, self.params.groups[tracker.group]))
 
-    def decide(self) -> list[TurningPoint]:
+    def decide(self, horizon: int | None = None) -> list[TurningPoint]:
         """Fold the marks up to the horizon (the step every active key has reported past) in step order, after
         the marks of keys that were silent a long time and now report steps already folded. Deciding only up to
         the horizon makes every decision, severity included, what the whole series gives: an evaluation that
-        arrives late is still merged in step order (an alert waits for the evaluations of its steps)."""
+        arrives late is still merged in step order (an alert waits for the evaluations of its steps). `horizon`
+        overrides the trackers' (a replay of marks computed elsewhere: bench/turning.py)."""
         cut = self.folded_to
         # a late mark is taken as news at the folded step (its own step is history that is already decided)
         late = [replace(m, step=cut) for m in self.marks if cut is not None and m.step <= cut]
         fresh = sorted((m for m in self.marks if cut is None or m.step > cut), key=lambda m: (m.step, m.key))
-        horizon = self._horizon()
+        horizon = self._horizon() if horizon is None else horizon
         ready = 0 if horizon is None else int(np.searchsorted([m.step for m in fresh], horizon, side="right"))
         new: list[TurningPoint] = []
         for mark in [*late, *fresh[:ready]]:
