@@ -95,10 +95,11 @@ class TurningParams:
     contrib_min: float = 0.15  # a key is named in `signals` when coef·S reaches this share of the threshold
     # severity: a detection is critical when an angle jump comes with a degradation (a key of quality,
     # diversity, FID or modes whose coef·S reaches corroborate_min) or with an angle that stays up for
-    # sustain_epochs epochs in a row, within corroborate_epochs of the turning step; else a warning
-    corroborate_min: float = 0.25
+    # sustain_epochs epochs in a row, within corroborate_epochs of the turning step; else a warning.
+    # Chosen by `bench/turning.py search --families ''` (docs/alerts.md)
+    corroborate_min: float = 0.5
     corroborate_epochs: float = 4.0
-    sustain_epochs: int = 3
+    sustain_epochs: int = 4
 
     def with_group(self, group: str, **changes: Any) -> TurningParams:
         return replace(self, groups={**self.groups, group: replace(self.groups[group], **changes)})
