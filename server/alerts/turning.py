@@ -34,8 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from sqd.server.alerts.signals import (DEGRADATION_GROUPS, GROUPS, GroupParams, Mark, SignalTracker, family_of,
-                                       median_of)
+from sqd.server.alerts.signals import DEGRADATION_GROUPS, GROUPS, GroupParams, Mark, SignalTracker, family_of, median_of
 
 SeriesInput = Mapping[str, Sequence[Any]]  # key → (steps, values) or (steps, values, epochs)
 
