@@ -92,13 +92,14 @@ class TurningParams:
     expiry_gaps: float = 3.0  # a silent key's last mark stands for this many of its usual gaps
     rearm_level: float = 0.5  # C must fall below this (and the fired keys be calm) to re-arm
     contrib_min: float = 0.15  # a key is named in `signals` when coef·S reaches this share of the threshold
-    # severity: a detection is critical when an angle jump comes with a degradation (a key of quality,
+    # severity: a detection is critical when an angle jump (an angle key whose coef·S reaches contrib_min)
+    # comes with a degradation (a key of quality,
     # diversity, FID or modes whose coef·S reaches corroborate_min) or with an angle that stays up for
     # sustain_epochs epochs in a row, within corroborate_epochs of the turning step; else a warning.
     # Chosen by `bench/turning.py search --families ''` (docs/alerts.md)
-    corroborate_min: float = 0.5
+    corroborate_min: float = 0.25
     corroborate_epochs: float = 4.0
-    sustain_epochs: int = 4
+    sustain_epochs: int = 3
 
     def with_group(self, group: str, **changes: Any) -> TurningParams:
         return replace(self, groups={**self.groups, group: replace(self.groups[group], **changes)})
@@ -221,19 +222,24 @@ class Combiner:
         return [*found, self._turning_point(mark.step, signals, parts, total, params, epochs)]
 
     def _note(self, mark: Mark, contribution: float, params: TurningParams) -> None:
-        if contribution >= params.corroborate_min:
-            self.strong_at[mark.key] = mark.step
         group = _group(mark.key)
+        # an angle jump is one strong enough to be named in a detection's signals; a degradation must reach
+        # corroborate_min
+        if contribution >= (params.contrib_min if group.startswith("angle") else params.corroborate_min):
+            self.strong_at[mark.key] = mark.step
         if group.startswith("angle"):
             per_epoch = 1 if group == "angle_epoch" else params.blocks_per_epoch
             if mark.streak >= params.sustain_epochs * per_epoch:
                 self.sustained_at[mark.key] = mark.step
 
-    def _seen(self, lo: int, hi: int) -> Corroboration:
-        strong = [k for k, at in self.strong_at.items() if lo <= at <= hi]
+    def _seen(self, lo: int, onset: int, hi: int) -> Corroboration:
+        """An angle jump anywhere in [lo, hi]; a degradation or a sustained rise only from the turning step on
+        (one that came before the jump did not come with it: on stable runs that is noise meeting a spike)."""
+        strong = {k: at for k, at in self.strong_at.items() if lo <= at <= hi}
         return Corroboration(jumps=sorted(k for k in strong if k.startswith("angle")),
-                             degradations=sorted(k for k in strong if _group(k) in DEGRADATION_GROUPS),
-                             sustained=sorted(k for k, at in self.sustained_at.items() if lo <= at <= hi))
+                             degradations=sorted(k for k, at in strong.items()
+                                                 if _group(k) in DEGRADATION_GROUPS and at >= onset),
+                             sustained=sorted(k for k, at in self.sustained_at.items() if onset <= at <= hi))
 
     def _upgrade(self, step: int, parts: dict[str, float], total: float, params: TurningParams,
                  epochs: EpochMap) -> TurningPoint | None:
@@ -243,7 +249,7 @@ class Combiner:
         if step > self.watch["hi"]:
             self.watch = None  # the window closed: it stays a warning
             return None
-        seen = self._seen(self.watch["lo"], self.watch["hi"])
+        seen = self._seen(self.watch["lo"], self.watch["tp"]["step"], self.watch["hi"])
         if not seen.critical:
             return None
         warning = TurningPoint(**self.watch["tp"])
@@ -289,7 +295,7 @@ class Combiner:
         # the window: corroboration_epochs either side of the onset, and everything up to this detection
         width = params.corroborate_epochs * epochs.steps_per_epoch(step, params.block_steps * params.blocks_per_epoch)
         lo, hi = int(onset - width), int(onset + width)
-        seen = self._seen(lo, max(hi, step))
+        seen = self._seen(lo, onset, max(hi, step))
         saw = describe(marks)
         missing = seen.missing(params)
         corroborated_by = seen.keys(signals)

@@ -60,18 +60,21 @@ def criticals(tps: list[TurningPoint]) -> list[TurningPoint]:
 
 
 def test_clean_jump_is_a_warning_then_critical_once_the_angles_stay_up() -> None:
-    """An angle jump alone is a warning at once; the angles staying up for 4 epochs make the same turning point
-    critical (the detector reports both)."""
+    """An angle jump alone is a warning at once; the angles staying up for `sustain_epochs` make the same turning
+    point critical (the detector reports both)."""
     warning, tp = detect_turning_points(make_run(jump_epoch=30.0))
     assert warning.severity == "warning" and warning.step == tp.step and warning.detected_step < tp.detected_step
-    assert warning.explanation.startswith("Not a turning point: no drop of quality, diversity, modes or rise of FID "
-                                          "within 4 epochs, and the epoch angle did not stay up for 4 epochs.")
+    p = TurningParams()
+    assert warning.explanation.startswith(
+        f"Not a turning point: no drop of quality, diversity, modes or rise of FID within {p.corroborate_epochs:g} "
+        f"epochs, and the epoch angle did not stay up for {p.sustain_epochs} epochs.")
     assert warning.missing and warning.corroborated_by == []
     assert tp.severity == "critical" and tp.missing == "" and tp.corroborated_by[0].startswith("sustained:angle")
     assert (tp.detected_step - warning.detected_step) / SPE <= 4.0
     assert 30 * SPE - SPE <= tp.step <= 30 * SPE + SPE
     assert tp.epoch in (29, 30)
-    assert (warning.detected_step - 30 * SPE) / SPE <= 1.0 and (tp.detected_step - 30 * SPE) / SPE <= 4.5
+    assert (warning.detected_step - 30 * SPE) / SPE <= 1.0
+    assert (tp.detected_step - 30 * SPE) / SPE <= p.sustain_epochs + 0.5
     assert any(s.startswith("angle") for s in tp.signals)
     assert set(tp.scores) == set(tp.signals) and all(v > 0 for v in tp.scores.values())
     assert tp.explanation.startswith(f"Turning point at epoch {tp.epoch}")
