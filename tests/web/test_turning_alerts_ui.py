@@ -105,3 +105,9 @@ def test_rule_form_detector_alert_markers_and_best_checkpoint(page: Any, server:
         n = sum(a["severity"] == severity for a in alerts)
         if n:
             expect(cell.locator(f".badge.severity-{severity}")).to_have_text(f"{glyph} {n}")
+
+    # the compare page draws the run's alerts too, each in its severity's style
+    page.goto(f"{server.url}/#/compare?ids={run.run_id}")
+    page.wait_for_function("""(n) => ((document.querySelector('.plot[data-chart="cmp-angle/D"]') || {}).layout
+        || {shapes: []}).shapes.filter((s) => s.name === 'alert').length === n""",
+                           arg=sum(a["step"] is not None for a in alerts))
