@@ -45,7 +45,7 @@ DEFAULT_GROUPS: dict[str, GroupParams] = {  # chosen by `bench/turning.py search
     "angle_epoch": GroupParams(window=10, min_history=3, guard=1, kappa=3.0, z_cap=6.0, coef=1 / 8,
                                floor_abs=0.05, floor_rel=0.0, calm_blocks=3),
     # evaluations: a short window, so the level is the recent plateau and not the warm-up's rise
-    "quality": GroupParams(window=3, min_history=2, guard=0, kappa=1.0, z_cap=6.0, coef=1 / 8,
+    "quality": GroupParams(window=3, min_history=2, guard=0, kappa=1.0, z_cap=6.0, coef=1 / 16,
                            floor_abs=0.02, floor_rel=0.0, calm_blocks=3),
     "diversity": GroupParams(window=3, min_history=2, guard=0, kappa=2.0, z_cap=6.0, coef=1 / 4,
                              floor_abs=0.02, floor_rel=0.02, calm_blocks=3),
@@ -96,10 +96,10 @@ class TurningParams:
     # comes with a degradation (a key of quality,
     # diversity, FID or modes whose coef·S reaches corroborate_min) or with an angle that stays up for
     # sustain_epochs epochs in a row, within corroborate_epochs of the turning step; else a warning.
-    # Chosen by `bench/turning.py search --families ''` (docs/alerts.md)
+    # Chosen by `bench/turning.py search --families quality --train-stable 200 --train-collapse 100` (docs/alerts.md)
     corroborate_min: float = 0.25
     corroborate_epochs: float = 4.0
-    sustain_epochs: int = 3
+    sustain_epochs: int = 4
 
     def with_group(self, group: str, **changes: Any) -> TurningParams:
         return replace(self, groups={**self.groups, group: replace(self.groups[group], **changes)})
