@@ -36,6 +36,9 @@ class Finding:
     scores: dict[str, float]
     explanation: str
     evidence: dict[str, Any] = field(default_factory=dict)
+    severity: str | None = None  # None: the rule's
+    title: str | None = None  # the alert's rule name; None: the rule's
+    actions: bool = True  # False: notify only (live stream, webhooks), no stop / keep-best
 
 
 @dataclass
@@ -55,12 +58,13 @@ def raise_alert(session: Session, run: Run, rules: Sequence[AlertRule], finding:
     finding was raised before."""
     named = rules[0]
     alert = records_store.record_alert(session, AlertRaised(
-        event_id=event_id(finding.identity), run_id=run.id, rule=named.name, step=finding.step, epoch=finding.epoch,
-        signals=finding.signals, scores=finding.scores, explanation=finding.explanation, severity=named.severity))
+        event_id=event_id(finding.identity), run_id=run.id, rule=finding.title or named.name, step=finding.step,
+        epoch=finding.epoch, signals=finding.signals, scores=finding.scores, explanation=finding.explanation,
+        severity=finding.severity or named.severity))
     if alert is None:
         return None
     raised = Raised(alert)
-    wants = {name for r in rules for name, on in (r.actions or {}).items() if on}
+    wants = {name for r in rules for name, on in (r.actions or {}).items() if on} if finding.actions else set()
     best = keep_best(session, run, alert) if "keep_best" in wants else None
     if "stop_run" in wants:
         stop = AlertAction(alert_id=alert.id, run_id=run.id, kind="stop_run", status="pending", detail={})
@@ -96,6 +100,7 @@ def webhook_payload(alert: AlertPublic, run: Run, rule: AlertRule, finding: Find
                     dashboard_url: str | None) -> dict[str, Any]:
     payload = {
         "type": "sqd.alert",
+        "severity": alert.severity,
         "alert": alert.model_dump(mode="json"),
         "run": {"id": run.id, "name": run.name, "preset": run.preset, "status": run.status,
                 "last_step": run.last_step},

@@ -31,7 +31,7 @@ from sqd.server.alerts.actions import Finding, Raised, raise_alert
 from sqd.server.alerts.models import AlertAction, AlertRule, RuleState, TurningState
 from sqd.server.alerts.rules import POINT_KINDS, RuleSpec, evaluate, key_matches
 from sqd.server.alerts.rules_store import rules_for_run
-from sqd.server.alerts.turning import TurningDetector
+from sqd.server.alerts.turning import INSTABILITY, TurningDetector, TurningParams
 from sqd.server.alerts.webhooks import WebhookSender
 from sqd.server.context import ServerContext
 from sqd.server.store import runs_store
@@ -92,7 +92,10 @@ class PointReader:
 def check_turning(session: Session, run: Run, rules: Sequence[AlertRule], reader: PointReader,
                   dashboard_url: str | None) -> list[Raised]:
     state = session.get(TurningState, run.id, with_for_update=True)
-    detector = TurningDetector.from_state(state.state) if state is not None else TurningDetector()
+    # the most specific rule that sets params sets them (validated when the rule was created)
+    given = next((r.params for r in rules if r.params), None)
+    params = TurningParams.from_dict(given) if given else None
+    detector = TurningDetector.from_state(state.state, params) if state is not None else TurningDetector(params)
     wants = {key: (detector.trackers[key].last_step if key in detector.trackers else None)
              for key in reader.series if detector.uses(key)}
     reader.prefetch(wants)
@@ -106,9 +109,13 @@ def check_turning(session: Session, run: Run, rules: Sequence[AlertRule], reader
         state.state, state.updated_at = detector.to_state(), time.time()
     raised = []
     for tp in found:
-        finding = Finding(f"turning:{run.id}:{tp.step}:{tp.detected_step}", tp.step, tp.epoch, tp.signals,
-                          tp.scores, tp.explanation, {**tp.evidence, "detected_step": tp.detected_step,
-                                                      "detected_epoch": tp.detected_epoch, "combined": tp.combined})
+        evidence = {**tp.evidence, "detected_step": tp.detected_step, "detected_epoch": tp.detected_epoch,
+                    "combined": tp.combined, "corroborated_by": tp.corroborated_by, "missing": tp.missing}
+        # a warning ("instability") is only notified: the rules' stop / keep-best actions are for turning points
+        warning = tp.severity == "warning"
+        finding = Finding(f"turning:{run.id}:{tp.step}:{tp.detected_step}:{tp.severity}", tp.step, tp.epoch,
+                          tp.signals, tp.scores, tp.explanation, evidence, severity=tp.severity,
+                          title=INSTABILITY if warning else None, actions=not warning)
         raised += [r for r in [raise_alert(session, run, rules, finding, dashboard_url)] if r is not None]
     return raised
 

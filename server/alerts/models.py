@@ -30,6 +30,7 @@ class AlertRule(Base):
     minutes: Mapped[float | None] = mapped_column(Float)
     severity: Mapped[str] = mapped_column(String(16), default="warning")
     actions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # turning_point: TurningParams overrides (0007)
     webhook_url: Mapped[str | None] = mapped_column(String(1000))
     created_at: Mapped[float] = mapped_column(Float, default=now)
 

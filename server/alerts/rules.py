@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import Field, HttpUrl
 
 from sqd.errors import ConfigError
+from sqd.server.alerts.turning import TurningParams
 from sqd.server.schemas import Schema
 
 RuleKind = Literal["turning_point", "threshold", "trend", "nan", "stalled"]
@@ -57,6 +58,8 @@ class RuleCreate(Schema):
     minutes: float | None = Field(None, gt=0, le=10_080, description="stalled: minutes without a new step")
     severity: Severity = "warning"
     actions: RuleActions = RuleActions()
+    params: dict[str, Any] | None = Field(None, description='turning_point: detector thresholds over the defaults, '
+                                          'e.g. {"corroborate_epochs": 3, "groups": {"angle_step": {"coef": 0.1}}}')
     webhook_url: HttpUrl | None = None
     enabled: bool = True
 
@@ -77,6 +80,7 @@ class RulePublic(Schema):
     minutes: float | None = None
     severity: Severity
     actions: RuleActions
+    params: dict[str, Any] | None = None
     webhook_url: str | None = None
     created_at: float
 
@@ -116,6 +120,13 @@ def normalize(body: RuleCreate) -> dict[str, Any]:
         raise _error("minutes", "a stalled rule needs minutes (time without a new step)")
     if kind in ("turning_point", "stalled"):
         fields["key"] = None
+    if fields["params"] is not None:
+        if kind != "turning_point":
+            raise _error("params", "only a turning_point rule takes params (the detector's thresholds)")
+        try:
+            TurningParams.from_dict(fields["params"])
+        except ValueError as exc:
+            raise _error("params", str(exc)) from None
     fields["name"] = fields["name"] or describe(fields)
     return fields
 

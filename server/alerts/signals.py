@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-ANGLE_FLOOR = 1e-12  # log of an angle of exactly 0 (weights that did not move)
+ANGLE_FLOOR = 1e-12  # log of an angle (or a count, an FID) of exactly 0
 ONSET_Z = 3.0  # a block this far from its baseline marks where an excursion really started
 
 
@@ -49,9 +49,13 @@ FAMILIES: tuple[tuple[str, str, str, int], ...] = (
     ("angle/", "angle_step", "log", 1),
     ("eval/quality", "quality", "raw", -1),
     ("eval/diversity", "diversity", "raw", -1),
+    # FID and mode counts move by factors (FID 100 → 200, modes 450 → 50), so they are scored in log
+    ("eval/fid", "fid", "log", 1),
+    ("eval/modes_covered", "modes", "log", -1),
     ("loss/", "loss", "raw", 0),
 )
-PER_POINT_GROUPS = frozenset({"angle_epoch", "quality", "diversity"})  # one point = one block
+PER_POINT_GROUPS = frozenset({"angle_epoch", "quality", "diversity", "fid", "modes"})  # one point = one block
+DEGRADATION_GROUPS = frozenset({"quality", "diversity", "fid", "modes"})  # what corroborates an angle jump
 GROUPS: tuple[str, ...] = tuple(dict.fromkeys(f[1] for f in FAMILIES))
 
 
@@ -74,8 +78,9 @@ def median_of(xs: Sequence[float]) -> float:
 @dataclass(frozen=True)
 class Mark:
     """What one key says at one block: its CUSUM `cusum` (0 when calm), the block's z-score, the block value and
-    baseline (back in the key's units), where the current excursion started, and until which step the mark
-    stands if the key goes silent."""
+    baseline (back in the key's units), where the current excursion started, until which step the mark stands
+    if the key goes silent, and how many blocks in a row ended above the baseline by at least κ (`streak`: a
+    sustained rise, as opposed to a spike)."""
 
     step: int
     key: str
@@ -87,16 +92,19 @@ class Mark:
     onset: int
     expires: float
     calm: bool = False
+    streak: int = 0
 
     def to_list(self) -> list[Any]:
         return [self.step, self.key, self.cusum, self.z, self.peak_z, self.value, self.baseline, self.onset,
-                self.expires if math.isfinite(self.expires) else None, self.calm]
+                self.expires if math.isfinite(self.expires) else None, self.calm, self.streak]
 
     @classmethod
     def from_list(cls, row: Sequence[Any]) -> Mark:
-        step, key, cusum, z, peak_z, value, baseline, onset, expires, calm = row
+        # a state saved before `streak` existed has 10 fields: its marks read as streak 0
+        step, key, cusum, z, peak_z, value, baseline, onset, expires, calm, *rest = row
         return cls(int(step), str(key), float(cusum), float(z), float(peak_z), float(value), float(baseline),
-                   int(onset), math.inf if expires is None else float(expires), bool(calm))
+                   int(onset), math.inf if expires is None else float(expires), bool(calm),
+                   int(rest[0]) if rest else 0)
 
 
 @dataclass
@@ -123,13 +131,14 @@ class SignalTracker:
     peak_value: float = 0.0
     peak_baseline: float = 0.0
     calm_run: int = 0
+    streak: int = 0
     ignored: int = 0  # points out of step order or not finite
 
     def __post_init__(self) -> None:
         family = family_of(self.key)
         if family is None:
             raise ValueError(f"turning detector: key {self.key!r} is not one it uses (angles, eval/quality, "
-                             f"eval/diversity, loss/*)")
+                             f"eval/diversity, eval/fid, eval/modes_covered, loss/*)")
         self.group, self.transform, self.direction = family
 
     # ---- feeding ---------------------------------------------------------------------------------------------
@@ -154,19 +163,21 @@ class SignalTracker:
         y = np.log(np.maximum(values, ANGLE_FLOOR)) if self.transform == "log" else values
         ids = self._block_ids(steps, epochs)
         starts = np.flatnonzero(np.r_[True, np.any(ids[1:] != ids[:-1], axis=1)])
-        sums = np.add.reduceat(y, starts)
-        counts = np.diff(np.r_[starts, len(y)])
+        ends = np.r_[starts[1:], len(y)]
         marks: list[Mark] = []
-        for j, i in enumerate(starts):
+        for i, end in zip(starts, ends, strict=True):
             block_id = ids[i].tolist()
-            last = int(steps[starts[j + 1] - 1]) if j + 1 < len(starts) else int(steps[-1])
+            last = int(steps[end - 1])
+            # the block sum is added strictly left to right, continuing the partial block's sum: the same bits
+            # however the batches were cut (np.add.reduceat and a sum of partial sums round differently)
+            values_in = y[i:end].tolist()
             if self.partial is not None and self.partial[4] == block_id:
-                self.partial = [self.partial[0], last, self.partial[2] + float(sums[j]),
-                                self.partial[3] + int(counts[j]), block_id]
+                self.partial = [self.partial[0], last, sum(values_in, self.partial[2]),
+                                self.partial[3] + len(values_in), block_id]
             else:
                 if self.partial is not None:
                     marks.extend(self._close_block(params))
-                self.partial = [int(steps[i]), last, float(sums[j]), int(counts[j]), block_id]
+                self.partial = [int(steps[i]), last, sum(values_in, 0.0), len(values_in), block_id]
             if self.group in PER_POINT_GROUPS:
                 marks.extend(self._close_block(params))
         return marks
@@ -226,11 +237,12 @@ class SignalTracker:
         expires = last + self.expiry_gaps * gap
         marks: list[Mark] = []
         self.calm_run = self.calm_run + 1 if self.cusum == 0 else 0
+        self.streak = self.streak + 1 if z >= params.kappa else 0
         # while recovering (S back at 0 but not yet calm) the key keeps sending marks, so that a key that is
         # still reporting is never mistaken for one that went silent
         if self.cusum > 0 or before > 0 or 0 < self.calm_run < params.calm_blocks:
             marks.append(Mark(last, self.key, self.cusum, z, max(self.peak_z, z), self.peak_value,
-                              self.peak_baseline, self.onset, expires))
+                              self.peak_baseline, self.onset, expires, streak=self.streak))
         if self.calm_run == params.calm_blocks:
             marks.append(Mark(last, self.key, 0.0, z, 0.0, self._units(y), self._units(median), last, expires,
                               calm=True))

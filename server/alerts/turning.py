@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal
 
 import numpy as np
 
-from sqd.server.alerts.signals import GROUPS, GroupParams, Mark, SignalTracker, family_of, median_of
+from sqd.server.alerts.signals import DEGRADATION_GROUPS, GROUPS, GroupParams, Mark, SignalTracker, family_of, median_of
 
 SeriesInput = Mapping[str, Sequence[Any]]  # key → (steps, values) or (steps, values, epochs)
 
@@ -45,15 +45,41 @@ DEFAULT_GROUPS: dict[str, GroupParams] = {  # chosen by `bench/turning.py search
     "angle_epoch": GroupParams(window=10, min_history=3, guard=1, kappa=3.0, z_cap=6.0, coef=1 / 8,
                                floor_abs=0.05, floor_rel=0.0, calm_blocks=3),
     # evaluations: a short window, so the level is the recent plateau and not the warm-up's rise
-    "quality": GroupParams(window=3, min_history=2, guard=0, kappa=1.0, z_cap=6.0, coef=1 / 8,
+    "quality": GroupParams(window=3, min_history=2, guard=0, kappa=1.0, z_cap=6.0, coef=1 / 16,
                            floor_abs=0.02, floor_rel=0.0, calm_blocks=3),
     "diversity": GroupParams(window=3, min_history=2, guard=0, kappa=2.0, z_cap=6.0, coef=1 / 4,
                              floor_abs=0.02, floor_rel=0.02, calm_blocks=3),
     # losses alone mislead (lr drops and regime changes move them): the search gives them no weight, so they
     # are not even tracked; set a coef to use them
+    # FID and modes covered (log): one evaluation a third lower (modes) or higher (FID) than the last ones
+    "fid": GroupParams(window=3, min_history=2, guard=0, kappa=2.0, z_cap=6.0, coef=1 / 4,
+                       floor_abs=0.1, floor_rel=0.0, calm_blocks=3),
+    "modes": GroupParams(window=3, min_history=2, guard=0, kappa=2.0, z_cap=6.0, coef=1 / 4,
+                         floor_abs=0.1, floor_rel=0.0, calm_blocks=3),
     "loss": GroupParams(window=32, min_history=12, guard=2, kappa=2.0, z_cap=6.0, coef=0.0,
                         floor_abs=0.01, floor_rel=0.05, calm_blocks=8),
 }
+
+
+_PARAM_FLOORS: dict[str, tuple[type, float, bool]] = {  # field → (type, lowest value, lowest value allowed)
+    "window": (int, 1, True), "min_history": (int, 1, True), "guard": (int, 0, True), "kappa": (float, 0, True),
+    "z_cap": (float, 0, False), "coef": (float, 0, True), "floor_abs": (float, 0, True),
+    "floor_rel": (float, 0, True), "calm_blocks": (int, 1, True),
+    "blocks_per_epoch": (int, 1, True), "block_steps": (int, 1, True), "expiry_gaps": (float, 0, False),
+    "rearm_level": (float, 0, True), "contrib_min": (float, 0, True), "corroborate_min": (float, 0, True),
+    "corroborate_epochs": (float, 0, True), "sustain_epochs": (int, 1, True),
+}
+
+
+def _checked(where: str, name: str, value: Any) -> int | float:
+    kind, low, inclusive = _PARAM_FLOORS[name]
+    ok_type = isinstance(value, int) if kind is int else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok_type or not math.isfinite(value) or value < low \
+            or (value == low and not inclusive):
+        what = "an integer" if kind is int else "a number"
+        bound = f"≥ {low:g}" if inclusive else f"> {low:g}"
+        raise ValueError(f"turning params: {where}{name}: must be {what} {bound}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -66,6 +92,14 @@ class TurningParams:
     expiry_gaps: float = 3.0  # a silent key's last mark stands for this many of its usual gaps
     rearm_level: float = 0.5  # C must fall below this (and the fired keys be calm) to re-arm
     contrib_min: float = 0.15  # a key is named in `signals` when coef·S reaches this share of the threshold
+    # severity: a detection is critical when an angle jump (an angle key whose coef·S reaches contrib_min)
+    # comes with a degradation (a key of quality,
+    # diversity, FID or modes whose coef·S reaches corroborate_min) or with an angle that stays up for
+    # sustain_epochs epochs in a row, within corroborate_epochs of the turning step; else a warning.
+    # Chosen by `bench/turning.py search --families quality --train-stable 200 --train-collapse 100` (docs/alerts.md)
+    corroborate_min: float = 0.25
+    corroborate_epochs: float = 4.0
+    sustain_epochs: int = 4
 
     def with_group(self, group: str, **changes: Any) -> TurningParams:
         return replace(self, groups={**self.groups, group: replace(self.groups[group], **changes)})
@@ -75,8 +109,37 @@ class TurningParams:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TurningParams:
-        groups = {**DEFAULT_GROUPS, **{g: GroupParams(**p) for g, p in data.get("groups", {}).items()}}
-        return cls(**{**{k: v for k, v in data.items() if k != "groups"}, "groups": groups})
+        """Defaults overridden by `data` (a group may give only some of its fields); an unknown key or a bad
+        value is a ValueError naming it."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"turning params: must be an object, got {data!r}")
+        known = {f.name for f in fields(cls)}
+        top: dict[str, Any] = {}
+        for name, value in data.items():
+            if name not in known:
+                raise ValueError(f"turning params: unknown key {name!r} (known: {', '.join(sorted(known))})")
+            if name != "groups":
+                top[name] = _checked("", name, value)
+        groups = dict(DEFAULT_GROUPS)
+        given = data.get("groups", {})
+        if not isinstance(given, Mapping):
+            raise ValueError(f"turning params: groups: must be an object, got {given!r}")
+        group_fields = {f.name for f in fields(GroupParams)}
+        for group, changes in given.items():
+            if group not in DEFAULT_GROUPS:
+                raise ValueError(f"turning params: groups: unknown family {group!r} (known: {', '.join(GROUPS)})")
+            if not isinstance(changes, Mapping):
+                raise ValueError(f"turning params: groups.{group}: must be an object, got {changes!r}")
+            for name in changes:
+                if name not in group_fields:
+                    raise ValueError(f"turning params: groups.{group}: unknown key {name!r}")
+            groups[group] = replace(DEFAULT_GROUPS[group],
+                                    **{n: _checked(f"groups.{group}.", n, v) for n, v in changes.items()})
+        return cls(groups=groups, **top)
+
+
+Severity = Literal["warning", "critical"]
+INSTABILITY = "instability"  # the title of a warning: an angle jump (or a drop) that is not a turning point
 
 
 @dataclass(frozen=True)
@@ -90,9 +153,43 @@ class TurningPoint:
     evidence: dict[str, dict[str, float]]  # key → value, baseline, z, cusum, contribution
     combined: float  # C at the firing mark
     explanation: str
+    # defaults: detections saved by a detector without severities were all turning points
+    severity: Severity = "critical"
+    corroborated_by: list[str] = field(default_factory=list)  # keys; "sustained:<key>" for an angle that stayed up
+    missing: str = ""  # what a warning lacked to be critical
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class Corroboration:
+    """What was seen within the corroboration window of a detection."""
+
+    jumps: list[str]
+    degradations: list[str]
+    sustained: list[str]
+
+    @property
+    def critical(self) -> bool:
+        return bool(self.jumps) and bool(self.degradations or self.sustained)
+
+    def keys(self, signals: Sequence[str]) -> list[str]:
+        """What completed the evidence of a detection that fired on `signals`: the angle jump when it fired on
+        none, the degradations, the angles that stayed up."""
+        jumped = any(k.startswith("angle") for k in signals)
+        return [*([] if jumped else self.jumps), *self.degradations,
+                *(f"sustained:{k}" for k in self.sustained)]
+
+    def missing(self, params: TurningParams) -> str:
+        if self.critical:
+            return ""
+        within = f"within {params.corroborate_epochs:g} epochs"
+        items = [] if self.jumps else [f"no angle jump {within}"]
+        if not (self.degradations or self.sustained):
+            items.append(f"no drop of quality, diversity, modes or rise of FID {within}, and the epoch angle did "
+                         f"not stay up for {params.sustain_epochs} epochs")
+        return "; ".join(items)
 
 
 @dataclass
@@ -102,21 +199,72 @@ class Combiner:
     current: dict[str, Mark] = field(default_factory=dict)
     armed: bool = True
     pending: list[str] = field(default_factory=list)  # fired keys not yet calm
+    strong_at: dict[str, int] = field(default_factory=dict)  # key → last step its coef·S ≥ corroborate_min
+    sustained_at: dict[str, int] = field(default_factory=dict)  # angle key → last step it had stayed up
+    # a warning that corroboration may still make critical: the detection, its window [lo, hi] and what it saw
+    watch: dict[str, Any] | None = None
 
-    def apply(self, mark: Mark, params: TurningParams, epochs: EpochMap) -> TurningPoint | None:
+    def apply(self, mark: Mark, params: TurningParams, epochs: EpochMap) -> list[TurningPoint]:
         self.current[mark.key] = mark
         parts, total = self._contributions(mark.step, params)
+        self._note(mark, parts.get(mark.key, 0.0), params)
+        found = [tp for tp in [self._upgrade(mark.step, parts, total, params, epochs)] if tp is not None]
         if not self.armed:
             # a fired key stays pending until it sends a calm mark or goes silent past its expiry
             self.pending = [k for k in self.pending if self._live(k, mark.step)]
             if not self.pending and total < params.rearm_level:
                 self.armed = True
-            return None
+            return found
         if total < 1.0:
-            return None
+            return found
         signals = sorted((k for k, c in parts.items() if c >= params.contrib_min), key=lambda k: -parts[k])
         self.armed, self.pending = False, list(signals)
-        return self._turning_point(mark.step, signals, parts, total, epochs)
+        return [*found, self._turning_point(mark.step, signals, parts, total, params, epochs)]
+
+    def _note(self, mark: Mark, contribution: float, params: TurningParams) -> None:
+        group = _group(mark.key)
+        # an angle jump is one strong enough to be named in a detection's signals; a degradation must reach
+        # corroborate_min
+        if contribution >= (params.contrib_min if group.startswith("angle") else params.corroborate_min):
+            self.strong_at[mark.key] = mark.step
+        if group.startswith("angle"):
+            per_epoch = 1 if group == "angle_epoch" else params.blocks_per_epoch
+            if mark.streak >= params.sustain_epochs * per_epoch:
+                self.sustained_at[mark.key] = mark.step
+
+    def _seen(self, lo: int, onset: int, hi: int) -> Corroboration:
+        """An angle jump anywhere in [lo, hi]; a degradation or a sustained rise only from the turning step on
+        (one that came before the jump did not come with it: on stable runs that is noise meeting a spike)."""
+        strong = {k: at for k, at in self.strong_at.items() if lo <= at <= hi}
+        return Corroboration(jumps=sorted(k for k in strong if k.startswith("angle")),
+                             degradations=sorted(k for k, at in strong.items()
+                                                 if _group(k) in DEGRADATION_GROUPS and at >= onset),
+                             sustained=sorted(k for k, at in self.sustained_at.items() if onset <= at <= hi))
+
+    def _upgrade(self, step: int, parts: dict[str, float], total: float, params: TurningParams,
+                 epochs: EpochMap) -> TurningPoint | None:
+        """The watched warning, made critical by what arrived within its window (same turning step)."""
+        if self.watch is None:
+            return None
+        if step > self.watch["hi"]:
+            self.watch = None  # the window closed: it stays a warning
+            return None
+        seen = self._seen(self.watch["lo"], self.watch["tp"]["step"], self.watch["hi"])
+        if not seen.critical:
+            return None
+        warning = TurningPoint(**self.watch["tp"])
+        saw = self.watch["saw"]
+        self.watch = None
+        extra = [k for k in seen.degradations + seen.jumps if k not in warning.signals and k in self.current]
+        marks = [self.current[k] for k in extra]
+        corroborated_by = seen.keys(warning.signals)
+        return replace(warning, detected_step=step, detected_epoch=epochs.at(step),
+                       signals=[*warning.signals, *extra],
+                       scores={**warning.scores, **{m.key: round(m.peak_z, 3) for m in marks}},
+                       evidence={**warning.evidence, **_evidence(marks, parts)}, combined=total,
+                       severity="critical", corroborated_by=corroborated_by, missing="",
+                       explanation=explain(warning.step, warning.epoch, step, epochs.at(step),
+                                           f"{saw}; then {describe(marks)}" if marks else saw, corroborated_by, ""))
 
     def _live(self, key: str, step: int) -> bool:
         mark = self.current.get(key)
@@ -138,27 +286,45 @@ class Combiner:
         return parts, sum(best.values())
 
     def _turning_point(self, step: int, signals: list[str], parts: dict[str, float], total: float,
-                       epochs: EpochMap) -> TurningPoint:
+                       params: TurningParams, epochs: EpochMap) -> TurningPoint:
         marks = [self.current[k] for k in signals]
         angles = [m for m in marks if m.key.startswith("angle")]
         # the (lower) median onset: one weak key lifted early by noise does not move the turning step
         onsets = sorted(m.onset for m in (angles or marks))
         onset = onsets[(len(onsets) - 1) // 2]
-        evidence = {m.key: {"value": m.value, "baseline": m.baseline, "z": m.peak_z, "cusum": m.cusum,
-                            "contribution": parts[m.key]} for m in marks}
-        scores = {m.key: round(m.peak_z, 3) for m in marks}
-        return TurningPoint(step=onset, epoch=epochs.at(onset), detected_step=step, detected_epoch=epochs.at(step),
-                            signals=signals, scores=scores, evidence=evidence, combined=total,
-                            explanation=explain(onset, epochs.at(onset), step, epochs.at(step), marks))
+        # the window: corroboration_epochs either side of the onset, and everything up to this detection
+        width = params.corroborate_epochs * epochs.steps_per_epoch(step, params.block_steps * params.blocks_per_epoch)
+        lo, hi = int(onset - width), int(onset + width)
+        seen = self._seen(lo, onset, max(hi, step))
+        saw = describe(marks)
+        missing = seen.missing(params)
+        corroborated_by = seen.keys(signals)
+        tp = TurningPoint(step=onset, epoch=epochs.at(onset), detected_step=step, detected_epoch=epochs.at(step),
+                          signals=signals, scores={m.key: round(m.peak_z, 3) for m in marks},
+                          evidence=_evidence(marks, parts), combined=total,
+                          explanation=explain(onset, epochs.at(onset), step, epochs.at(step), saw, corroborated_by,
+                                              missing),
+                          severity="critical" if seen.critical else "warning", corroborated_by=corroborated_by,
+                          missing=missing)
+        self.watch = None if seen.critical or hi <= step else {"tp": tp.to_dict(), "lo": lo, "hi": hi, "saw": saw}
+        return tp
 
     def to_state(self) -> dict[str, Any]:
         return {"current": [m.to_list() for m in self.current.values()], "armed": self.armed,
-                "pending": self.pending}
+                "pending": self.pending, "strong_at": self.strong_at, "sustained_at": self.sustained_at,
+                "watch": self.watch}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Combiner:
         current = {m.key: m for m in (Mark.from_list(row) for row in state["current"])}
-        return cls(current, bool(state["armed"]), list(state["pending"]))
+        # states saved before severities existed have no strong_at / sustained_at / watch
+        return cls(current, bool(state["armed"]), list(state["pending"]), dict(state.get("strong_at", {})),
+                   dict(state.get("sustained_at", {})), state.get("watch"))
+
+
+def _evidence(marks: Sequence[Mark], parts: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    return {m.key: {"value": m.value, "baseline": m.baseline, "z": m.peak_z, "cusum": m.cusum,
+                    "contribution": parts.get(m.key, 0.0)} for m in marks}
 
 
 def _group(key: str) -> str:
@@ -185,14 +351,21 @@ class EpochMap:
         i = int(np.searchsorted(self.steps, step, side="right")) - 1
         return self.epochs[i] if i >= 0 else None
 
+    def steps_per_epoch(self, step: int, unknown: float) -> float:
+        """The mean epoch length over the epochs seen up to `step` (only those: online the later ones are not
+        known yet), or `unknown` before two epochs were seen."""
+        i = int(np.searchsorted(self.steps, step, side="right")) - 1
+        if i < 1:
+            return unknown
+        return (self.steps[i] - self.steps[0]) / (self.epochs[i] - self.epochs[0])
+
 
 def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
-def explain(onset: int, epoch: int | None, step: int, detected_epoch: int | None, marks: Sequence[Mark]) -> str:
-    """One line a person reads in the alerts panel and the webhook."""
-    where = f"epoch {epoch} (step {onset})" if epoch is not None else f"step {onset}"
+def describe(marks: Sequence[Mark]) -> str:
+    """What the keys of a detection did, for a person."""
     parts = []
     for m in marks:
         if m.key.startswith("angle"):
@@ -200,12 +373,22 @@ def explain(onset: int, epoch: int | None, step: int, detected_epoch: int | None
             parts.append(f"{m.key} jumped to {_fmt(m.value)} rad, {ratio:.1f}× its recent level (z {m.peak_z:.1f})")
         elif m.key.startswith("loss/"):
             parts.append(f"{m.key} moved to {_fmt(m.value)} from {_fmt(m.baseline)} (z {m.peak_z:.1f})")
+        elif family_of(m.key) == family_of("eval/fid"):
+            parts.append(f"{m.key} rose to {_fmt(m.value)} from {_fmt(m.baseline)} (z {m.peak_z:.1f})")
         else:
             parts.append(f"{m.key} fell to {_fmt(m.value)} from {_fmt(m.baseline)} (z {m.peak_z:.1f})")
-    if not any(m.key.startswith("angle") for m in marks):
-        parts.append("no angle jump")
+    return "; ".join(parts)
+
+
+def explain(onset: int, epoch: int | None, step: int, detected_epoch: int | None, saw: str,
+            corroborated_by: Sequence[str], missing: str) -> str:
+    """One line a person reads in the alerts panel and the webhook: a critical one says what corroborated it, a
+    warning what was missing."""
+    where = f"epoch {epoch} (step {onset})" if epoch is not None else f"step {onset}"
     seen = f"epoch {detected_epoch}" if detected_epoch is not None else f"step {step}"
-    return f"Turning point at {where}: {'; '.join(parts)}; detected at {seen}."
+    if missing:
+        return f"Not a turning point: {missing}. Instability at {where}: {saw}; detected at {seen}."
+    return f"Turning point at {where}: {saw}; corroborated by {', '.join(corroborated_by)}; detected at {seen}."
 
 
 def _arrays(data: Sequence[Any], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -262,30 +445,23 @@ class TurningDetector:
                                                              self.params.blocks_per_epoch, self.params.expiry_gaps)
             self.marks.extend(tracker.feed(steps, values, epochs, self.params.groups[tracker.group]))
 
-    def decide(self) -> list[TurningPoint]:
-        """Run the combiner from the folded state over the unfolded marks: marks older than the folded step
-        (a key that was silent a long time) first, then the rest in step order."""
+    def decide(self, horizon: int | None = None) -> list[TurningPoint]:
+        """Fold the marks up to the horizon (the step every active key has reported past) in step order, after
+        the marks of keys that were silent a long time and now report steps already folded. Deciding only up to
+        the horizon makes every decision, severity included, what the whole series gives: an evaluation that
+        arrives late is still merged in step order (an alert waits for the evaluations of its steps). `horizon`
+        overrides the trackers' (a replay of marks computed elsewhere: bench/turning.py)."""
         cut = self.folded_to
         # a late mark is taken as news at the folded step (its own step is history that is already decided)
         late = [replace(m, step=cut) for m in self.marks if cut is not None and m.step <= cut]
         fresh = sorted((m for m in self.marks if cut is None or m.step > cut), key=lambda m: (m.step, m.key))
-        ordered = [*late, *fresh]
-        combiner = Combiner.from_state(self.folded.to_state())
+        horizon = self._horizon() if horizon is None else horizon
+        ready = 0 if horizon is None else int(np.searchsorted([m.step for m in fresh], horizon, side="right"))
         new: list[TurningPoint] = []
-        keep_from = 0
-        for i, mark in enumerate(ordered):
-            tp = combiner.apply(mark, self.params, self.epochs)
-            if tp is not None:
-                new.append(tp)
-                keep_from = i + 1  # a decision is final: everything up to it is folded
-        horizon = self._horizon()
-        while keep_from < len(ordered) and horizon is not None and ordered[keep_from].step <= horizon:
-            keep_from += 1
-        for mark in ordered[:keep_from]:
-            # replays the pass above on the same prefix; the turning points it finds again are already in `new`
-            self.folded.apply(mark, self.params, self.epochs)
+        for mark in [*late, *fresh[:ready]]:
+            new += self.folded.apply(mark, self.params, self.epochs)
             self.folded_to = mark.step if self.folded_to is None else max(self.folded_to, mark.step)
-        self.marks = ordered[keep_from:]
+        self.marks = fresh[ready:]
         self.found.extend(new)
         return new
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Depends, Query
 from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -38,6 +39,7 @@ class RunSummary(Schema):
     run_id: str
     latest: dict[str, LatestValue]
     alerts: int
+    alerts_by_severity: dict[str, int] = Field({}, description='e.g. {"critical": 1, "warning": 2}')
     last_alert: AlertPublic | None = None
 
 
@@ -84,11 +86,15 @@ def summarize(session: Session, run_ids: list[str], keys: list[str]) -> list[Run
     for sid, run_id, key in series:
         if sid in last:
             latest[run_id][key] = LatestValue(step=last[sid][0], value=last[sid][1])
-    counts: dict[str, int] = {r: n for r, n in session.execute(
-        select(Alert.run_id, func.count()).where(Alert.run_id.in_(run_ids)).group_by(Alert.run_id))}
+    by_severity: dict[str, dict[str, int]] = {r: {} for r in run_ids}
+    for run_id, severity, n in session.execute(select(Alert.run_id, Alert.severity, func.count())
+                                               .where(Alert.run_id.in_(run_ids))
+                                               .group_by(Alert.run_id, Alert.severity)):
+        by_severity[run_id][severity] = n
     newest = select(func.max(Alert.id)).where(Alert.run_id.in_(run_ids)).group_by(Alert.run_id)
     last = {a.run_id: AlertPublic.model_validate(a) for a in session.scalars(select(Alert).where(Alert.id.in_(newest)))}
-    return [RunSummary(run_id=r, latest=latest[r], alerts=counts.get(r, 0), last_alert=last.get(r)) for r in run_ids]
+    return [RunSummary(run_id=r, latest=latest[r], alerts=sum(by_severity[r].values()),
+                       alerts_by_severity=by_severity[r], last_alert=last.get(r)) for r in run_ids]
 
 
 @router.get("/summaries", response_model=SummariesPublic, dependencies=[ReadDep])

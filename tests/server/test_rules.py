@@ -33,6 +33,10 @@ def test_expression_and_defaults() -> None:
     ({"kind": "trend", "key": "loss/D", "op": "<", "value": -1}, "window", "needs window"),
     ({"kind": "stalled"}, "minutes", "needs minutes"),
     ({"kind": "nan", "run_id": "a", "preset": "b"}, "preset", "not both"),
+    ({"kind": "turning_point", "params": {"sustain_epoch": 2}}, "params", "unknown key 'sustain_epoch'"),
+    ({"kind": "turning_point", "params": {"groups": {"quality": {"kappa": -1}}}}, "params",
+     "groups.quality.kappa: must be a number ≥ 0"),
+    ({"kind": "nan", "params": {"sustain_epochs": 2}}, "params", "only a turning_point rule takes params"),
 ])
 def test_invalid_rules_name_the_field(body: dict, loc: str, msg: str) -> None:
     with pytest.raises(ConfigError, match=msg) as err:
@@ -89,6 +93,14 @@ def test_rules_rest_routes(client: TestClient) -> None:
     assert client.delete(f"/api/v1/rules/{rule['id']}", headers=AUTH).json() == {
         "detail": f"rule {rule['id']} not found"}
     assert client.get("/api/v1/rules/0").status_code == 422
+    tuned = client.post("/api/v1/rules", headers=AUTH, json={"kind": "turning_point", "preset": "demo-stable",
+                                                            "params": {"sustain_epochs": 5}})
+    assert tuned.status_code == 201 and tuned.json()["params"] == {"sustain_epochs": 5}
+    bad_params = client.post("/api/v1/rules", headers=AUTH, json={"kind": "turning_point",
+                                                                  "params": {"groups": {"angles": {}}}})
+    assert bad_params.status_code == 422
+    assert bad_params.json()["detail"][0]["loc"] == ["body", "params"]
+    assert "unknown family 'angles'" in bad_params.json()["detail"][0]["msg"]
 
 
 def _points(key: str, values: list[float], start: int = 0) -> list[dict]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from sqd.server.alerts.turning import TurningDetector, TurningParams, detect_turning_points
+from sqd.server.alerts.turning import TurningDetector, TurningParams, TurningPoint, detect_turning_points
 
 SPE = 20  # steps per epoch
 EPOCHS = 60
@@ -54,22 +55,53 @@ def make_run(seed: int = 0, *, jump_epoch: float | None = None, jump: float = 8.
     return series
 
 
-def test_clean_jump_is_found_once_with_the_angle_signals() -> None:
-    tps = detect_turning_points(make_run(jump_epoch=30.0))
-    assert len(tps) == 1
-    tp = tps[0]
+def criticals(tps: list[TurningPoint]) -> list[TurningPoint]:
+    return [tp for tp in tps if tp.severity == "critical"]
+
+
+def test_clean_jump_is_a_warning_then_critical_once_the_angles_stay_up() -> None:
+    """An angle jump alone is a warning at once; the angles staying up for `sustain_epochs` make the same turning
+    point critical (the detector reports both)."""
+    warning, tp = detect_turning_points(make_run(jump_epoch=30.0))
+    assert warning.severity == "warning" and warning.step == tp.step and warning.detected_step < tp.detected_step
+    p = TurningParams()
+    assert warning.explanation.startswith(
+        f"Not a turning point: no drop of quality, diversity, modes or rise of FID within {p.corroborate_epochs:g} "
+        f"epochs, and the epoch angle did not stay up for {p.sustain_epochs} epochs.")
+    assert warning.missing and warning.corroborated_by == []
+    assert tp.severity == "critical" and tp.missing == "" and tp.corroborated_by[0].startswith("sustained:angle")
+    assert (tp.detected_step - warning.detected_step) / SPE <= 4.0
     assert 30 * SPE - SPE <= tp.step <= 30 * SPE + SPE
     assert tp.epoch in (29, 30)
-    assert (tp.detected_step - 30 * SPE) / SPE <= 2.0
+    assert (warning.detected_step - 30 * SPE) / SPE <= 1.0
+    assert (tp.detected_step - 30 * SPE) / SPE <= p.sustain_epochs + 0.5
     assert any(s.startswith("angle") for s in tp.signals)
     assert set(tp.scores) == set(tp.signals) and all(v > 0 for v in tp.scores.values())
     assert tp.explanation.startswith(f"Turning point at epoch {tp.epoch}")
-    assert "jumped to" in tp.explanation and "\n" not in tp.explanation
+    assert "jumped to" in tp.explanation and "corroborated by sustained:" in tp.explanation
+    assert "\n" not in tp.explanation
+
+
+def test_jump_with_a_diversity_drop_is_critical_within_the_epoch() -> None:
+    (tp,) = criticals(detect_turning_points(make_run(jump_epoch=30.0, diversity_drop_epoch=30.0)))
+    assert tp.severity == "critical" and tp.corroborated_by == ["eval/diversity"]
+    assert (tp.detected_step - 30 * SPE) / SPE <= 1.0
+
+
+def test_one_epoch_spike_stays_a_warning() -> None:
+    """The stable demo's case: one family jumps for a moment, nothing degrades, nothing stays up."""
+    run = make_run(2)
+    for key in ("angle/D", "angle_epoch/D"):
+        steps, values, epochs = run[key]
+        run[key] = (steps, np.where(steps // SPE == 30, values * 8, values), epochs)
+    (tp,) = detect_turning_points(run)
+    assert tp.severity == "warning" and tp.epoch == 30 and "Not a turning point" in tp.explanation
+    assert detect_turning_points(run, TurningParams(sustain_epochs=1))[-1].severity == "critical"
 
 
 def test_jump_in_noise_is_found() -> None:
     for seed in range(3):
-        tps = detect_turning_points(make_run(seed, jump_epoch=35.0, jump=6.0, noise=2.5))
+        tps = criticals(detect_turning_points(make_run(seed, jump_epoch=35.0, jump=6.0, noise=2.5)))
         assert len(tps) == 1, seed
         assert abs(tps[0].step - 35 * SPE) <= 2 * SPE
 
@@ -81,10 +113,10 @@ def test_stable_run_warmup_spike_and_lr_drop_are_not_turning_points() -> None:
         assert detect_turning_points(make_run(seed, lr_drop_epoch=30.0)) == []
 
 
-def test_diversity_collapse_without_angle_jump_fires_on_diversity_alone() -> None:
+def test_diversity_collapse_without_angle_jump_is_a_warning_on_diversity_alone() -> None:
     tps = detect_turning_points(make_run(diversity_drop_epoch=40.0))
-    assert len(tps) == 1
-    assert tps[0].signals[0] == "eval/diversity"
+    assert len(tps) == 1 and tps[0].severity == "warning" and tps[0].missing == "no angle jump within 4 epochs"
+    assert tps[0].signals[0] == "eval/diversity" and tps[0].corroborated_by == ["eval/diversity"]
     assert not any(s.startswith("angle") for s in tps[0].signals)
     assert tps[0].step >= 40 * SPE - SPE
     assert "no angle jump" in tps[0].explanation
@@ -92,11 +124,11 @@ def test_diversity_collapse_without_angle_jump_fires_on_diversity_alone() -> Non
 
 def test_missing_keys_and_missing_evaluations() -> None:
     run = make_run(jump_epoch=30.0, evals=False)
-    assert len(detect_turning_points(run)) == 1
+    assert len(criticals(detect_turning_points(run))) == 1
     only_epoch = {k: v for k, v in run.items() if k.startswith("angle_epoch/")}
-    assert len(detect_turning_points(only_epoch)) == 1
+    assert len(criticals(detect_turning_points(only_epoch))) == 1
     two_tuple = {k: (v[0], v[1]) for k, v in run.items()}  # no epochs: blocks of block_steps, epoch None
-    tps = detect_turning_points(two_tuple)
+    tps = criticals(detect_turning_points(two_tuple))
     assert len(tps) == 1 and tps[0].epoch is None and "at step" in tps[0].explanation
     assert detect_turning_points({}) == []
     assert detect_turning_points({"eval/fid": ([1, 2], [3.0, 4.0])}) == []  # keys it does not use are ignored
@@ -109,7 +141,7 @@ def test_nan_values_are_skipped_not_fatal() -> None:
     values[::7] = np.nan
     values[3] = np.inf
     run["angle/G"] = (steps, values, epochs)
-    assert len(detect_turning_points(run)) == 1
+    assert len(criticals(detect_turning_points(run))) == 1
 
 
 def test_bad_series_names_the_key() -> None:
@@ -142,7 +174,7 @@ def test_online_equals_offline(eval_lag: int) -> None:
     exactly what it finds on the whole series."""
     rng = np.random.default_rng(5)
     for run in (make_run(1, jump_epoch=28.0), make_run(2, diversity_drop_epoch=33.0), make_run(3),
-                make_run(4, jump_epoch=20.0, noise=2.0)):
+                make_run(4, jump_epoch=20.0, noise=2.0), make_run(5, jump_epoch=25.0, diversity_drop_epoch=27.0)):
         offline = detect_turning_points(run)
         state = TurningDetector().to_state()
         online = []
@@ -151,6 +183,38 @@ def test_online_equals_offline(eval_lag: int) -> None:
             online += det.update(batch)
             state = det.to_state()
         assert [tp.to_dict() for tp in online] == [tp.to_dict() for tp in offline]
+
+
+def test_block_means_do_not_depend_on_batch_cuts() -> None:
+    """Per-step blocks summed left to right across batches: the marks are the same bits however cut."""
+    run = make_run(6, jump_epoch=30.0, noise=3.0)
+    whole = TurningDetector()
+    whole.feed(run)
+    cut = TurningDetector()
+    for batch in _chunks(run, np.random.default_rng(7), 0):
+        cut.feed(batch)
+    assert sorted(m.to_list() for m in cut.marks) == sorted(m.to_list() for m in whole.marks)
+
+
+@pytest.mark.parametrize(("data", "named"), [
+    ({"corroborate_epoch": 4.0}, "unknown key 'corroborate_epoch'"),
+    ({"corroborate_min": -0.1}, "corroborate_min: must be a number ≥ 0"),
+    ({"sustain_epochs": 2.5}, "sustain_epochs: must be an integer ≥ 1"),
+    ({"sustain_epochs": True}, "sustain_epochs"),
+    ({"groups": {"angles": {}}}, "unknown family 'angles'"),
+    ({"groups": {"quality": {"kapa": 1.0}}}, "groups.quality: unknown key 'kapa'"),
+    ({"groups": {"quality": {"kappa": "high"}}}, "groups.quality.kappa: must be a number"),
+    ({"groups": []}, "groups: must be an object"),
+])
+def test_params_from_dict_names_what_is_wrong(data: dict, named: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(named)):
+        TurningParams.from_dict(data)
+
+
+def test_params_from_dict_overrides_only_what_it_gives() -> None:
+    params = TurningParams.from_dict({"sustain_epochs": 5, "groups": {"diversity": {"coef": 0.5}}})
+    assert params.sustain_epochs == 5 and params.groups["diversity"].coef == 0.5
+    assert params.groups["diversity"].kappa == TurningParams().groups["diversity"].kappa
 
 
 def test_fires_once_and_rearms_after_the_run_is_stable_again() -> None:
@@ -162,11 +226,11 @@ def test_fires_once_and_rearms_after_the_run_is_stable_again() -> None:
         values = np.where(t >= 30, values / np.where(t >= 30, 2.0 if "epoch" in key else 1.5, 1), values)
         values = np.where((t >= 50) & (t < 55), values * (8 if "epoch" in key else 3), values)
         run[key] = (steps, values, epochs)
-    tps = detect_turning_points(run)
+    tps = criticals(detect_turning_points(run))
     assert [round(tp.step / SPE) for tp in tps] == [20, 50]
     # without the quiet stretch the second jump does not re-arm the detector
     held = TurningParams().with_group("angle_epoch", calm_blocks=40).with_group("angle_step", calm_blocks=200)
-    assert len(detect_turning_points(run, held)) == 1
+    assert len(criticals(detect_turning_points(run, held))) == 1
 
 
 def test_params_round_trip_and_import_has_no_server_side_effects() -> None:

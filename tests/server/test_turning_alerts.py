@@ -66,23 +66,41 @@ def new_run(client, name: str) -> str:
     return str(r.json()["id"])
 
 
-def test_turning_point_alert_once_matching_the_offline_detector(client):
+def test_turning_point_alerts_once_matching_the_offline_detector(client):
+    """The jump is an "instability" warning first, then the turning point once the angles stayed up: two alerts,
+    as the offline detector reports them; the summaries count them per severity."""
     series = make_run(jump_epoch=30.0)
     run_id = new_run(client, "collapsing")
     feed(client, run_id, series)
     alerts = client.get("/api/v1/alerts", params={"run_id": run_id}).json()
-    assert alerts["count"] == 1, alerts
-    alert = alerts["data"][0]
-    (offline,) = detect_turning_points(series)
-    assert alert["rule"] == "turning point" and alert["severity"] == "critical"
-    assert (alert["step"], alert["epoch"], alert["signals"]) == (offline.step, offline.epoch, offline.signals)
-    assert alert["explanation"] == offline.explanation
-    assert alert["scores"] == offline.scores
+    assert alerts["count"] == 2, alerts
+    warning, critical = sorted(alerts["data"], key=lambda a: a["id"])
+    offline = detect_turning_points(series)
+    assert [tp.severity for tp in offline] == ["warning", "critical"]
+    assert (warning["rule"], warning["severity"]) == ("instability", "warning")
+    assert warning["explanation"].startswith("Not a turning point:")
+    assert critical["rule"] == "turning point" and critical["severity"] == "critical"
+    for alert, tp in zip((warning, critical), offline, strict=True):
+        assert (alert["step"], alert["epoch"], alert["signals"]) == (tp.step, tp.epoch, tp.signals)
+        assert alert["explanation"] == tp.explanation and alert["scores"] == tp.scores
     feed(client, run_id, series)  # the same batches again: stored once, nothing new raised
-    assert client.get("/api/v1/alerts", params={"run_id": run_id}).json()["count"] == 1
+    assert client.get("/api/v1/alerts", params={"run_id": run_id}).json()["count"] == 2
     with client.app.state.ctx.sessions() as s:
         state = s.get(TurningState, run_id)
-        assert state is not None and state.state["found"][0]["step"] == offline.step
+        assert state is not None and state.state["found"][0]["step"] == offline[0].step
+    (summary,) = client.get("/api/v1/summaries", params={"run_id": run_id}).json()["data"]
+    assert summary["alerts"] == 2 and summary["alerts_by_severity"] == {"critical": 1, "warning": 1}
+
+
+def test_a_rule_with_params_changes_what_is_detected(client):
+    """A window of half an epoch leaves no time for the angles to stay up: the jump stays a warning."""
+    run_id = new_run(client, "tuned")
+    r = client.post("/api/v1/rules", headers=AUTH, json={"kind": "turning_point", "run_id": run_id,
+                                                        "params": {"corroborate_epochs": 0.5}})
+    assert r.status_code == 201, r.text
+    feed(client, run_id, make_run(jump_epoch=30.0))
+    alerts = client.get("/api/v1/alerts", params={"run_id": run_id}).json()["data"]
+    assert [(a["rule"], a["severity"]) for a in alerts] == [("instability", "warning")]
 
 
 def test_stable_run_raises_nothing_and_disabling_the_builtin_rule_silences_it(client):
@@ -108,8 +126,11 @@ def test_actions_keep_the_best_checkpoint_and_stop_the_run(client, api_bus):
                    for s in (200, 400, 580, 700)]
     IngestHandler(client.app.state.ctx).apply(checkpoints)
     feed(client, run_id, make_run(jump_epoch=30.0))
-    (alert,) = client.get("/api/v1/alerts", params={"run_id": run_id}).json()["data"]
+    alerts = client.get("/api/v1/alerts", params={"run_id": run_id}).json()["data"]
+    (alert,) = [a for a in alerts if a["severity"] == "critical"]
     assert alert["rule"] == "collapse: stop and keep"  # the run's own rule is the most specific
+    (warning,) = [a for a in alerts if a["severity"] == "warning"]
+    assert client.get(f"/api/v1/alerts/{warning['id']}/actions").json() == []  # a warning is only notified
     best = client.get(f"/api/v1/runs/{run_id}/best-before-collapse").json()
     assert best["checkpoint_step"] == max(s for s in (200, 400, 580, 700) if s < alert["step"])
     assert best["alert_id"] == alert["id"]
@@ -135,6 +156,7 @@ def test_alert_is_pushed_over_sse_and_bus_ingest_uses_the_same_path(live_server,
     api_bus.publish(INGEST, batches)
     alerts = wait_for(lambda: httpx.get(f"{live_server.url}/api/v1/alerts", params={"run_id": run_id}).json()["data"],
                       120, "the turning-point alert")
-    assert len(alerts) == 1 and np.isclose(alerts[0]["step"] / SPE, 30, atol=1)
+    first = min(alerts, key=lambda a: a["id"])
+    assert first["severity"] == "warning" and np.isclose(first["step"] / SPE, 30, atol=1)
     seen = follower.result()
-    assert seen.data["id"] == alerts[0]["id"] and seen.data["explanation"] == alerts[0]["explanation"]
+    assert seen.data["id"] == first["id"] and seen.data["explanation"] == first["explanation"]

@@ -83,7 +83,7 @@ def test_webhook_is_retried_after_a_failure_and_names_run_step_rule_evidence(fas
         (h1, first), (h2, second) = receiver.requests
         assert first == second and h1["X-SQD-Event-Id"] == h2["X-SQD-Event-Id"] == first["alert"]["event_id"]
         assert h1["Content-Type"] == "application/json"
-        assert first["type"] == "sqd.alert"
+        assert first["type"] == "sqd.alert" and first["severity"] == first["alert"]["severity"] == "warning"
         assert first["run"]["id"] == run and first["run"]["name"] == "hooked"
         assert first["alert"]["step"] == 8 and first["alert"]["rule"] == "D loss blew up"
         assert first["rule"] == {"id": rule["id"], "name": "D loss blew up", "kind": "threshold"}

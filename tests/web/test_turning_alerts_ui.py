@@ -76,12 +76,16 @@ def test_rule_form_detector_alert_markers_and_best_checkpoint(page: Any, server:
     item.wait_for(timeout=60_000)
     text = item.inner_text()
     assert "Turning point at epoch" in text and "jumped to" in text, text
-    (alert,) = server.http.get("/alerts", params={"run_id": run.run_id}).json()["data"]
+    alerts = server.http.get("/alerts", params={"run_id": run.run_id}).json()["data"]
+    (alert,) = [a for a in alerts if a["severity"] == "critical"]
     step = alert["step"]
     assert abs(step - TURNING) <= 100
     page.wait_for_function("""(step) => ['stability', 'quality', 'losses'].every((c) =>
         (document.querySelector(`.plot[data-chart="${c}"]`).layout.shapes || []).some(
-            (s) => s.name === 'alert' && s.x0 === step))""", arg=step)
+            (s) => s.name === 'alert' && s.x0 === step && s.line.dash === 'dash'))""", arg=step)
+    for warning in (a for a in alerts if a["severity"] == "warning"):  # the jump before it was corroborated
+        page.wait_for_function("""(step) => (document.querySelector('.plot[data-chart="stability"]').layout.shapes
+            || []).some((s) => s.name === 'alert' && s.x0 === step && s.line.dash === 'dot')""", arg=warning["step"])
 
     best = page.locator(".best-before-collapse")
     expect(best).to_contain_text("Best before collapse: checkpoint of step 1,400 (epoch 14)")
@@ -89,10 +93,21 @@ def test_rule_form_detector_alert_markers_and_best_checkpoint(page: Any, server:
     resp = page.request.get(f"{server.url}{href}")
     assert resp.status == 200 and resp.body() == f"checkpoint {run.run_id} 1400".encode()
 
-    # the user rule fires too, and the run's alert badge counts both on the runs page
+    # the user rule fires too, and the run's alert badges count criticals and warnings apart on the runs page
     server.publish(MetricBatch.from_points(run.run_id, [("loss/D", 2000, 9.0, 20, 0.0)]))
     page.locator(".alert-item", has_text="loss/D > 5").wait_for()
     expect(page.locator(".alert-item", has_text="loss/D > 5")).to_contain_text("loss/D = 9 > 5")
     page.screenshot(path=str(artifact_dir / "turning-alert.png"), full_page=True)
     page.goto(f"{server.url}/#/runs")
-    expect(page.locator(f'tr[data-run-id="{run.run_id}"] .col-alerts')).to_contain_text("2")
+    alerts = server.http.get("/alerts", params={"run_id": run.run_id}).json()["data"]
+    cell = page.locator(f'tr[data-run-id="{run.run_id}"] .col-alerts')
+    for severity, glyph in (("critical", "▼"), ("warning", "▽")):
+        n = sum(a["severity"] == severity for a in alerts)
+        if n:
+            expect(cell.locator(f".badge.severity-{severity}")).to_have_text(f"{glyph} {n}")
+
+    # the compare page draws the run's alerts too, each in its severity's style
+    page.goto(f"{server.url}/#/compare?ids={run.run_id}")
+    page.wait_for_function("""(n) => ((document.querySelector('.plot[data-chart="cmp-angle/D"]') || {}).layout
+        || {shapes: []}).shapes.filter((s) => s.name === 'alert').length === n""",
+                           arg=sum(a["step"] is not None for a in alerts))

@@ -4,6 +4,7 @@
 // hoverable marker; the diversity chart can draw its ln m ceiling. Zooming calls back with the step window so
 // the page can re-query it at full resolution.
 
+import { alertShapes, alertTraces } from "./alert_marks.js";
 import { h } from "./dom.js";
 import { scheduler } from "./redraw.js";
 
@@ -11,7 +12,6 @@ const Plotly = () => window.Plotly;
 
 const NON_FINITE_Y = { "+inf": 0.97, NaN: 0.9, "-inf": 0.03 };
 const NON_FINITE_SYMBOL = { "+inf": "triangle-up", NaN: "x", "-inf": "triangle-down" };
-const ALERT_COLOR = "#c62828";
 
 const CONFIG = {
   responsive: true,
@@ -108,18 +108,8 @@ function nonFiniteTrace(traces) {
     hoverinfo: "text", marker: { symbol, color, size: 9, line: { width: 1.5, color } }, showlegend: false }];
 }
 
-function alertTrace(alerts) {
-  if (!alerts.length) return [];
-  return [{ type: "scatter", x: alerts.map((a) => a.x), y: alerts.map(() => 1), yaxis: "y2", mode: "markers",
-    name: "alerts", hovertext: alerts.map((a) => a.text), hoverinfo: "text", showlegend: false,
-    marker: { symbol: "triangle-down", size: 11, color: ALERT_COLOR }, cliponaxis: false }];
-}
-
 function decorations(model) {
-  const shapes = (model.alerts || []).map((a) => ({
-    type: "line", xref: "x", yref: "paper", x0: a.x, x1: a.x, y0: 0, y1: 1, name: "alert",
-    line: { color: ALERT_COLOR, width: 1.5, dash: "dash" },
-  }));
+  const shapes = alertShapes(model.alerts || []);
   const annotations = [];
   if (model.ceiling) {
     shapes.push({ type: "line", xref: "paper", yref: "y", x0: 0, x1: 1, y0: model.ceiling.y, y1: model.ceiling.y,
@@ -172,7 +162,7 @@ export function zoomFromRelayout(ev) {
  * A chart card in `container`. spec: {id, title, log, gl, height}. Returns {render(model), update(modelFn),
  * onZoom(cb), width(), element, plot}: `render` draws now (first paint, zoom); `update` asks the redraw scheduler
  * to draw `modelFn()` when the budget allows (live data). model: {traces: [{name, color, dash, markers,
- * plot: toPlot(...)}], alerts: [{x, text}], ceiling: {y, label} | null, xTitle, xRange, revision, emptyText}.
+ * plot: toPlot(...)}], alerts: [{x, severity, text}] (alert_marks.js), ceiling: {y, label} | null, xTitle, xRange, revision, emptyText}.
  */
 export function createChart(container, spec) {
   const caption = h("span", { class: "chart-latest" });
@@ -199,7 +189,7 @@ export function createChart(container, spec) {
 
   async function draw(model) {
     const data = model.traces.flatMap((t) => seriesTraces({ ...spec, xTitle: model.xTitle }, t))
-      .concat(nonFiniteTrace(model.traces), alertTrace(model.alerts || []));
+      .concat(nonFiniteTrace(model.traces), alertTraces(model.alerts || []));
     rendering += 1;
     try {
       await Plotly().react(plot, data, layoutFor(spec, model), CONFIG);

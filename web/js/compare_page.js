@@ -3,6 +3,7 @@
 // own epochs, so runs with different batch sizes or dataset sizes line up by epoch; a zoom window is then in
 // epochs and becomes each run's own step window.
 
+import { alertMarks } from "./alert_marks.js";
 import { api } from "./api.js";
 import { createChart } from "./charts.js";
 import { assignColors } from "./colors.js";
@@ -22,7 +23,7 @@ export function mount(root, route, shell) {
   const ids = [...new Set(route.ids || [])];
   const colors = assignColors(ids);
   const st = { runs: new Map(), store: new Map(ids.map((id) => [id, new Map()])), window: null, revision: 0,
-    seq: 0, maxPoints: 800, errors: new Map(), axis: "step", epochs: new Map() };
+    seq: 0, maxPoints: 800, errors: new Map(), axis: "step", epochs: new Map(), alerts: new Map() };
   const charts = [];
   let events = null;
   let epochTimer = null;
@@ -84,8 +85,10 @@ export function mount(root, route, shell) {
       plot: toPlot(st.store.get(id).get(spec.key) || emptySeries(), xOf(id)),
     }));
     const m = spec.ceiling && st.runs.size ? modeCount(st.runs.get(ids.find((id) => st.runs.has(id)))) : null;
+    const alerts = ids.filter((id) => st.runs.has(id)).flatMap((id) => alertMarks(st.alerts.get(id) || [], xOf(id),
+      { label: st.runs.get(id).name || id, formatStep: formatInt }));
     return {
-      traces, alerts: [], xTitle: st.axis, xRange: st.window, revision: st.revision,
+      traces, alerts, xTitle: st.axis, xRange: st.window, revision: st.revision,
       ceiling: m ? { y: Math.log(m), label: `ln m = ${Math.log(m).toFixed(2)}` } : null,
     };
   }
@@ -155,6 +158,9 @@ export function mount(root, route, shell) {
       if (type === "run" && st.runs.has(id)) {
         st.runs.set(id, data);
         renderChips();
+      } else if (type === "alert" && st.runs.has(id)) {
+        st.alerts.set(id, [...(st.alerts.get(id) || []), data]);
+        for (const c of charts) dirty.add(c.spec.key);
       } else if (type === "points" && st.store.has(id)) {
         const store = st.store.get(id);
         for (const [key, s] of Object.entries(data.series)) {
@@ -170,6 +176,13 @@ export function mount(root, route, shell) {
       }
     }
     for (const c of charts) if (dirty.has(c.spec.key)) c.chart.update(() => model(c.spec));
+  }
+
+  async function loadAlerts() {
+    const answers = await Promise.allSettled([...st.runs.keys()].map((id) => api.alerts(id)));
+    [...st.runs.keys()].forEach((id, i) => {
+      if (answers[i].status === "fulfilled") st.alerts.set(id, answers[i].value.data);
+    });
   }
 
   async function load() {
@@ -191,7 +204,7 @@ export function mount(root, route, shell) {
     }
     st.maxPoints = Math.max(200, Math.min(4000, Math.round(charts[0].chart.width())));
     try {
-      await Promise.all([queryAll(), loadEpochs()]);
+      await Promise.all([queryAll(), loadEpochs(), loadAlerts()]);
     } catch (err) {
       shell.banner(`Could not load the series: ${err.message}`, "error");
     }

@@ -2,6 +2,7 @@
 // axis, zoom that re-queries the window at full resolution, alerts on the charts and in a list, evaluations,
 // the sample-grid timeline, config, system metrics, logs, cancel.
 
+import { alertMarks } from "./alert_marks.js";
 import { api } from "./api.js";
 import { createChart } from "./charts.js";
 import { clear, errorState, h, loadingState, statusBadge, tabs } from "./dom.js";
@@ -124,13 +125,12 @@ export function mount(root, route, shell) {
   function chartModel(spec, traces) {
     const x = xOf();
     const m = modeCount(st.run, st.evaluations);
-    const alertMarks = alerts.alerts.filter((a) => a.step != null).map((a) => ({ x: x(a.step),
-      text: `⚠ ${a.rule} at step ${formatInt(a.step)}<br>${(a.explanation || "").slice(0, 200)}` }));
+    const marks = alertMarks(alerts.alerts, x, { formatStep: formatInt });
     const first = traces.find((t) => latest(t.series));
     const last = first ? latest(first.series) : null;
     return {
       traces: traces.map((t) => ({ ...t, plot: toPlot(t.series, x) })),
-      alerts: alertMarks,
+      alerts: marks,
       ceiling: spec.ceiling && m ? { y: Math.log(m), label: `ln m = ${Math.log(m).toFixed(2)} (m = ${formatInt(m)})` }
         : null,
       xTitle: st.axis === "epoch" && st.epochs ? "epoch" : "step",

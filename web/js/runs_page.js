@@ -3,6 +3,7 @@
 // columns for config values and last metrics (kept in localStorage), select several to compare, archive, delete
 // or restore.
 
+import { countAlert, severityCounts } from "./alert_marks.js";
 import { api } from "./api.js";
 import { clear, emptyState, errorState, h, loadingState, statusBadge } from "./dom.js";
 import { formatDuration, formatProgress, formatTime, formatValue, LIVE_STATUSES, runDuration, STATUSES,
@@ -165,9 +166,14 @@ export function mount(root, route, shell) {
   function cells(run) {
     const s = state.summaries.get(run.id);
     const val = (key) => (s && s.latest[key] ? formatValue(s.latest[key].value) : "–");
-    const alerts = s ? s.alerts : 0;
-    const alertCell = alerts ? h("span", { class: "badge alert", title: s.last_alert ? s.last_alert.explanation
-      : "" }, `⚠ ${alerts}`) : "";
+    const counts = severityCounts(s);
+    const last = s && s.last_alert ? s.last_alert.explanation : "";
+    const alertCell = [
+      counts.critical ? h("span", { class: "badge alert severity-critical", title: `${counts.critical} critical: ${last}` },
+        `▼ ${counts.critical}`) : null,
+      counts.warning ? h("span", { class: "badge severity-warning", title: `${counts.warning} warning(s)` },
+        `▽ ${counts.warning}`) : null,
+    ].filter(Boolean);
     const extra = Object.fromEntries(state.picked.map((id) => [id, cellText(extraColumn(id).value(run, s))]));
     return {
       ...extra,
@@ -333,10 +339,7 @@ export function mount(root, route, shell) {
         }
         state.summaries.set(id, summary);
       } else if (type === "alert") {
-        const summary = state.summaries.get(id) || { run_id: id, latest: {}, alerts: 0 };
-        summary.alerts += 1;
-        summary.last_alert = data;
-        state.summaries.set(id, summary);
+        state.summaries.set(id, countAlert(state.summaries.get(id) || { run_id: id, latest: {}, alerts: 0 }, data));
       }
       touched.add(id);
     }
