@@ -48,14 +48,14 @@ DEFAULT_GROUPS: dict[str, GroupParams] = {  # chosen by `bench/turning.py search
     "quality": GroupParams(window=3, min_history=2, guard=0, kappa=1.0, z_cap=6.0, coef=1 / 16,
                            floor_abs=0.02, floor_rel=0.0, calm_blocks=3),
     "diversity": GroupParams(window=3, min_history=2, guard=0, kappa=2.0, z_cap=6.0, coef=1 / 4,
-                             floor_abs=0.02, floor_rel=0.02, calm_blocks=3),
+                             floor_abs=0.02, floor_rel=0.05, calm_blocks=3),
     # losses alone mislead (lr drops and regime changes move them): the search gives them no weight, so they
     # are not even tracked; set a coef to use them
     # FID and modes covered (log): one evaluation a third lower (modes) or higher (FID) than the last ones
     "fid": GroupParams(window=3, min_history=2, guard=0, kappa=2.0, z_cap=6.0, coef=1 / 4,
-                       floor_abs=0.1, floor_rel=0.0, calm_blocks=3),
+                       floor_abs=0.35, floor_rel=0.0, calm_blocks=3),
     "modes": GroupParams(window=3, min_history=2, guard=0, kappa=2.0, z_cap=6.0, coef=1 / 4,
-                         floor_abs=0.1, floor_rel=0.0, calm_blocks=3),
+                         floor_abs=0.2, floor_rel=0.0, calm_blocks=3),
     "loss": GroupParams(window=32, min_history=12, guard=2, kappa=2.0, z_cap=6.0, coef=0.0,
                         floor_abs=0.01, floor_rel=0.05, calm_blocks=8),
 }
