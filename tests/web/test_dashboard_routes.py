@@ -48,7 +48,8 @@ def test_summaries_latest_values_alerts_and_nan(server: DashboardServer) -> None
     assert data[run.run_id]["latest"]["eval/quality"] == {"step": 300, "value": 0.9}
     assert data[run.run_id]["alerts"] == 2 and data[run.run_id]["last_alert"]["explanation"] == "second"
     assert data[other.run_id]["latest"]["eval/fid"] == {"step": 400, "value": "NaN"}  # NaN travels as a string
-    assert data["missing"] == {"run_id": "missing", "latest": {}, "alerts": 0, "last_alert": None}
+    assert data["missing"] == {"run_id": "missing", "latest": {}, "alerts": 0, "alerts_by_severity": {},
+                               "last_alert": None}
     custom = server.http.get("/summaries", params={"run_id": run.run_id, "keys": "loss/G"}).json()["data"][0]
     assert list(custom["latest"]) == ["loss/G"] and custom["latest"]["loss/G"]["step"] == 299
     missing = server.http.get("/summaries")
