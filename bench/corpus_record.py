@@ -138,6 +138,9 @@ def export_run(client: Client, run: dict[str, Any], planned: Planned, out: Path)
     t0 = time.monotonic()
     arrays = series_arrays(json.loads(client.export(run["id"], format="json")))
     label = label_arrays(arrays)
+    # steps of a full epoch, so bench/turning.py (which globs bench/data/**/*.npz) reads these files too
+    _, per_epoch = np.unique(arrays["angle/G|epochs"], return_counts=True)
+    steps_per_epoch = float(np.median(per_epoch[:-1])) if len(per_epoch) > 1 else float(per_epoch.sum())
     alerts = client.alerts(run["id"], limit=1000)
     evals = client.evaluations(run["id"])
     meta = {"id": run["id"], "preset": planned.preset, "seed": planned.seed, "overrides": planned.overrides,
@@ -152,7 +155,9 @@ def export_run(client: Client, run: dict[str, Any], planned: Planned, out: Path)
     np.savez_compressed(tmp, **arrays, alerts=json.dumps(alerts), config=json.dumps(run.get("config", {})),
                         run=json.dumps(meta), label_epoch=np.int32(-1 if label.turning_epoch is None
                                                                    else label.turning_epoch),
-                        label_step=np.int32(-1 if label.turning_step is None else label.turning_step))
+                        label_step=np.int32(-1 if label.turning_step is None else label.turning_step),
+                        turning_step=np.int32(-1 if label.turning_step is None else label.turning_step),
+                        steps_per_epoch=np.float32(steps_per_epoch))
     os.replace(tmp, path)
     crit = sum(a["severity"] == "critical" for a in alerts)
     log(f"exported {path.name}: train {meta['train_s']:.0f} s, label {label.reason}, {len(alerts)} alerts "
@@ -258,6 +263,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.port == 6379:
         ap.error("--port 6379 is the shared bus's")
+    # SIGTERM (nohup'd runs are stopped that way) unwinds like Ctrl-C, so the stack is stopped with us
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     record(args.home, args.port, args.concurrency, deadline_at(args.deadline), args.out, args.only)
 
 
