@@ -151,13 +151,14 @@ def export_run(client: Client, run: dict[str, Any], planned: Planned, out: Path)
             "export_s": time.monotonic() - t0, "label_reason": label.reason}
     path = out / f"{planned.name}.npz"
     out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, **arrays, alerts=json.dumps(alerts), config=json.dumps(run.get("config", {})),
-                        run=json.dumps(meta), label_epoch=np.int32(-1 if label.turning_epoch is None
-                                                                   else label.turning_epoch),
-                        label_step=np.int32(-1 if label.turning_step is None else label.turning_step),
-                        turning_step=np.int32(-1 if label.turning_step is None else label.turning_step),
-                        steps_per_epoch=np.float32(steps_per_epoch))
+    turning_step = np.int32(-1 if label.turning_step is None else label.turning_step)
+    payload: dict[str, Any] = {
+        **arrays, "alerts": json.dumps(alerts), "config": json.dumps(run.get("config", {})), "run": json.dumps(meta),
+        "label_epoch": np.int32(-1 if label.turning_epoch is None else label.turning_epoch),
+        "label_step": turning_step, "turning_step": turning_step, "steps_per_epoch": np.float32(steps_per_epoch)}
+    tmp = path.with_name(f"{path.name}.tmp")  # not *.npz: readers glob those while a run is being written
+    with tmp.open("wb") as fh:
+        np.savez_compressed(fh, **payload)
     os.replace(tmp, path)
     crit = sum(a["severity"] == "critical" for a in alerts)
     log(f"exported {path.name}: train {meta['train_s']:.0f} s, label {label.reason}, {len(alerts)} alerts "
