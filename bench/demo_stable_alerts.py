@@ -15,7 +15,9 @@ def live_criticals(run: CorpusRun) -> list[str]:
 
 
 def replay_criticals(run: CorpusRun) -> list[str]:
-    return [f"turning@epoch {tp.detected_epoch}" for tp in run.replay() if severity(tp) == "critical"]
+    # the epoch where the turn started, as the live alert records it, and where the evidence was complete
+    return [f"turning@epoch {tp.epoch} (detected {tp.detected_epoch})" for tp in run.replay()
+            if severity(tp) == "critical"]
 
 
 def main() -> None:
