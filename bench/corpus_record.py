@@ -1,0 +1,273 @@
+"""Record the labelled corpus (bench/data/corpus) through the whole stack: `sqd up` in its own data dir and port,
+runs launched over REST, their signals logged by the Monitor over the bus, Q/D measured by the worker, and each
+finished run exported over REST into one compact file `{preset}-seed{k}.npz`.
+
+A file holds, per series key of the families below, `{key}|steps` (int32), `{key}|values` (float32) and
+`{key}|epochs` (int32, −1 where the point had none); `alerts` (the alerts the server raised live, JSON), `config`
+(the run's resolved config, JSON), `run` (id, preset, seed, timings, JSON) and `label_epoch` / `label_step` (the
+rule of bench/corpus_labels.py, −1 for a stable run).
+
+Resumable: a run whose file exists is skipped; a run already launched in this data dir (found by name) is waited for
+instead of launched again. Runs are launched in PLAN order, at most `--concurrency` at once, and none once it could
+not finish before `--deadline` (UTC, HH:MM); at the deadline the runs still going are cancelled and the stack stops.
+
+    nohup .venv/bin/python bench/corpus_record.py --deadline 09:05 > /tmp/corpus.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from corpus_labels import label_arrays
+
+from sqd.client import Client
+from sqd.errors import SQDError
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS_DIR = Path(__file__).parent / "data" / "corpus"
+FAMILIES = ("angle/", "angle_epoch/", "loss/", "eval/")
+# every run at least as long as the demo (6000 steps) and evaluated as often (every 250 steps)
+LENGTH = {"train.steps": 6000, "train.checkpoint_every": 250}
+GRID = [f"sqd-{loss}{gp}-digits" for loss in ("nsgan", "lsgan", "hinge", "wgan") for gp in ("", "-gp")]
+
+
+@dataclass(frozen=True)
+class Planned:
+    preset: str
+    seed: int
+    overrides: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return f"{self.preset}-seed{self.seed}"
+
+
+def plan() -> list[Planned]:
+    """The recording order: the demo check first, then the families, a third grid seed, then the slow ones."""
+    one = {"train.threads": 1}  # two runs, the worker and the server share 2 cores
+    runs = [Planned("demo-stable", k, one) for k in range(10)]
+    runs += [Planned("demo-turning", k, one) for k in range(3)]
+    runs += [Planned(p, k, {**one, **LENGTH}) for k in range(2) for p in GRID]
+    runs += [Planned(p, k, {**one, **LENGTH}) for p in ("icr-wgan-acgd-digits", "icr-wgan-adam-digits")
+             for k in range(3)]
+    runs += [Planned(p, 2, {**one, **LENGTH}) for p in GRID]
+    runs += [Planned(p, k, {**one, **LENGTH}) for k in range(3)
+             for p in ("r3gan-digits", "r3gan-digits-nsgan", "r3gan-digits-r1", "grand-digits", "granc-digits")]
+    return [Planned(r.preset, r.seed, {**r.overrides, "train.seed": r.seed}) for r in runs]
+
+
+def log(message: str) -> None:
+    print(f"{dt.datetime.now(dt.UTC):%H:%M:%S} {message}", flush=True)
+
+
+class StackProcess:
+    """`sqd up` as a child in its own process group, so stopping it stops its server, worker and agent."""
+
+    def __init__(self, home: Path, port: int, concurrency: int) -> None:
+        self.home, self.port = home, port
+        self.token = os.environ.get("SQD_TOKEN") or secrets.token_urlsafe(24)
+        env = {**os.environ, "SQD_TOKEN": self.token, "SQD_TRAINER__CPU_RUNS": str(concurrency)}
+        home.mkdir(parents=True, exist_ok=True)
+        self.out = (home / "stack.log").open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "sqd", "up", "--port", str(port), "--home", str(home)],
+                                     cwd=ROOT, env=env, stdout=self.out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self.client = Client(f"http://127.0.0.1:{port}", token=self.token, timeout=120.0)
+
+    def wait_healthy(self, timeout_s: float = 300.0) -> None:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout_s:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"sqd up exited with {self.proc.returncode}; see {self.home / 'stack.log'}")
+            try:
+                self.client.health()
+                return
+            except SQDError:
+                time.sleep(2.0)
+        raise SystemExit(f"the stack was not healthy after {timeout_s:.0f} s; see {self.home / 'stack.log'}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the group this process started, nothing else
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.client.close()
+        self.out.close()
+
+
+def _floats(values: list[Any]) -> np.ndarray:
+    # non-finite values travel as strings ("nan", "inf")
+    return np.asarray([float(v) for v in values], dtype=np.float32)
+
+
+def series_arrays(export: dict[str, Any]) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    for key, cols in export["series"].items():
+        if not key.startswith(FAMILIES):
+            continue
+        order = np.argsort(np.asarray(cols["step"], dtype=np.int64), kind="stable")
+        arrays[f"{key}|steps"] = np.asarray(cols["step"], dtype=np.int32)[order]
+        arrays[f"{key}|values"] = _floats(cols["value"])[order]
+        arrays[f"{key}|epochs"] = np.asarray([-1 if e is None else e for e in cols["epoch"]], dtype=np.int32)[order]
+    return arrays
+
+
+def evaluated(client: Client, run: dict[str, Any], every: int) -> bool:
+    """Whether the worker has reported the run's last checkpoint (it evaluates them in order)."""
+    last = int(run.get("last_step") or 0) // every * every
+    steps = [e["checkpoint_step"] for e in client.evaluations(run["id"])]
+    return bool(steps) and max(steps) >= last
+
+
+def export_run(client: Client, run: dict[str, Any], planned: Planned, out: Path) -> Path:
+    t0 = time.monotonic()
+    arrays = series_arrays(json.loads(client.export(run["id"], format="json")))
+    label = label_arrays(arrays)
+    # steps of a full epoch, so bench/turning.py (which globs bench/data/**/*.npz) reads these files too
+    _, per_epoch = np.unique(arrays["angle/G|epochs"], return_counts=True)
+    steps_per_epoch = float(np.median(per_epoch[:-1])) if len(per_epoch) > 1 else float(per_epoch.sum())
+    alerts = client.alerts(run["id"], limit=1000)
+    evals = client.evaluations(run["id"])
+    meta = {"id": run["id"], "preset": planned.preset, "seed": planned.seed, "overrides": planned.overrides,
+            "status": run["status"], "last_step": run.get("last_step"), "last_epoch": run.get("last_epoch"),
+            "created_at": run["created_at"], "started_at": run.get("started_at"), "finished_at": run.get("finished_at"),
+            "train_s": (run["finished_at"] or 0) - (run["started_at"] or 0),
+            "eval_s": sum(sum(e.get("timings_s", {}).values()) for e in evals) / max(len(evals), 1),
+            "export_s": time.monotonic() - t0, "label_reason": label.reason}
+    path = out / f"{planned.name}.npz"
+    out.mkdir(parents=True, exist_ok=True)
+    turning_step = np.int32(-1 if label.turning_step is None else label.turning_step)
+    payload: dict[str, Any] = {
+        **arrays, "alerts": json.dumps(alerts), "config": json.dumps(run.get("config", {})), "run": json.dumps(meta),
+        "label_epoch": np.int32(-1 if label.turning_epoch is None else label.turning_epoch),
+        "label_step": turning_step, "turning_step": turning_step, "steps_per_epoch": np.float32(steps_per_epoch)}
+    tmp = path.with_name(f"{path.name}.tmp")  # not *.npz: readers glob those while a run is being written
+    with tmp.open("wb") as fh:
+        np.savez_compressed(fh, **payload)
+    os.replace(tmp, path)
+    crit = sum(a["severity"] == "critical" for a in alerts)
+    log(f"exported {path.name}: train {meta['train_s']:.0f} s, label {label.reason}, {len(alerts)} alerts "
+        f"({crit} critical), {path.stat().st_size / 1024:.0f} KiB")
+    return path
+
+
+def existing_runs(client: Client) -> dict[str, dict[str, Any]]:
+    """This data dir's runs by name (the newest of a name wins), so a restarted recorder picks them up."""
+    runs: dict[str, dict[str, Any]] = {}
+    offset = 0
+    while True:
+        page = client.runs(limit=200, offset=offset)["data"]
+        for r in page:
+            if r["name"] not in runs or r["created_at"] > runs[r["name"]]["created_at"]:
+                runs[r["name"]] = r
+        if len(page) < 200:
+            return runs
+        offset += 200
+
+
+def deadline_at(hhmm: str) -> float:
+    h, m = (int(x) for x in hhmm.split(":"))
+    now = dt.datetime.now(dt.UTC)
+    when = now.replace(hour=h, minute=m, second=0, microsecond=0)
+    if when < now:
+        raise SystemExit(f"the deadline {hhmm} UTC has passed (it is {now:%H:%M})")
+    return when.timestamp()
+
+
+def record(home: Path, port: int, concurrency: int, deadline: float, out: Path, only: int | None) -> None:
+    todo = [p for p in plan() if not (out / f"{p.name}.npz").exists()][:only]
+    log(f"{len(todo)} runs to record, stack at :{port}, data dir {home}")
+    stack = StackProcess(home, port, concurrency)
+    try:
+        stack.wait_healthy()
+        recorder = Recorder(stack.client, concurrency, deadline, out)
+        recorder.run(todo)
+    finally:
+        stack.stop()
+        log("stack stopped")
+
+
+class Recorder:
+    def __init__(self, client: Client, concurrency: int, deadline: float, out: Path) -> None:
+        self.client, self.concurrency, self.deadline, self.out = client, concurrency, deadline, out
+        self.durations: list[float] = []  # wall s from launch to export, for the deadline check
+
+    def expected_s(self) -> float:
+        # before any run finished, assume the stacked-digit demo's ~5 min of one core, shared
+        return float(np.median(self.durations)) if self.durations else 600.0
+
+    def run(self, todo: list[Planned]) -> None:
+        known = existing_runs(self.client)
+        queue: Iterator[Planned] = iter(todo)
+        going: dict[str, tuple[Planned, float]] = {}  # run id → (plan, launch time)
+        for p in todo:  # runs launched by an earlier recorder in this data dir
+            r = known.get(p.name)
+            if r is not None and r["status"] in ("queued", "running", "finished"):
+                going[r["id"]] = (p, time.time())
+        launched = {p.name for p, _ in going.values()}
+        pending = [p for p in queue if p.name not in launched]
+        while going or pending:
+            if time.time() >= self.deadline:
+                for run_id, (p, _) in going.items():
+                    log(f"deadline: cancelling {p.name}")
+                    self.client.cancel(run_id, reason="corpus recording deadline")
+                return
+            running = sum(1 for rid in going if self.client.run(rid)["status"] in ("queued", "running"))
+            while pending and running < self.concurrency:
+                p = pending[0]
+                if time.time() + self.expected_s() > self.deadline:
+                    log(f"no time left for {p.name} and the {len(pending) - 1} after it")
+                    pending = []
+                    break
+                pending.pop(0)
+                r = self.client.launch(p.preset, overrides=p.overrides, name=p.name)
+                going[r["id"]] = (p, time.time())
+                running += 1
+                log(f"launched {p.name} ({r['id']})")
+            for run_id, (p, t0) in list(going.items()):
+                run = self.client.run(run_id)
+                if run["status"] in ("failed", "cancelled"):
+                    log(f"{p.name} {run['status']}: {run.get('error')}")
+                    del going[run_id]
+                elif run["status"] == "finished":
+                    every = int(run.get("config", {}).get("train", {}).get("checkpoint_every", 250))
+                    if evaluated(self.client, run, every):
+                        export_run(self.client, run, p, self.out)
+                        self.durations.append(time.time() - t0)
+                        del going[run_id]
+            time.sleep(15.0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--home", type=Path, default=Path("/tmp/sqd-corpus"), help="the stack's data dir")
+    ap.add_argument("--port", type=int, default=8917, help="the stack's port (never the bus's 6379)")
+    ap.add_argument("--concurrency", type=int, default=2, help="runs trained at once (the agent's cpu_runs)")
+    ap.add_argument("--deadline", required=True, help="UTC HH:MM: no run starts that cannot end by then")
+    ap.add_argument("--only", type=int, default=None, help="record at most this many runs of the plan")
+    ap.add_argument("--out", type=Path, default=CORPUS_DIR)
+    args = ap.parse_args()
+    if args.port == 6379:
+        ap.error("--port 6379 is the shared bus's")
+    # SIGTERM (nohup'd runs are stopped that way) unwinds like Ctrl-C, so the stack is stopped with us
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    record(args.home, args.port, args.concurrency, deadline_at(args.deadline), args.out, args.only)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""The turning-point detector on the recorded corpus (bench/data/corpus): figures per family and overall, and seed
+003's question on the SQD-grid twins (which pass a turning point, with and without GP, over seeds).
+
+    .venv/bin/python bench/turning_corpus.py            # the two tables (docs/alerts.md, "Recorded corpus")
+    .venv/bin/python bench/turning_corpus.py --runs     # plus every run: its label and what the detector raised
+
+Each run is labelled by bench/corpus_labels.py (from the worker's Q/D, never from the detector) and replayed through
+`detect_turning_points`. A labelled turning point is found when a detection lands from half an epoch before the
+labelled step to 10 epochs after it (the window of bench/turning.py); recall counts criticals only, then any
+severity. Every alert of a stable run is a false alarm; alarms of a turning run before the window are "early".
+Delay: detection epoch − labelled epoch, of the first critical in the window.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+from corpus_data import FAMILY_ORDER, CorpusRun, load_corpus, severity
+from turning import EARLY_TOLERANCE_EPOCHS, LATE_LIMIT_EPOCHS
+
+from sqd.server.turning import TurningPoint
+
+
+@dataclass
+class Judged:
+    run: CorpusRun
+    tps: list[TurningPoint]
+    hit_critical: TurningPoint | None = None
+    hit_any: TurningPoint | None = None
+    early: list[TurningPoint] = field(default_factory=list)
+
+    @property
+    def turning(self) -> bool:
+        return self.run.label.turning_step is not None
+
+    def count(self, sev: str) -> int:
+        return sum(severity(tp) == sev for tp in self.tps)
+
+    def delay(self) -> float | None:
+        if self.hit_critical is None or self.run.label.turning_epoch is None:
+            return None
+        return detected_epoch(self.run, self.hit_critical) - self.run.label.turning_epoch
+
+
+def detected_epoch(run: CorpusRun, tp: TurningPoint) -> float:
+    return tp.detected_epoch if tp.detected_epoch is not None else run.epoch_of(tp.detected_step)
+
+
+def judge(run: CorpusRun) -> Judged:
+    j = Judged(run, run.replay())
+    turn = run.label.turning_step
+    if turn is None:
+        return j
+    lo = turn - EARLY_TOLERANCE_EPOCHS * run.steps_per_epoch
+    hi = turn + LATE_LIMIT_EPOCHS * run.steps_per_epoch
+    inside = [tp for tp in j.tps if lo <= tp.detected_step <= hi]
+    j.hit_any = inside[0] if inside else None
+    j.hit_critical = next((tp for tp in inside if severity(tp) == "critical"), None)
+    j.early = [tp for tp in j.tps if tp.detected_step < lo]
+    return j
+
+
+def row(name: str, runs: list[Judged]) -> str:
+    turning = [j for j in runs if j.turning]
+    stable = [j for j in runs if not j.turning]
+    delays = [d for j in turning if (d := j.delay()) is not None]
+
+    def ratio(n: int, d: int) -> str:
+        return f"{n / d:.2f}" if d else "—"
+
+    return (f"| {name} | {len(runs)} | {len(turning)} "
+            f"| {ratio(sum(j.hit_critical is not None for j in turning), len(turning))} "
+            f"| {ratio(sum(j.hit_any is not None for j in turning), len(turning))} "
+            f"| {ratio(sum(j.count('critical') for j in stable), len(stable))} "
+            f"| {ratio(sum(j.count('warning') for j in stable), len(stable))} "
+            f"| {ratio(sum(sum(severity(tp) == 'critical' for tp in j.early) for j in turning), len(turning))} "
+            f"| {f'{np.median(delays):.1f}' if delays else '—'} |")
+
+
+def family_table(judged: list[Judged]) -> list[str]:
+    by_family: dict[str, list[Judged]] = defaultdict(list)
+    for j in judged:
+        by_family[j.run.family].append(j)
+    lines = ["| family | runs | turning | recall (critical) | recall (any) | critical FA / stable run "
+             "| warning FA / stable run | early criticals / turning run | median delay (epochs) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    order = sorted(by_family, key=lambda f: FAMILY_ORDER.index(f) if f in FAMILY_ORDER else len(FAMILY_ORDER))
+    lines += [row(f, by_family[f]) for f in order]
+    lines.append(row("**all**", judged))
+    return lines
+
+
+def first(j: Judged, sev: str | None = None) -> str:
+    tps = [tp for tp in j.tps if sev is None or severity(tp) == sev]
+    return ", ".join(f"{detected_epoch(j.run, tp):.0f}" for tp in tps) or "—"
+
+
+def grid_table(judged: list[Judged]) -> list[str]:
+    """Seed 003's claim: per SQD-grid twin and seed, the labelled turning epoch and the detector's criticals."""
+    grid = [j for j in judged if j.run.family.startswith("sqd-grid")]
+    presets = sorted({j.run.preset for j in grid}, key=lambda p: ("-gp-" in p, p))
+    seeds = sorted({j.run.seed for j in grid})
+    lines = ["| twin | GP | " + " | ".join(f"seed {s}: label / critical at epoch" for s in seeds)
+             + " | turned (label) | turned (critical) |",
+             "|---|---|" + "---|" * len(seeds) + "---:|---:|"]
+    for preset in presets:
+        runs = {j.run.seed: j for j in grid if j.run.preset == preset}
+        cells = []
+        for s in seeds:
+            j = runs.get(s)
+            cells.append("not recorded" if j is None else
+                         f"{j.run.label.turning_epoch if j.turning else 'stable'} / {first(j, 'critical')}")
+        n_label = sum(j.turning for j in runs.values())
+        n_crit = sum(j.count("critical") > 0 for j in runs.values())
+        lines.append(f"| {preset} | {'yes' if '-gp-' in preset else 'no'} | " + " | ".join(cells)
+                     + f" | {n_label} of {len(runs)} | {n_crit} of {len(runs)} |")
+    return lines
+
+
+def run_lines(judged: list[Judged]) -> list[str]:
+    lines = []
+    for j in judged:
+        live = sum(a["severity"] == "critical" for a in j.run.alerts)
+        lines.append(f"{j.run.name:<28} label {'stable' if not j.turning else f'epoch {j.run.label.turning_epoch}'}"
+                     f" ({j.run.label.reason}); replay critical at epoch {first(j, 'critical')}, warning at "
+                     f"{first(j, 'warning')}; live: {len(j.run.alerts)} alerts, {live} critical")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", action="store_true", help="also list every run")
+    args = ap.parse_args()
+    judged = [judge(run) for run in load_corpus()]
+    if not judged:
+        raise SystemExit("no recorded runs under bench/data/corpus: record them with bench/corpus_record.py")
+    print("\n".join(family_table(judged)))
+    print()
+    print("\n".join(grid_table(judged)))
+    if args.runs:
+        print()
+        print("\n".join(run_lines(judged)))
+
+
+if __name__ == "__main__":
+    main()
