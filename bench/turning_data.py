@@ -167,6 +167,8 @@ def recorded_runs(directory: Path = DATA_DIR) -> Iterator[LabelledRun]:
     from turning_record import label
 
     for path in sorted(directory.glob("**/*.npz")):
+        if "corpus" in path.relative_to(directory).parts:  # bench/turning_corpus.py's runs, under their own label
+            continue
         with np.load(path) as z:
             keys = sorted({name.split("|")[0] for name in z.files if "|" in name})
             series = {k: (z[f"{k}|steps"], z[f"{k}|values"], z[f"{k}|epochs"]) for k in keys}
