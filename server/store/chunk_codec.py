@@ -21,6 +21,7 @@ A blob that does not parse raises CorruptChunk naming what is wrong (never a sil
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,8 +34,21 @@ POINTS_PER_ROLLUP = 16  # a level is kept when its buckets hold this many points
 _HEADER = struct.Struct("<BBI")  # format, flags, n
 _F32 = 1
 _ZSTD_LEVEL = 3
-_compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
-_decompressor = zstandard.ZstdDecompressor()
+_codecs = threading.local()
+
+
+def _compress(data: bytes) -> bytes:
+    # zstandard's (de)compressor objects must not be shared between threads (two requests decoding at once read
+    # each other's state: "Data corruption detected"), so each thread gets its own
+    if not hasattr(_codecs, "compressor"):
+        _codecs.compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
+    return _codecs.compressor.compress(data)  # type: ignore[no-any-return]
+
+
+def _decompress(blob: bytes) -> bytes:
+    if not hasattr(_codecs, "decompressor"):
+        _codecs.decompressor = zstandard.ZstdDecompressor()
+    return _codecs.decompressor.decompress(blob)  # type: ignore[no-any-return]
 
 
 class CorruptChunk(ValueError):
@@ -107,7 +121,7 @@ def _as_float32(values: np.ndarray) -> np.ndarray | None:
 
 
 def _frame(flags: int, n: int, parts: list[bytes]) -> bytes:
-    return _HEADER.pack(FORMAT, flags, n) + _compressor.compress(b"".join(parts))
+    return _HEADER.pack(FORMAT, flags, n) + _compress(b"".join(parts))
 
 
 def _open(blob: bytes, what: str) -> tuple[int, int, memoryview]:
@@ -117,7 +131,7 @@ def _open(blob: bytes, what: str) -> tuple[int, int, memoryview]:
     if fmt != FORMAT:
         raise CorruptChunk(f"{what}: format {fmt} is not {FORMAT}")
     try:
-        body = _decompressor.decompress(blob[_HEADER.size:])
+        body = _decompress(blob[_HEADER.size:])
     except zstandard.ZstdError as exc:
         raise CorruptChunk(f"{what}: {exc}") from exc
     return flags, n, memoryview(body)
@@ -244,13 +258,13 @@ def encode_rollups(p: Points) -> bytes:
     records["level"] = np.repeat([level for level, _ in tables], [len(t) for _, t in tables])
     for name in Buckets.FIELDS:
         records[name] = getattr(b, name)
-    return _compressor.compress(records.tobytes())
+    return _compress(records.tobytes())
 
 
 def decode_rollups(blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     """The ROLLUP_RECORD rows of many chunks' rollups, and for each row the index of the blob it came from."""
     try:
-        raw = [_decompressor.decompress(b) if b else b"" for b in blobs]
+        raw = [_decompress(b) if b else b"" for b in blobs]
     except zstandard.ZstdError as exc:
         raise CorruptChunk(f"chunk rollups: {exc}") from exc
     sizes = np.array([len(r) for r in raw], np.int64)

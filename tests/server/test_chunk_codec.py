@@ -135,3 +135,28 @@ def test_damaged_blobs_are_refused(damage):
         decode_points(damage(encode_points(p)))
     with pytest.raises(CorruptChunk, match="chunk rollups"):
         decode_rollups([b"not zstd at all"])
+
+
+def test_threads_encode_and_decode_at_once():
+    """The server encodes and decodes chunks on many threads at once (ingest, HTTP ingest, parallel page requests);
+    each must get its own bytes back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(3)
+    originals = []
+    for i in range(16):
+        n = 4096
+        steps = np.arange(n, dtype=np.int64) + i * n
+        originals.append(Points(steps, rng.normal(size=n), steps // 100, 1.7e9 + steps * 0.05))
+
+    def round_trips(p: Points) -> bool:
+        for _ in range(20):
+            blob, rollups = encode_points(p), encode_rollups(p)
+            q = decode_points(blob)
+            records, _ = decode_rollups([rollups])
+            if not (np.array_equal(q.value.view(np.int64), p.value.view(np.int64)) and len(records)):
+                return False
+        return True
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(round_trips, originals * 2))
