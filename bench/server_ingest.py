@@ -1,6 +1,11 @@
 """End-to-end ingest: publish → bus → SQL commit, in points/s, on SQLite and PostgreSQL, next to MLflow's
 log_batch into its own SQLite store (run in /tmp/mlflow-venv, created on first use; never a project dependency).
 
+As in a deployment, the publisher is its own process (a trainer's Monitor) and the server's ingest consumer runs
+in this one; the clock runs from the publisher's first XADD to the commit of the last point. The consumer is
+warmed up first with a few batches of another run (a running server has its statements compiled and its
+connections open).
+
     .venv/bin/python bench/server_ingest.py [--points 1000000] [--mlflow-points 100000] [--no-mlflow]
 """
 
@@ -9,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing as mp
 import os
 import subprocess
 import sys
@@ -16,14 +22,16 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from server_common import bench_settings
 
-from sqd.bus import INGEST
+from sqd.bus import INGEST, Bus
 from sqd.protocol import MetricBatch
 from sqd.server.context import ServerContext
 from sqd.server.ingest.consumer import run_consumer
 from sqd.server.store import migrate
+from sqd.settings import Settings
 
 KEYS = ("loss/D", "loss/G", "angle/G", "angle/D")
 POINTS_PER_EVENT = 1000  # what a Monitor flush of 250 steps × 4 keys sends
@@ -55,36 +63,57 @@ def events(run_id: str, n_points: int) -> list[MetricBatch]:
     return out
 
 
+def publisher(settings: Settings, n_points: int, ready: Any, go: Any, seconds: Any) -> None:
+    """The trainer side, in its own process: build the batches, wait for `go`, publish them 50 at a time."""
+    bus = Bus.connect(settings)
+    batches = events("bench-run", n_points)
+    ready.set()
+    go.wait()
+    started = time.perf_counter()
+    for i in range(0, len(batches), 50):
+        bus.publish(INGEST, batches[i:i + 50])
+    seconds.put(time.perf_counter() - started)
+
+
+def _wait_for_points(ctx: ServerContext, n: int) -> None:
+    while ctx.metrics.points._value.get() < n:  # counted after each commit
+        time.sleep(0.002)
+
+
 def sqd_ingest(kind: str, n_points: int) -> dict[str, float]:
+    spawn = mp.get_context("spawn")
     with bench_settings(kind) as settings:
         ctx = ServerContext.open(settings)
         migrate.upgrade(ctx.engine)
-        batches = events("bench-run", n_points)
         stop = threading.Event()
-        cpu: list[float] = []
-
-        def consume() -> None:  # the consumer thread's own CPU time, to tell work from waiting on a busy machine
-            start = time.thread_time()
-            run_consumer(ctx, stop)
-            cpu.append(time.thread_time() - start)
-
-        consumer = threading.Thread(target=consume, daemon=True)
+        consumer = threading.Thread(target=run_consumer, args=(ctx, stop), daemon=True)
         consumer.start()
+        # the consumer thread's own CPU time, to tell work from waiting on a busy machine
+        assert consumer.ident is not None
+        consumer_clock = time.pthread_getcpuclockid(consumer.ident)
         while not ctx.ingest.running:
             time.sleep(0.01)
+        warm_up = events("bench-warm-up", 20 * POINTS_PER_EVENT)
+        ctx.bus.publish(INGEST, warm_up)
+        _wait_for_points(ctx, len(warm_up) * POINTS_PER_EVENT)
+        base = ctx.metrics.points._value.get()
+        ready, go, seconds = spawn.Event(), spawn.Event(), spawn.Queue()
+        child = spawn.Process(target=publisher, args=(settings, n_points, ready, go, seconds))
+        child.start()
+        ready.wait()
+        cpu = time.clock_gettime(consumer_clock)
         started = time.perf_counter()
-        for i in range(0, len(batches), 50):
-            ctx.bus.publish(INGEST, batches[i:i + 50])
-        published = time.perf_counter() - started
-        committed = ctx.metrics.points
-        while committed._value.get() < n_points:  # counted after each commit
-            time.sleep(0.005)
-        seconds = time.perf_counter() - started
+        go.set()
+        _wait_for_points(ctx, base + n_points)
+        elapsed = time.perf_counter() - started
+        cpu = time.clock_gettime(consumer_clock) - cpu
+        published = seconds.get(timeout=60)
+        child.join(10)
         stop.set()
         consumer.join(10)
         ctx.close()
-    return {"points": n_points, "seconds": seconds, "points_per_s": n_points / seconds, "publish_s": published,
-            "consumer_cpu_s": cpu[0] if cpu else math.nan}
+    return {"points": n_points, "seconds": elapsed, "points_per_s": n_points / elapsed, "publish_s": published,
+            "consumer_cpu_s": cpu}
 
 
 def mlflow_log_batch(n_points: int) -> dict[str, float]:

@@ -4,7 +4,9 @@ Two databases per engine, filled through the server's point store (server/store/
 
 * `long run`: one run as the Monitor reports it — loss/D, loss/G (float32 losses, noisy), angle/G, angle/D (float64
   angles, log-normal noise around a decaying trend) at every step with one wall_time per step (time.time() of a
-  ~20 steps/s loop with jitter), per-epoch angles, and Q / D / FID every 1,000 steps — `--steps` steps;
+  ~20 steps/s loop with jitter, to the millisecond as the Monitor sends it), per-epoch angles, and Q / D / FID
+  every 1,000 steps — `--steps` steps; angles at float32 precision as the Monitor sends them; then the same
+  with time.time() unrounded and float64 angles (a producer that sends them so: the lossless floor);
 * `many runs`: `--runs` runs × 100 keys × 100 steps (40 float32 losses, 40 float64 angles, 20 slow schedules such
   as a learning rate), the case of the issue (1,000 × 100 × 100 = 10 M points).
 
@@ -42,20 +44,32 @@ def _batch(run: str, key: str, steps: np.ndarray, values: np.ndarray, epochs: np
                                        value=values.tolist(), epoch=epochs.tolist(), wall_time=walls.tolist())
 
 
-def long_run(steps: int, rng: np.random.Generator, wall: bool = True) -> list[MetricBatch]:
+def wall_times(n: int, rng: np.random.Generator, start: float, ms: bool) -> np.ndarray:
+    """time.time() of a ~20 steps/s loop with jitter; to the millisecond (`ms`) as the Monitor sends it."""
+    walls = start + np.cumsum(0.05 + rng.exponential(0.002, n))
+    return np.array([round(w, 3) for w in walls.tolist()]) if ms else walls  # as sqd.trainer.metric_buffer.wall_ms
+
+
+def sent_angles(angles: np.ndarray, as_sent: bool) -> np.ndarray:
+    """Angles as the Monitor sends them (float32 precision, sqd.trainer.publisher.as_float32), or exact float64."""
+    return angles.astype(np.float32).astype(np.float64) if as_sent else angles
+
+
+def long_run(steps: int, rng: np.random.Generator, ms: bool = True) -> list[MetricBatch]:
     s = np.arange(steps, dtype=np.int64)
     epochs = s // 1000
-    walls = 1.7e9 + np.cumsum(0.05 + rng.exponential(0.002, steps)) if wall else np.full(steps, 1.7e9)
+    walls = wall_times(steps, rng, 1.7e9, ms)
     series: dict[str, np.ndarray] = {
         "loss/D": (0.7 + 0.1 * np.exp(-s / 5e4) + rng.normal(0, 0.05, steps)).astype(np.float32),
         "loss/G": (1.5 + 0.3 * np.sin(s / 7e3) + rng.normal(0, 0.2, steps)).astype(np.float32),
-        "angle/G": 1e-2 / np.sqrt(1 + s / 5e4) * np.exp(rng.normal(0, 0.2, steps)),
-        "angle/D": 2e-2 / np.sqrt(1 + s / 5e4) * np.exp(rng.normal(0, 0.2, steps)),
+        "angle/G": sent_angles(1e-2 / np.sqrt(1 + s / 5e4) * np.exp(rng.normal(0, 0.2, steps)), ms),
+        "angle/D": sent_angles(2e-2 / np.sqrt(1 + s / 5e4) * np.exp(rng.normal(0, 0.2, steps)), ms),
     }
     out = [_batch("long", k, s[i:i + BATCH], v.astype(np.float64)[i:i + BATCH], epochs[i:i + BATCH],
                   walls[i:i + BATCH]) for k, v in series.items() for i in range(0, steps, BATCH)]
     ends = s[999::1000]
-    for key, v in {"angle_epoch/G": 0.2 / np.sqrt(1 + ends / 5e4), "angle_epoch/D": 0.3 / np.sqrt(1 + ends / 5e4),
+    for key, v in {"angle_epoch/G": sent_angles(0.2 / np.sqrt(1 + ends / 5e4), ms),
+                   "angle_epoch/D": sent_angles(0.3 / np.sqrt(1 + ends / 5e4), ms),
                    "eval/quality": 0.9 - 0.3 * np.exp(-ends / 3e4) + rng.normal(0, 0.01, len(ends)),
                    "eval/diversity": 6 + rng.normal(0, 0.05, len(ends)),
                    "eval/fid": 40 * np.exp(-ends / 5e4) + 8 + rng.normal(0, 0.3, len(ends))}.items():
@@ -69,13 +83,13 @@ def many_runs(runs: int, rng: np.random.Generator) -> list[list[MetricBatch]]:
     out = []
     for r in range(runs):
         run_id = f"{r:032x}"
-        walls = 1.7e9 + r * 1000 + np.cumsum(0.05 + rng.exponential(0.002, 100))
+        walls = wall_times(100, rng, 1.7e9 + r * 1000, ms=True)
         batches = []
         for k in range(100):
             if k < 40:
                 v = (0.7 + rng.normal(0, 0.05, 100)).astype(np.float32).astype(np.float64)
             elif k < 80:
-                v = 1e-2 * np.exp(rng.normal(0, 0.2, 100))
+                v = sent_angles(1e-2 * np.exp(rng.normal(0, 0.2, 100)), as_sent=True)
             else:
                 v = np.full(100, 2e-4) * (0.5 ** (s // 50))
             batches.append(_batch(run_id, f"k{k:03d}", s, v, s // 10, walls))
@@ -164,7 +178,7 @@ def main() -> None:
     print(f"{'database':<9}{'data':<22}{'points':>12}{'size':>13}{'B/point':>8}   (per table B/point)")
     for kind in args.databases.split(","):
         measure(kind, f"long run, {args.steps:,} steps", [long_run(args.steps, np.random.default_rng(0))])
-        measure(kind, "  same, no wall_time", [long_run(args.steps, np.random.default_rng(0), wall=False)])
+        measure(kind, "  same, exact (µs, f64)", [long_run(args.steps, np.random.default_rng(0), ms=False)])
         measure(kind, f"{args.runs:,} runs x 100 x 100", many_runs(args.runs, np.random.default_rng(1)))
     print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 

@@ -22,9 +22,9 @@ from typing import Any
 import redis
 
 from sqd.errors import BusError, DecodeError, SQDError
-from sqd.protocol import AnyEvent, Event
+from sqd.protocol import AnyEvent, Event, PackedMetrics
 from sqd.settings import BusSettings, Settings, get_settings
-from sqd.wire import Fields, decode, encode
+from sqd.wire import Fields, decode, decode_packed, encode
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class TransientError(SQDError):
 class Delivery:
     message_id: str
     fields: Fields
-    event: AnyEvent | None = None
+    event: AnyEvent | PackedMetrics | None = None
     error: str | None = None  # why the message could not be decoded
 
 
@@ -91,9 +91,11 @@ class Bus:
         rows: Any = self.client.xrange(self.dead_key(stream), count=count)
         return [{"id": i.decode(), **{k.decode(): v for k, v in f.items()}} for i, f in rows]
 
-    def consumer(self, stream: str, group: str, name: str | None = None, **overrides: Any) -> Consumer:
+    def consumer(self, stream: str, group: str, name: str | None = None, packed_metrics: bool = False,
+                 **overrides: Any) -> Consumer:
+        """`packed_metrics`: metric batches arrive as PackedMetrics (numpy columns) instead of MetricBatch."""
         return Consumer(self, stream, group, name or f"{socket.gethostname()}-{id(self):x}",
-                        self.settings.model_copy(update=overrides))
+                        self.settings.model_copy(update=overrides), packed_metrics)
 
     def close(self) -> None:
         self.client.close()
@@ -110,10 +112,10 @@ def drop_prefix(redis_url: str, prefix: str) -> int:
         client.close()
 
 
-def _to_delivery(message_id: bytes, fields: Fields) -> Delivery:
+def _to_delivery(message_id: bytes, fields: Fields, packed_metrics: bool = False) -> Delivery:
     delivery = Delivery(message_id.decode(), fields)
     try:
-        delivery.event = decode(fields)
+        delivery.event = decode_packed(fields) if packed_metrics else decode(fields)
     except DecodeError as exc:
         delivery.error = str(exc)
     return delivery
@@ -126,8 +128,10 @@ class Consumer:
     """One consumer in a group: the loop is ensure_group → drain_own_pending → read_new → handle → ack,
     with reclaim_stale every `min_idle_ms / 2` and dead-lettering past `max_deliveries`."""
 
-    def __init__(self, bus: Bus, stream: str, group: str, name: str, settings: BusSettings):
+    def __init__(self, bus: Bus, stream: str, group: str, name: str, settings: BusSettings,
+                 packed_metrics: bool = False):
         self.bus, self.stream, self.group, self.name, self.settings = bus, stream, group, name, settings
+        self.packed_metrics = packed_metrics
         self.key = bus.key(stream)
         self._failures_key = f"{self.key}:failures:{group}"
         self._retry_own = True  # after a restart or a failure, our own pending messages come first
@@ -147,12 +151,12 @@ class Consumer:
 
     def drain_own_pending(self, count: int | None = None) -> list[Delivery]:
         resp = self.client.xreadgroup(self.group, self.name, {self.key: "0"}, count=count or self.settings.batch)
-        return [_to_delivery(i, f) for _, msgs in resp for i, f in msgs if f]
+        return [_to_delivery(i, f, self.packed_metrics) for _, msgs in resp for i, f in msgs if f]
 
     def read_new(self, count: int | None = None, block_ms: int | None = None) -> list[Delivery]:
         resp = self.client.xreadgroup(self.group, self.name, {self.key: ">"}, count=count or self.settings.batch,
                                       block=self.settings.block_ms if block_ms is None else block_ms)
-        return [_to_delivery(i, f) for _, msgs in resp for i, f in msgs]
+        return [_to_delivery(i, f, self.packed_metrics) for _, msgs in resp for i, f in msgs]
 
     def ack(self, message_ids: Sequence[str]) -> None:
         if message_ids:
@@ -169,7 +173,7 @@ class Consumer:
         while True:
             cursor_b, msgs, deleted = self.client.xautoclaim(self.key, self.group, self.name, idle, cursor,
                                                              count=self.settings.batch)[:3]
-            claimed.extend(_to_delivery(i, f) for i, f in msgs if f)
+            claimed.extend(_to_delivery(i, f, self.packed_metrics) for i, f in msgs if f)
             if deleted:  # trimmed away by MAXLEN while pending: nothing left to process
                 self.client.xack(self.key, self.group, *deleted)
             cursor = cursor_b.decode() if isinstance(cursor_b, bytes) else cursor_b

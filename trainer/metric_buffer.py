@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sqd.protocol import wall_ms
 from sqd.trainer.weight_sums import angle_from_sums
 
 Value = torch.Tensor | float | int
@@ -72,12 +73,13 @@ class Window:
             self.ready.synchronize()
         table = self.values.tolist() if self.values is not None else []
         for row in self.rows:
+            wall = wall_ms(row.wall_time)
             if row.device_row is not None:
                 line = table[row.device_row]
                 for f in row.fields:
-                    yield f.key, row.step, f.decode([line[c] for c in f.columns]), row.epoch, row.wall_time
+                    yield f.key, row.step, f.decode([line[c] for c in f.columns]), row.epoch, wall
             for key, value in row.host.items():
-                yield key, row.step, value, row.epoch, row.wall_time
+                yield key, row.step, value, row.epoch, wall
 
 
 class MetricBuffer:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 
-from sqd.protocol import MetricBatch
+from sqd.protocol import MetricBatch, wall_ms
 from sqd.server.api.deps import CtxDep, ReadDep, RunDep, SessionDep, TokenDep
 from sqd.server.ingest.consumer import IngestHandler
 from sqd.server.schemas import IngestAck, MetricsIn, MetricsPublic, SeriesKey, SeriesKeysPublic, SeriesPublic
@@ -54,7 +54,7 @@ def _keys(keys: str | None) -> list[str] | None:
 
 def _batch(run_id: str, body: MetricsIn) -> MetricBatch:
     """The body as one MetricBatch; already validated, so built without validating every value again."""
-    now = time.time()
+    now = wall_ms(time.time())
     if body.points is not None:
         return MetricBatch.from_points(run_id, ((p.key, p.step, p.value, p.epoch, p.wall_time or now)
                                                 for p in body.points))

@@ -17,11 +17,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from sqd.protocol import (
+    NO_EPOCH,
     TERMINAL_STATUSES,
     AlertRaised,
     CheckpointReady,
     EvaluationResult,
     MetricBatch,
+    PackedMetrics,
     RunFinished,
     RunStarted,
 )
@@ -103,12 +105,12 @@ def apply_events(session: Session, events: Sequence[object]) -> ApplyResult:
     if not events:
         return result
     runs, changed = _ensure_runs(session, events)
-    batches: list[MetricBatch] = []
+    batches: list[MetricBatch | PackedMetrics] = []
     for e in events:
         result.event_counts[e.type] += 1  # type: ignore[attr-defined]
         run = runs[e.run_id]  # type: ignore[attr-defined]
         result.run_ids.add(run.id)
-        if isinstance(e, MetricBatch):
+        if isinstance(e, MetricBatch | PackedMetrics):
             batches.append(e)
         elif isinstance(e, RunStarted):
             changed.update([run.id] if _started(run, e) else [])
@@ -138,9 +140,9 @@ def apply_events(session: Session, events: Sequence[object]) -> ApplyResult:
         result.live.append(LiveEvent("points", run_id, {"run_id": run_id, "series": {
             key: {"step": steps, "value": values} for key, (steps, values) in series.items()}}, json_ready=True))
     for b in batches:
-        epochs = [x for x in b.epoch if x is not None]
-        if epochs and (runs[b.run_id].last_epoch or -1) < max(epochs):
-            runs[b.run_id].last_epoch = max(epochs)
+        top = int(b.columns().epoch.max())  # NO_EPOCH (none) is the smallest int64
+        if top != NO_EPOCH and (runs[b.run_id].last_epoch or -1) < top:
+            runs[b.run_id].last_epoch = top
     now = time.time()
     for run in runs.values():
         run.updated_at = now

@@ -9,17 +9,26 @@ at once with the reason.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from sqd.bus import INGEST, Consumer, Delivery, TransientError, stop_on_signals
-from sqd.protocol import AlertRaised, CheckpointReady, EvaluationResult, MetricBatch, RunFinished, RunStarted
+from sqd.protocol import (
+    NO_EPOCH,
+    AlertRaised,
+    CheckpointReady,
+    EvaluationResult,
+    MetricBatch,
+    PackedMetrics,
+    RunFinished,
+    RunStarted,
+)
 from sqd.server import live
 from sqd.server.alerts import engine
 from sqd.server.context import ServerContext
@@ -32,29 +41,41 @@ from sqd.settings import Settings
 
 log = logging.getLogger(__name__)
 
-INGEST_TYPES = (MetricBatch, RunStarted, RunFinished, CheckpointReady, EvaluationResult, AlertRaised)
+INGEST_TYPES = (MetricBatch, PackedMetrics, RunStarted, RunFinished, CheckpointReady, EvaluationResult, AlertRaised)
 MAX_STEP = 2**62
 MAX_EPOCH = 2**31 - 1
 DB_UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
+
+
+def _ranges(event: object) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """(min, max) of the event's steps and of its epochs, each None when it has none."""
+    if isinstance(event, MetricBatch | PackedMetrics):
+        cols = event.columns()
+        epochs = cols.epoch[cols.epoch != NO_EPOCH]
+        return ((int(cols.step.min()), int(cols.step.max())) if len(cols) else None,
+                (int(epochs.min()), int(epochs.max())) if len(epochs) else None)
+    step: int | None
+    epoch: int | None
+    if isinstance(event, EvaluationResult):
+        step, epoch = event.checkpoint_step, event.epoch
+    else:
+        step, epoch = getattr(event, "step", None), getattr(event, "epoch", None)
+    return (None if step is None else (step, step)), (None if epoch is None else (epoch, epoch))
 
 
 def rejection(event: object) -> str | None:
     """Why an event that decoded fine can still never be stored, or None."""
     if not isinstance(event, INGEST_TYPES):
         return f"a '{getattr(event, 'type', type(event).__name__)}' event does not belong on the ingest stream"
-    if isinstance(event, MetricBatch):
-        steps, epochs = event.step, [e for e in event.epoch if e is not None]
-    elif isinstance(event, EvaluationResult):
-        steps, epochs = [event.checkpoint_step], [event.epoch] if event.epoch is not None else []
-    else:
-        step, epoch = getattr(event, "step", None), getattr(event, "epoch", None)
-        steps, epochs = [step] if step is not None else [], [epoch] if epoch is not None else []
-    if steps and not 0 <= min(steps) <= max(steps) < MAX_STEP:
-        return f"{event.type}: step {max(steps)} is out of range (steps must lie in [0, 2**62))"
-    if epochs and not 0 <= min(epochs) <= max(epochs) <= MAX_EPOCH:
-        return f"{event.type}: epoch {max(epochs)} is out of range (epochs must lie in [0, {MAX_EPOCH}])"
-    # NaN / ±inf propagate through a sum (summing runs in C: cheap on the hot path)
-    if isinstance(event, MetricBatch) and not math.isfinite(sum(event.wall_time)):
+    try:
+        steps, epochs = _ranges(event)
+    except OverflowError:
+        return f"{event.type}: a step or epoch does not fit in 64 bits (steps must lie in [0, 2**62))"
+    if steps and not 0 <= steps[0] <= steps[1] < MAX_STEP:
+        return f"{event.type}: step {steps[1]} is out of range (steps must lie in [0, 2**62))"
+    if epochs and not 0 <= epochs[0] <= epochs[1] <= MAX_EPOCH:
+        return f"{event.type}: epoch {epochs[1]} is out of range (epochs must lie in [0, {MAX_EPOCH}])"
+    if isinstance(event, MetricBatch | PackedMetrics) and not np.isfinite(event.columns().wall_time).all():
         return "metrics: wall_time must be a finite number of seconds since the epoch"
     stored_json = {"config": event.config} if isinstance(event, RunStarted) else (
         {"generator": event.generator} if isinstance(event, CheckpointReady) else {})
@@ -115,7 +136,7 @@ class IngestHandler:
 
 def run_consumer(ctx: ServerContext, stop: threading.Event, name: str | None = None) -> None:
     """Consume the ingest stream until `stop` is set (the in-process thread and `sqd server --ingest-only`)."""
-    consumer = ctx.bus.consumer(INGEST, INGEST_GROUP, name=name)
+    consumer = ctx.bus.consumer(INGEST, INGEST_GROUP, name=name, packed_metrics=True)
     handler = IngestHandler(ctx, consumer)
     ctx.ingest.running = True
     try:

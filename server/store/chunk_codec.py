@@ -5,7 +5,10 @@ well, byte-shuffled (byte k of every value together) and compressed with zstd as
 
 * step — delta-of-delta, zigzag: a series logged every step (or every k steps) is all zero bytes;
 * epoch — delta, zigzag (-1 encodes "no epoch");
-* wall_time — the delta of the float64 bit patterns as integers, zigzag (wrapping, so exact for any value);
+* wall_time — when every wall time of the chunk is a whole number of milliseconds (the Monitor sends them so,
+  as MLflow stores them), the delta of those milliseconds as integers, zigzag (≈ 0.4 bytes a point for a step
+  every ~50 ms with jitter); else the delta of the float64 bit patterns, zigzag (wrapping, so exact for any
+  value; ≈ 2 bytes a point for time.time() at its 0.24 µs resolution);
 * value — float32 when every value of the chunk converts to float32 and back bit for bit (losses computed in
   float32: half the bytes), else float64. NaN payloads, ±inf, -0.0 and denormals come back bit for bit.
 
@@ -33,6 +36,7 @@ ROLLUP_MIN_LEVEL = 8  # 4^4 = 256 steps: finer buckets are computed from the poi
 POINTS_PER_ROLLUP = 16  # a level is kept when its buckets hold this many points on average
 _HEADER = struct.Struct("<BBI")  # format, flags, n
 _F32 = 1
+_WALL_MS = 2
 _ZSTD_LEVEL = 3
 _codecs = threading.local()
 
@@ -137,15 +141,26 @@ def _open(blob: bytes, what: str) -> tuple[int, int, memoryview]:
     return flags, n, memoryview(body)
 
 
+def _as_milliseconds(wall: np.ndarray) -> np.ndarray | None:
+    """The wall times as integer milliseconds when that is lossless bit for bit, else None."""
+    ms = np.rint(wall * 1000.0)
+    if not np.all(np.abs(ms) < 2.0**53):  # also false for NaN / ±inf
+        return None
+    ms_int = ms.astype(np.int64)
+    return ms_int if np.array_equal((ms_int / 1000.0).view(np.int64), wall.view(np.int64)) else None
+
+
 def encode_points(p: Points) -> bytes:
     steps = p.step.astype(np.int64, copy=False)
     dod = np.diff(steps, prepend=0)
     dod[1:] = np.diff(dod)
     f32 = _as_float32(p.value)
+    wall = p.wall_time.astype(np.float64, copy=False)
+    ms = _as_milliseconds(wall)
     parts = [_shuffle(_zigzag(dod)), _shuffle(_delta(p.epoch.astype(np.int64))),
-             _shuffle(_delta(p.wall_time.astype(np.float64).view(np.int64))),
+             _shuffle(_delta(wall.view(np.int64) if ms is None else ms)),
              _shuffle(p.value if f32 is None else f32)]
-    return _frame(0 if f32 is None else _F32, len(steps), parts)
+    return _frame((0 if f32 is None else _F32) | (0 if ms is None else _WALL_MS), len(steps), parts)
 
 
 def decode_points(blob: bytes) -> Points:
@@ -156,7 +171,8 @@ def decode_points(blob: bytes) -> Points:
     dod = _unzigzag(_unshuffle(body[:8 * n], n, np.uint64))
     steps = np.cumsum(np.cumsum(dod))
     epoch = _undelta(_unshuffle(body[8 * n:16 * n], n, np.uint64))
-    wall = _undelta(_unshuffle(body[16 * n:24 * n], n, np.uint64)).view(np.float64)
+    wall_bits = _undelta(_unshuffle(body[16 * n:24 * n], n, np.uint64))
+    wall = wall_bits / 1000.0 if flags & _WALL_MS else wall_bits.view(np.float64)
     raw = _unshuffle(body[24 * n:], n, np.float32 if flags & _F32 else np.float64)
     return Points(steps, raw.astype(np.float64, copy=False), epoch, wall)
 

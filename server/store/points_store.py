@@ -26,12 +26,12 @@ from sqlalchemy import Connection, bindparam, case, delete, func, insert, or_, s
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from sqd.protocol import MetricBatch
+from sqd.protocol import NO_EPOCH, MetricBatch, PackedMetrics
 from sqd.server.store.chunk_codec import Points, encode_points, encode_rollups
 from sqd.server.store.chunk_read import StoredChunk, chunk_points, tail_chunks
 from sqd.server.store.models import Chunk, Series
 
-CHUNK_POINTS = 4096
+CHUNK_POINTS = 16384
 
 
 def _insert(session: Session) -> Any:
@@ -222,21 +222,28 @@ class StoredPoints:
         return out
 
 
-def batch_columns(batch: MetricBatch, key_ids: np.ndarray) -> PointColumns:
-    """A batch's points as columns; `key_ids[i]` is the series id of batch.keys[i]."""
-    epoch = np.array(batch.epoch, dtype=np.float64)  # None → NaN, in C
-    return PointColumns(key_ids[np.asarray(batch.key_index, dtype=np.int64)], Points(
-        np.asarray(batch.step, dtype=np.int64), np.asarray(batch.value, dtype=np.float64),
-        np.where(np.isnan(epoch), -1, epoch).astype(np.int64), np.asarray(batch.wall_time, dtype=np.float64)))
+def batches_columns(batches: Sequence[MetricBatch | PackedMetrics], ids: dict[tuple[str, str], tuple[int, int | None]]
+                    ) -> PointColumns:
+    """The points of all `batches` as one set of columns (concatenated once, not batch by batch: a transaction
+    holds hundreds of batches); `ids` maps each (run, key) to its series."""
+    if not batches:
+        return PointColumns.concat([])
+    cols = [b.columns() for b in batches]
+    key_ids = np.array([ids[(b.run_id, k)][0] for b in batches for k in b.keys], dtype=np.int64)
+    first_key = np.cumsum([0] + [len(b.keys) for b in batches[:-1]])
+    key_index = np.concatenate([c.key_index for c in cols]) + np.repeat(first_key, [len(c) for c in cols])
+    epoch = np.concatenate([c.epoch for c in cols])
+    return PointColumns(key_ids[key_index], Points(
+        np.concatenate([c.step for c in cols]), np.concatenate([c.value for c in cols]),
+        np.where(epoch == NO_EPOCH, -1, epoch), np.concatenate([c.wall_time for c in cols])))
 
 
-def store_points(session: Session, batches: Sequence[MetricBatch]) -> StoredPoints:
+def store_points(session: Session, batches: Sequence[MetricBatch | PackedMetrics]) -> StoredPoints:
     """Store the points of `batches` (any runs; the runs must exist) idempotently; returns what was new."""
     ids = ensure_series(session, {(b.run_id, k) for b in batches for k in b.keys})
     series = {sid: pair for pair, (sid, _) in ids.items()}
     last_step = {sid: last for sid, last in ids.values()}
-    cols = _first_per_pair(PointColumns.concat([
-        batch_columns(b, np.array([ids[(b.run_id, k)][0] for k in b.keys], dtype=np.int64)) for b in batches]))
+    cols = _first_per_pair(batches_columns(batches, ids))
     groups = cols.groups()
     appends = {sid for sid, a, _ in groups if last_step[sid] is None or cols.points.step[a] > last_step[sid]}
     tails = tail_chunks(session, [sid for sid in appends if last_step[sid] is not None], CHUNK_POINTS)

@@ -82,6 +82,30 @@ def test_dense_float32_losses_compress():
     assert len(encode_points(p)) < 3.5 * n  # float32 mantissas, steps/epochs/wall_time nearly free
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-2**52, 2**52), min_size=1, max_size=200))
+def test_millisecond_wall_times_round_trip_as_integers(ms):
+    walls = np.array([round(m / 1000, 3) for m in ms])  # what sqd.trainer.metric_buffer.wall_ms sends
+    n = len(walls)
+    p = Points(np.arange(n, dtype=np.int64), np.ones(n), np.zeros(n, np.int64), walls)
+    blob = encode_points(p)
+    assert_same(decode_points(blob), p)
+    assert blob[1] & 2  # the millisecond flag
+
+
+def test_wall_times_off_the_millisecond_stay_exact_and_millisecond_ones_are_cheaper():
+    rng = np.random.default_rng(0)
+    n = 4096
+    walls = 1.7e9 + np.cumsum(0.05 + rng.exponential(0.002, n))  # time.time() of a ~20 steps/s loop
+    for w, flag in ((walls, 0), (np.array([round(x, 3) for x in walls.tolist()]), 2), (np.r_[0.001, -0.0], 0)):
+        p = Points(np.arange(len(w), dtype=np.int64), np.ones(len(w)), np.zeros(len(w), np.int64), w)
+        assert_same(decode_points(encode_points(p)), p)  # -0.0 is not a whole millisecond bit for bit
+        assert encode_points(p)[1] & 2 == flag
+    exact, ms = (len(encode_points(Points(np.arange(n), np.ones(n), np.zeros(n, np.int64), w)))
+                 for w in (walls, np.array([round(x, 3) for x in walls.tolist()])))
+    assert ms < exact - n  # ≥ 1 byte a point saved
+
+
 def brute(step: np.ndarray, value: np.ndarray, level: int) -> list[tuple]:
     out = []
     for b in np.unique(step >> level):
