@@ -70,7 +70,7 @@ def rejection(event: object) -> str | None:
     try:
         steps, epochs = _ranges(event)
     except OverflowError:
-        return f"{event.type}: a step or epoch does not fit in 64 bits (steps must lie in [0, 2**62))"
+        return f"{event.type}: a step or epoch is out of range: beyond 64 bits (steps must lie in [0, 2**62))"
     if steps and not 0 <= steps[0] <= steps[1] < MAX_STEP:
         return f"{event.type}: step {steps[1]} is out of range (steps must lie in [0, 2**62))"
     if epochs and not 0 <= epochs[0] <= epochs[1] <= MAX_EPOCH:

@@ -58,22 +58,23 @@ def test_gc_and_downsample_commands(tmp_path):
     from sqd.protocol import MetricBatch
     from sqd.server.store.db import session_factory
     from sqd.server.store.models import Run
-    from sqd.server.store.points_store import store_points
+    from sqd.server.store.points_store import CHUNK_POINTS, store_points
 
+    n = 2 * CHUNK_POINTS + 1808  # two full chunks and an open one
     env = {"SQD_HOME": str(tmp_path), "SQD_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
     engine = make_engine(env["SQD_DATABASE_URL"])
     migrate.upgrade(engine)
     with session_factory(engine)() as s:
         s.add_all([Run(id="keep", status="finished"), Run(id="gone", status="finished", deleted_at=1.0)])
         s.flush()
-        store_points(s, [MetricBatch.from_points(r, [("loss/D", i, 0.5, 0, 0.0) for i in range(10_000)])
+        store_points(s, [MetricBatch.from_points(r, [("loss/D", i, 0.5, 0, 0.0) for i in range(n)])
                          for r in ("keep", "gone")])
         s.commit()
     engine.dispose()
-    code, out, err = sqd("db", "downsample", "keep", "--before-step", "8192", env=env)
-    assert code == 0 and "2 chunks downsampled, 8,192 → 32 points" in out, err
+    code, out, err = sqd("db", "downsample", "keep", "--before-step", str(2 * CHUNK_POINTS), env=env)
+    assert code == 0 and f"2 chunks downsampled, {2 * CHUNK_POINTS:,} → {2 * CHUNK_POINTS // 256} points" in out, err
     code, out, err = sqd("gc", env=env)
-    assert code == 0 and "data: freed 1 deleted runs: 10,000 points in 3 chunks" in out, err
+    assert code == 0 and f"data: freed 1 deleted runs: {n:,} points in 3 chunks" in out, err
     code, _, err = sqd("db", "downsample", "nope", "--before-step", "10", env=env)
     assert code == 1 and "no run 'nope'" in err
 
