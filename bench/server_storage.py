@@ -77,6 +77,21 @@ def long_run(steps: int, rng: np.random.Generator, ms: bool = True) -> list[Metr
     return out
 
 
+def live(batches: list[MetricBatch], steps: int, every: int = 250) -> list[list[MetricBatch]]:
+    """The same points as a live run sends them: one transaction per `every` steps, holding every key's points
+    of those steps (the open chunk is then extended, sealed and compacted batch by batch)."""
+    columns = [(b, *(np.asarray(getattr(b, f)) for f in ("step", "value", "epoch", "wall_time"))) for b in batches]
+    out = []
+    for lo in range(0, steps, every):
+        group = []
+        for b, step, value, epoch, wall in columns:
+            a, z = np.searchsorted(step, lo), np.searchsorted(step, lo + every)
+            if z > a:
+                group.append(_batch(b.run_id, b.keys[0], step[a:z], value[a:z], epoch[a:z], wall[a:z]))
+        out.append(group)
+    return out
+
+
 def many_runs(runs: int, rng: np.random.Generator) -> list[list[MetricBatch]]:
     """Run ids are 32 hex characters, as the server makes them (they are stored in every series row)."""
     s = np.arange(100, dtype=np.int64)
@@ -178,6 +193,7 @@ def main() -> None:
     print(f"{'database':<9}{'data':<22}{'points':>12}{'size':>13}{'B/point':>8}   (per table B/point)")
     for kind in args.databases.split(","):
         measure(kind, f"long run, {args.steps:,} steps", [long_run(args.steps, np.random.default_rng(0))])
+        measure(kind, "  same, sent live", live(long_run(args.steps, np.random.default_rng(0)), args.steps))
         measure(kind, "  same, exact (µs, f64)", [long_run(args.steps, np.random.default_rng(0), ms=False)])
         measure(kind, f"{args.runs:,} runs x 100 x 100", many_runs(args.runs, np.random.default_rng(1)))
     print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")

@@ -4,9 +4,13 @@ A series' points live in chunks of at most CHUNK_POINTS consecutive points (serv
 ranges never overlap. Under a lock on the batch's `series` rows (PostgreSQL FOR UPDATE; SQLite has one writer at a
 time), for each series:
 
-* points past its last step are appended: the last chunk, while not full (the open chunk), is decoded, extended
-  and written again, and new chunks follow — all in the ingest transaction, so a crash loses nothing that was
-  acknowledged and leaves no half-written chunk;
+* points past its last step are appended: the last chunk, while it holds fewer than OPEN_POINTS (the open
+  chunk), is decoded, extended and written again, and new chunks follow — all in the ingest transaction, so a
+  crash loses nothing that was acknowledged and leaves no half-written chunk. Past OPEN_POINTS, a batch smaller
+  than the open chunk seals it instead: its points start a new chunk, and the sealed one joins the chunk before
+  it (re-cut into full chunks and a remainder). So a live run's small batches rewrite at most ~OPEN_POINTS points
+  each (what many live runs cost), a big batch rewrites no more than its own size, and chunks still grow to
+  CHUNK_POINTS (the bytes per stored point, and the reads);
 * points at or before its last step (late or redelivered) are merged into the chunks whose ranges they touch (and
   the open chunk before them): a step already stored keeps its value, so a duplicate delivery adds nothing and
   rewrites nothing, and the first value stored for a (run, key, step) wins. Points that fall inside a downsampled
@@ -32,6 +36,7 @@ from sqd.server.store.chunk_read import StoredChunk, chunk_points, tail_chunks
 from sqd.server.store.models import Chunk, Series
 
 CHUNK_POINTS = 16384
+OPEN_POINTS = 4096
 
 
 def _insert(session: Session) -> Any:
@@ -161,9 +166,29 @@ def _merge_series(writes: _Writes, sid: int, new: Points, existing: list[StoredC
     if not len(added):
         return  # a repeat: nothing is rewritten
     writes.deleted += [{"sid": sid, "first": c.first_step} for c in existing]
-    for start in range(0, len(merged), CHUNK_POINTS):
-        writes.inserted.append(chunk_row(sid, merged.take(slice(start, start + CHUNK_POINTS))))
+    writes.inserted += _cut(sid, merged)
     writes.added.append(PointColumns(np.full(len(added), sid, np.int64), added))
+
+
+def _compact(session: Session, writes: _Writes, sealed: StoredChunk) -> None:
+    """Merge a sealed chunk into the chunk just before it while that one is not full (neither downsampled),
+    re-cut into full chunks and a remainder, which a later sealed chunk joins in turn."""
+    t = Chunk.__table__
+    row = session.connection().execute(select(*StoredChunk.columns()).where(
+        t.c.series_id == sealed.series_id, t.c.first_step < sealed.first_step)
+        .order_by(t.c.first_step.desc()).limit(1)).first()
+    before = StoredChunk.of(row) if row is not None else None
+    if before is None or before.width != 1 or sealed.width != 1 or before.n >= CHUNK_POINTS:
+        return
+    writes.deleted += [{"sid": c.series_id, "first": c.first_step} for c in (before, sealed)]
+    merged = Points.concat([chunk_points(before), chunk_points(sealed)])
+    writes.inserted += _cut(sealed.series_id, merged)
+
+
+def _cut(sid: int, points: Points) -> list[dict[str, Any]]:
+    """Chunk rows of CHUNK_POINTS points each, and one for the remainder."""
+    return [chunk_row(sid, points.take(slice(start, start + CHUNK_POINTS)))
+            for start in range(0, len(points), CHUNK_POINTS)]
 
 
 def _write(conn: Connection, writes: _Writes) -> None:
@@ -251,7 +276,11 @@ def store_points(session: Session, batches: Sequence[MetricBatch | PackedMetrics
     for sid, a, b in groups:
         new = cols.points.take(slice(a, b))
         if sid in appends:
-            _merge_series(writes, sid, new, [tails[sid]] if sid in tails else [])
+            tail = tails.get(sid)
+            if tail is not None and tail.n >= OPEN_POINTS and len(new) < tail.n:
+                _compact(session, writes, tail)
+                tail = None
+            _merge_series(writes, sid, new, [tail] if tail is not None else [])
             continue
         floor = _sampled_through(session, sid)
         new = new.take(np.flatnonzero(new.step > floor))

@@ -21,7 +21,7 @@ from sqd.server.store.db import make_engine, session_factory
 from sqd.server.store.export import csv_chunks
 from sqd.server.store.gc import gc_data
 from sqd.server.store.models import Chunk, Evaluation, Run, Series
-from sqd.server.store.points_store import CHUNK_POINTS, store_points
+from sqd.server.store.points_store import CHUNK_POINTS, OPEN_POINTS, store_points
 from sqd.server.store.retention import downsample_run
 from sqd.server.store.series_query import bucket_level, query_series
 
@@ -261,3 +261,19 @@ def test_gc_while_ingest_runs(sessions, engine):
         assert run_points(s, "run") == {} and s.get(Run, "run") is None
         other = run_points(s, "other")
     assert {k: p.step.tolist() for k, p in other.items()} == {k: list(range(sent["steps"])) for k in ("a", "b")}
+
+
+def test_small_live_batches_rewrite_little_and_still_fill_chunks(sessions):
+    """A live run sends a few hundred points at a time: the open chunk is rewritten only while it is small, sealed
+    chunks are merged into full ones, and every point is stored once."""
+    n = 3 * CHUNK_POINTS + 777
+    steps, values = np.arange(n), np.cos(np.arange(n) / 70.0)
+    for lo in range(0, n, 250):
+        assert store(sessions, steps[lo:lo + 250], values[lo:lo + 250]) == len(steps[lo:lo + 250])
+        rows = chunk_rows(sessions)
+        assert rows[-1].n < OPEN_POINTS + 250  # the chunk the next batch may rewrite stays small
+    rows = check_chunks(sessions)
+    full = [r.n for r in rows if r.n == CHUNK_POINTS]
+    assert len(full) >= 2 and sum(r.n for r in rows) == n and len(rows) <= 6, [r.n for r in rows]
+    p = stored(sessions)
+    assert np.array_equal(p.step, steps) and np.array_equal(p.value, values)
