@@ -206,7 +206,9 @@ def test_two_of_each_role_lose_and_double_nothing_when_a_server_and_a_worker_die
         for key in ("loss/D", "loss/G", "angle/G", "angle/D"):
             assert sorted(s for k, s in points if k == key) == list(range(STEPS)), (run_id, key)
         alerts = [(a["rule"], a["step"]) for a in cluster.rows("alerts", run_id)]
-        assert alerts.count(("first loss", 0)) == 1 and len(alerts) == len(set(alerts)), alerts
+        # once per run, by either server; its step is the first the rule saw, which is a later batch's when the
+        # other server committed the earlier batch after it (a rule reads on from its cursor)
+        assert [r for r, _ in alerts].count("first loss") == 1 and len(alerts) == len(set(alerts)), alerts
         # artifacts in S3: checkpoints against their recorded sha256, grids and the log through the server
         for checkpoint in cluster.rows("checkpoints", run_id):
             assert len(store.get_bytes(checkpoint["uri"], checkpoint["sha256"])) == checkpoint["size_bytes"]
