@@ -126,6 +126,15 @@ def _sampled_through(session: Session, sid: int) -> int:
     return -1 if last is None else int(last)
 
 
+def _chunk_before(session: Session, sid: int, step: int, floor: int = -1) -> StoredChunk | None:
+    """The series' last chunk starting before `step` (and after `floor`), if any."""
+    t = Chunk.__table__
+    row = session.connection().execute(select(*StoredChunk.columns()).where(
+        t.c.series_id == sid, t.c.first_step < step, t.c.first_step > floor)
+        .order_by(t.c.first_step.desc()).limit(1)).first()
+    return StoredChunk.of(row) if row is not None else None
+
+
 def _affected(session: Session, sid: int, lo: int, hi: int, floor: int) -> list[StoredChunk]:
     """Chunks a merge of steps [lo, hi] must rewrite: those overlapping it and the open chunk just before it, all
     past `floor` (downsampled chunks and anything before them are never rewritten)."""
@@ -134,11 +143,10 @@ def _affected(session: Session, sid: int, lo: int, hi: int, floor: int) -> list[
     cols = StoredChunk.columns()
     overlapping = conn.execute(select(*cols).where(t.c.series_id == sid, t.c.first_step <= hi, t.c.last_step >= lo)
                                .order_by(t.c.first_step)).all()
-    before = conn.execute(select(*cols).where(t.c.series_id == sid, t.c.first_step < lo, t.c.first_step > floor)
-                          .order_by(t.c.first_step.desc()).limit(1)).first()
+    before = _chunk_before(session, sid, lo, floor)
     chunks = [StoredChunk.of(r) for r in overlapping]
     if before is not None and before.n < CHUNK_POINTS and (not chunks or before.first_step != chunks[0].first_step):
-        chunks.insert(0, StoredChunk.of(before))
+        chunks.insert(0, before)
     return chunks
 
 
@@ -172,13 +180,10 @@ def _merge_series(writes: _Writes, sid: int, new: Points, existing: list[StoredC
 
 def _compact(session: Session, writes: _Writes, sealed: StoredChunk) -> None:
     """Merge a sealed chunk into the chunk just before it while that one is not full (neither downsampled),
-    re-cut into full chunks and a remainder, which a later sealed chunk joins in turn."""
-    t = Chunk.__table__
-    row = session.connection().execute(select(*StoredChunk.columns()).where(
-        t.c.series_id == sealed.series_id, t.c.first_step < sealed.first_step)
-        .order_by(t.c.first_step.desc()).limit(1)).first()
-    before = StoredChunk.of(row) if row is not None else None
-    if before is None or before.width != 1 or sealed.width != 1 or before.n >= CHUNK_POINTS:
+    re-cut into full chunks and a remainder, which a later sealed chunk joins in turn. (The sealed chunk is an
+    open chunk from tail_chunks: never downsampled.)"""
+    before = _chunk_before(session, sealed.series_id, sealed.first_step)
+    if before is None or before.width != 1 or before.n >= CHUNK_POINTS:
         return
     writes.deleted += [{"sid": c.series_id, "first": c.first_step} for c in (before, sealed)]
     merged = Points.concat([chunk_points(before), chunk_points(sealed)])
