@@ -1,16 +1,21 @@
 """The byte format of one chunk: the points of one series over consecutive steps, and their rollups.
 
-Points (`encode_points` / `decode_points`): four columns, each turned into small integers or bytes that compress
-well, byte-shuffled (byte k of every value together) and compressed with zstd as one frame:
+Points (`encode_points` / `decode_points`): four columns, each turned into small unsigned integers, stored as
+byte planes (server/store/byte_planes.py: each plane constant, bit-packed or zstd, whichever is smallest):
 
-* step — delta-of-delta, zigzag: a series logged every step (or every k steps) is all zero bytes;
+* step — delta-of-delta, zigzag: a series logged every step (or every k steps) is one constant plane;
 * epoch — delta, zigzag (-1 encodes "no epoch");
 * wall_time — when every wall time of the chunk is a whole number of milliseconds (the Monitor sends them so,
-  as MLflow stores them), the delta of those milliseconds as integers, zigzag (≈ 0.4 bytes a point for a step
+  as MLflow stores them), the delta of those milliseconds as integers, zigzag (≈ 0.5 bytes a point for a step
   every ~50 ms with jitter); else the delta of the float64 bit patterns, zigzag (wrapping, so exact for any
   value; ≈ 2 bytes a point for time.time() at its 0.24 µs resolution);
 * value — float32 when every value of the chunk converts to float32 and back bit for bit (losses computed in
   float32: half the bytes), else float64. NaN payloads, ±inf, -0.0 and denormals come back bit for bit.
+
+The first step, epoch and wall time are varints before the columns (the columns hold the deltas after them), and a
+CRC-32 of the body sits in the header, so a damaged blob is refused rather than decoded into wrong points. Format
+1 (one zstd frame of the shuffled columns, first values included) is still read: chunks are rewritten in format 2
+when ingest or retention touches them.
 
 Rollups (`encode_rollups` / `decode_rollups`): for every bucket width 4^k ≥ 256 at which the chunk's points fall
 into at least two buckets and where a bucket holds 16 points on average (so the rollups cost at most 1/16 of the
@@ -24,35 +29,22 @@ A blob that does not parse raises CorruptChunk naming what is wrong (never a sil
 from __future__ import annotations
 
 import struct
-import threading
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import zstandard
 
-FORMAT = 1
+from sqd.server.store.byte_planes import ColumnReader, compress, decompress, encode_column
+
+FORMAT = 2  # format 1 is still decoded
 ROLLUP_MIN_LEVEL = 8  # 4^4 = 256 steps: finer buckets are computed from the points themselves
 POINTS_PER_ROLLUP = 16  # a level is kept when its buckets hold this many points on average
-_HEADER = struct.Struct("<BBI")  # format, flags, n
+_HEADER_V1 = struct.Struct("<BBI")  # format, flags, n
+_HEADER = struct.Struct("<BBII")  # format, flags, n, CRC-32 of the body
 _F32 = 1
 _WALL_MS = 2
-_ZSTD_LEVEL = 3
-_codecs = threading.local()
-
-
-def _compress(data: bytes) -> bytes:
-    # zstandard's (de)compressor objects must not be shared between threads (two requests decoding at once read
-    # each other's state: "Data corruption detected"), so each thread gets its own
-    if not hasattr(_codecs, "compressor"):
-        _codecs.compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
-    return _codecs.compressor.compress(data)  # type: ignore[no-any-return]
-
-
-def _decompress(blob: bytes) -> bytes:
-    if not hasattr(_codecs, "decompressor"):
-        _codecs.decompressor = zstandard.ZstdDecompressor()
-    return _codecs.decompressor.decompress(blob)  # type: ignore[no-any-return]
 
 
 class CorruptChunk(ValueError):
@@ -84,9 +76,9 @@ class Points:
         return cls(ints, floats, ints, floats)
 
 
-def _zigzag(d: np.ndarray) -> np.ndarray:
-    d = d.view(np.int64)
-    return ((d << 1) ^ (d >> 63)).view(np.uint64)
+def _zigzag(d: int) -> int:
+    """A signed 64-bit integer as an unsigned one, small magnitudes small (for varints)."""
+    return ((d << 1) ^ (d >> 63)) & 0xFFFFFFFFFFFFFFFF
 
 
 def _unzigzag(z: np.ndarray) -> np.ndarray:
@@ -95,15 +87,15 @@ def _unzigzag(z: np.ndarray) -> np.ndarray:
 
 
 def _delta(a: np.ndarray) -> np.ndarray:
-    """Wrapping first differences (first element kept) of 64-bit integers, zigzagged."""
+    """Wrapping first differences (first element kept) of 64-bit integers, as uint64."""
     u = a.view(np.uint64)
     d = u.copy()
     d[1:] -= u[:-1]
-    return _zigzag(d)
+    return d
 
 
-def _undelta(z: np.ndarray) -> np.ndarray:
-    return np.cumsum(_unzigzag(z).view(np.uint64), dtype=np.uint64).view(np.int64)
+def _undelta(d: np.ndarray) -> np.ndarray:
+    return np.cumsum(d.view(np.uint64), dtype=np.uint64).view(np.int64)
 
 
 def _shuffle(a: np.ndarray) -> bytes:
@@ -124,23 +116,6 @@ def _as_float32(values: np.ndarray) -> np.ndarray | None:
     return None
 
 
-def _frame(flags: int, n: int, parts: list[bytes]) -> bytes:
-    return _HEADER.pack(FORMAT, flags, n) + _compress(b"".join(parts))
-
-
-def _open(blob: bytes, what: str) -> tuple[int, int, memoryview]:
-    if len(blob) < _HEADER.size:
-        raise CorruptChunk(f"{what}: {len(blob)} bytes is shorter than the header")
-    fmt, flags, n = _HEADER.unpack_from(blob)
-    if fmt != FORMAT:
-        raise CorruptChunk(f"{what}: format {fmt} is not {FORMAT}")
-    try:
-        body = _decompress(blob[_HEADER.size:])
-    except zstandard.ZstdError as exc:
-        raise CorruptChunk(f"{what}: {exc}") from exc
-    return flags, n, memoryview(body)
-
-
 def _as_milliseconds(wall: np.ndarray) -> np.ndarray | None:
     """The wall times as integer milliseconds when that is lossless bit for bit, else None."""
     ms = np.rint(wall * 1000.0)
@@ -150,31 +125,100 @@ def _as_milliseconds(wall: np.ndarray) -> np.ndarray | None:
     return ms_int if np.array_equal((ms_int / 1000.0).view(np.int64), wall.view(np.int64)) else None
 
 
+def _varint(z: int) -> bytes:
+    out = bytearray()
+    while z >= 0x80:
+        out.append(z & 0x7F | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _read_varints(body: memoryview, count: int) -> tuple[list[int], int]:
+    """`count` varints from the start of `body`, and the offset after them."""
+    out, at = [], 0
+    for _ in range(count):
+        z, shift = 0, 0
+        while True:
+            if at >= len(body) or shift > 63:
+                raise CorruptChunk("chunk points: a first value is cut short")
+            byte = body[at]
+            at += 1
+            z |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        if z >= 2**64:
+            raise CorruptChunk("chunk points: a first value exceeds 64 bits")
+        out.append(z)
+    return out, at
+
+
 def encode_points(p: Points) -> bytes:
-    steps = p.step.astype(np.int64, copy=False)
-    dod = np.diff(steps, prepend=0)
-    dod[1:] = np.diff(dod)
     f32 = _as_float32(p.value)
     wall = p.wall_time.astype(np.float64, copy=False)
     ms = _as_milliseconds(wall)
-    parts = [_shuffle(_zigzag(dod)), _shuffle(_delta(p.epoch.astype(np.int64))),
-             _shuffle(_delta(wall.view(np.int64) if ms is None else ms)),
-             _shuffle(p.value if f32 is None else f32)]
-    return _frame((0 if f32 is None else _F32) | (0 if ms is None else _WALL_MS), len(steps), parts)
+    head, columns = [], []
+    for column in (p.step.astype(np.int64), p.epoch.astype(np.int64), wall.view(np.int64) if ms is None else ms):
+        d = _delta(column)
+        # frame of reference: the deltas after the first, minus their smallest, are all ≥ 0 and small
+        lo = d[1:].view(np.int64).min() if len(d) > 1 else np.int64(0)
+        head += [_varint(_zigzag(int(d[0].view(np.int64)))), _varint(_zigzag(int(lo)))]
+        columns.append(encode_column(d[1:] - lo.view(np.uint64)))
+    columns.append(encode_column((p.value if f32 is None else f32).view(np.uint64 if f32 is None else np.uint32)))
+    body = b"".join(head + columns)
+    flags = (0 if f32 is None else _F32) | (0 if ms is None else _WALL_MS)
+    return _HEADER.pack(FORMAT, flags, len(p), zlib.crc32(body)) + body
 
 
-def decode_points(blob: bytes) -> Points:
-    flags, n, body = _open(blob, "chunk points")
+def _columns_v1(n: int, flags: int, blob: bytes) -> tuple[np.ndarray, ...]:
+    """Format 1: one zstd frame of four byte-shuffled columns, first values included: zigzagged delta-of-delta
+    steps, deltas of epochs and wall times, values."""
+    try:
+        body = memoryview(decompress(blob[_HEADER_V1.size:]))
+    except zstandard.ZstdError as exc:
+        raise CorruptChunk(f"chunk points: {exc}") from exc
     vsize = 4 if flags & _F32 else 8
     if len(body) != n * (24 + vsize):
         raise CorruptChunk(f"chunk points: {len(body)} bytes for {n} points")
-    dod = _unzigzag(_unshuffle(body[:8 * n], n, np.uint64))
+    dod, epoch, wall = (_unzigzag(_unshuffle(body[k * 8 * n:(k + 1) * 8 * n], n, np.uint64)) for k in range(3))
     steps = np.cumsum(np.cumsum(dod))
-    epoch = _undelta(_unshuffle(body[8 * n:16 * n], n, np.uint64))
-    wall_bits = _undelta(_unshuffle(body[16 * n:24 * n], n, np.uint64))
+    return steps, _undelta(epoch), _undelta(wall), _unshuffle(body[24 * n:], n, np.uint32 if vsize == 4 else np.uint64)
+
+
+def _columns_v2(n: int, flags: int, blob: bytes) -> tuple[np.ndarray, ...]:
+    _, _, _, crc = _HEADER.unpack_from(blob)
+    body = memoryview(blob)[_HEADER.size:]
+    if zlib.crc32(body) != crc:
+        raise CorruptChunk("chunk points: the body does not match its CRC-32 (damaged)")
+    heads, at = _read_varints(body, 6)
+    reader = ColumnReader(body[at:])
+    try:
+        rests = [reader.column(n - 1, np.uint64) for _ in range(3)]
+        value = reader.column(n, np.uint32 if flags & _F32 else np.uint64)
+        reader.finish()
+    except ValueError as exc:
+        raise CorruptChunk(f"chunk points: {exc}") from exc
+    firsts, los = _unzigzag(np.array(heads[0::2], np.uint64)), _unzigzag(np.array(heads[1::2], np.uint64))
+    ints = [_undelta(np.r_[first.view(np.uint64), rest + lo.view(np.uint64)])
+            for first, lo, rest in zip(firsts, los, rests, strict=True)]
+    return (*ints, value)
+
+
+def decode_points(blob: bytes) -> Points:
+    if len(blob) < _HEADER_V1.size:
+        raise CorruptChunk(f"chunk points: {len(blob)} bytes is shorter than the header")
+    fmt, flags, n = _HEADER_V1.unpack_from(blob)
+    if fmt == 1:
+        steps, epoch, wall_bits, raw = _columns_v1(n, flags, blob)
+    elif fmt == FORMAT and len(blob) >= _HEADER.size and n:
+        steps, epoch, wall_bits, raw = _columns_v2(n, flags, blob)
+    else:
+        raise CorruptChunk(f"chunk points: format {fmt} with {n} points in {len(blob)} bytes is not one this "
+                           f"server reads (1 or {FORMAT})")
     wall = wall_bits / 1000.0 if flags & _WALL_MS else wall_bits.view(np.float64)
-    raw = _unshuffle(body[24 * n:], n, np.float32 if flags & _F32 else np.float64)
-    return Points(steps, raw.astype(np.float64, copy=False), epoch, wall)
+    value = raw.view(np.float32) if flags & _F32 else raw.view(np.float64)
+    return Points(steps, value.astype(np.float64, copy=False), epoch, wall)
 
 
 @dataclass
@@ -274,13 +318,13 @@ def encode_rollups(p: Points) -> bytes:
     records["level"] = np.repeat([level for level, _ in tables], [len(t) for _, t in tables])
     for name in Buckets.FIELDS:
         records[name] = getattr(b, name)
-    return _compress(records.tobytes())
+    return compress(records.tobytes())
 
 
 def decode_rollups(blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     """The ROLLUP_RECORD rows of many chunks' rollups, and for each row the index of the blob it came from."""
     try:
-        raw = [_decompress(b) if b else b"" for b in blobs]
+        raw = [decompress(b) if b else b"" for b in blobs]
     except zstandard.ZstdError as exc:
         raise CorruptChunk(f"chunk rollups: {exc}") from exc
     sizes = np.array([len(r) for r in raw], np.int64)

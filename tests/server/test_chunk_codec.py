@@ -152,13 +152,52 @@ def test_sparse_chunks_have_no_rollups():
     assert rollup_levels(step)[0] >= 14  # only buckets holding ≥ 16 points on average
 
 
-@pytest.mark.parametrize("damage", [lambda b: b[:3], lambda b: b[:6] + b"junk" + b[10:], lambda b: b"\x09" + b[1:]])
+def flip(blob: bytes, at: int) -> bytes:
+    return blob[:at] + bytes([blob[at] ^ 0x10]) + blob[at + 1:]
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[:3], lambda b: b[:6] + b"junk" + b[10:], lambda b: b"\x09" + b[1:],
+                                    lambda b: flip(b, 20), lambda b: b[:-1], lambda b: b + b"\x00"])
 def test_damaged_blobs_are_refused(damage):
     p = Points(np.arange(100, dtype=np.int64), np.ones(100), np.zeros(100, np.int64), np.zeros(100))
     with pytest.raises(CorruptChunk, match="chunk points"):
         decode_points(damage(encode_points(p)))
     with pytest.raises(CorruptChunk, match="chunk rollups"):
         decode_rollups([b"not zstd at all"])
+
+
+# written by format 1 (one zstd frame of byte-shuffled columns), which databases made before format 2 still hold
+V1_FLOAT64 = ("01020600000028b52ffd20c0850200e4030603020203ba00070001020002000c00f4f4e8e892d0010103033bca009f0017000300"
+              "9c0001000000750088003c00e40000e0f8f03700003f7fff7e80000a10008103de78e2c081053f64105e8d")
+V1_FLOAT32 = ("01030500000028b52ffd208c350100b00004000266606464d0ca9f1703804080003f3e3f3f4006006005c4816010a20a4151140c"
+              "01")
+
+
+def test_format_1_chunks_still_decode():
+    old = decode_points(bytes.fromhex(V1_FLOAT64))
+    assert_same(old, Points(np.array([3, 4, 6, 9, 10, 1000]), np.array([0.5, np.nan, -np.inf, 1e300, -0.0, 5e-324]),
+                            np.array([-1, 0, 0, 1, 1, 7]), 1.7e9 + np.array([0, 0.25, 0.5, 1.0, 1.5, 9.125])))
+    old = decode_points(bytes.fromhex(V1_FLOAT32))
+    assert_same(old, Points(np.arange(5) * 2, np.array([0.5, 0.25, 0.75, 1.0, 2.0]), np.zeros(5, np.int64),
+                            np.array([1700000000.001, 1700000000.052, 1700000000.1, 1700000000.15, 1700000000.2])))
+    assert_same(decode_points(encode_points(old)), old)  # rewritten in today's format
+    assert encode_points(old)[0] == 2
+
+
+def test_a_short_series_costs_little_beyond_its_values():
+    """A 100-point chunk (a short run: one of 100 keys × 100 steps) of float32 losses with millisecond wall
+    times: the value bytes carry the noise, and the rest is a few bytes."""
+    rng = np.random.default_rng(1)
+    n = 100
+    steps = np.arange(n, dtype=np.int64)
+    walls = np.array([round(w, 3) for w in (1.7e9 + np.cumsum(0.05 + rng.exponential(0.002, n))).tolist()])
+    losses = (0.7 + rng.normal(0, 0.05, n)).astype(np.float32).astype(np.float64)
+    p = Points(steps, losses, steps // 10, walls)
+    blob = encode_points(p)
+    assert_same(decode_points(blob), p)
+    assert len(blob) < 4.2 * n  # format 1: 4.7 bytes a point; the float32 noise alone is ~2.7
+    schedule = Points(steps, np.full(n, 2e-4) * (0.5 ** (steps // 50)), steps // 10, walls)
+    assert len(encode_points(schedule)) < 1.5 * n
 
 
 def test_threads_encode_and_decode_at_once():
