@@ -3,19 +3,19 @@
 Points (`encode_points` / `decode_points`): four columns, each turned into small unsigned integers, stored as
 byte planes (server/store/byte_planes.py: each plane constant, bit-packed or zstd, whichever is smallest):
 
-* step — delta-of-delta, zigzag: a series logged every step (or every k steps) is one constant plane;
-* epoch — delta, zigzag (-1 encodes "no epoch");
+* step, epoch (-1 = "no epoch") — deltas after the first value, minus the smallest of them (frame of reference:
+  a series logged every k steps is one constant plane);
 * wall_time — when every wall time of the chunk is a whole number of milliseconds (the Monitor sends them so,
-  as MLflow stores them), the delta of those milliseconds as integers, zigzag (≈ 0.5 bytes a point for a step
-  every ~50 ms with jitter); else the delta of the float64 bit patterns, zigzag (wrapping, so exact for any
-  value; ≈ 2 bytes a point for time.time() at its 0.24 µs resolution);
-* value — float32 when every value of the chunk converts to float32 and back bit for bit (losses computed in
-  float32: half the bytes), else float64. NaN payloads, ±inf, -0.0 and denormals come back bit for bit.
+  as MLflow stores them), the deltas of those milliseconds as integers (≈ 0.6 bytes a point for a step every
+  ~50 ms with jitter); else the wrapping deltas of the float64 bit patterns (exact for any value; ≈ 2 bytes a
+  point for time.time() at its 0.24 µs resolution);
+* value — float32 bits when every value of the chunk converts to float32 and back bit for bit (losses computed in
+  float32: half the bytes), else float64 bits. NaN payloads, ±inf, -0.0 and denormals come back bit for bit.
 
-The first step, epoch and wall time are varints before the columns (the columns hold the deltas after them), and a
-CRC-32 of the body sits in the header, so a damaged blob is refused rather than decoded into wrong points. Format
-1 (one zstd frame of the shuffled columns, first values included) is still read: chunks are rewritten in format 2
-when ingest or retention touches them.
+Each column's first value and smallest delta are varints before the columns, and a CRC-32 of the body sits in the
+header, so a damaged blob is refused rather than decoded into wrong points. Format 1 (one zstd frame of the
+byte-shuffled columns: zigzagged delta-of-delta steps, deltas of epochs and wall times, first values included) is
+still read; a chunk is rewritten in format 2 when ingest or retention touches it.
 
 Rollups (`encode_rollups` / `decode_rollups`): for every bucket width 4^k ≥ 256 at which the chunk's points fall
 into at least two buckets and where a bucket holds 16 points on average (so the rollups cost at most 1/16 of the
