@@ -116,3 +116,10 @@ def brute_buckets(steps, values, lo, hi, level):  # type: ignore[no-untyped-def]
 
 def same_float(a: float, b: float) -> bool:
     return (a != a and b != b) or a == b
+
+
+# written by format 1 (one zstd frame of byte-shuffled columns), which databases made before format 2 still hold
+V1_FLOAT64 = ("01020600000028b52ffd20c0850200e4030603020203ba00070001020002000c00f4f4e8e892d0010103033bca009f0017000300"
+              "9c0001000000750088003c00e40000e0f8f03700003f7fff7e80000a10008103de78e2c081053f64105e8d")
+V1_FLOAT32 = ("01030500000028b52ffd208c350100b00004000266606464d0ca9f1703804080003f3e3f3f4006006005c4816010a20a4151140c"
+              "01")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from server_support import V1_FLOAT32, V1_FLOAT64
 
 from sqd.server.store.chunk_codec import (
     Buckets,
@@ -164,13 +165,6 @@ def test_damaged_blobs_are_refused(damage):
         decode_points(damage(encode_points(p)))
     with pytest.raises(CorruptChunk, match="chunk rollups"):
         decode_rollups([b"not zstd at all"])
-
-
-# written by format 1 (one zstd frame of byte-shuffled columns), which databases made before format 2 still hold
-V1_FLOAT64 = ("01020600000028b52ffd20c0850200e4030603020203ba00070001020002000c00f4f4e8e892d0010103033bca009f0017000300"
-              "9c0001000000750088003c00e40000e0f8f03700003f7fff7e80000a10008103de78e2c081053f64105e8d")
-V1_FLOAT32 = ("01030500000028b52ffd208c350100b00004000266606464d0ca9f1703804080003f3e3f3f4006006005c4816010a20a4151140c"
-              "01")
 
 
 def test_format_1_chunks_still_decode():

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from server_support import brute_buckets, same_float
+from server_support import V1_FLOAT32, brute_buckets, same_float
 from sqlalchemy import func, select
 
 from sqd.protocol import MetricBatch
@@ -112,3 +112,19 @@ def test_window_at_full_resolution_and_unknown_keys(sessions):
         got = query_series(s, "run", ["k", "nope"], 1000, start=4000, end=4500)
     assert "nope" not in got
     assert got["k"].step == list(range(4000, 4501)) and got["k"].bucket_width == 1
+
+
+def test_chunks_of_format_1_are_read_and_rewritten_in_format_2(sessions):
+    """A database written before chunk format 2 keeps its chunks as they are: they are read, and the open one is
+    rewritten in format 2 when a batch extends it."""
+    store(sessions, [0, 2, 4, 6, 8], [9, 9, 9, 9, 9])  # the series and its chunk row
+    with sessions() as s:
+        s.execute(Chunk.__table__.update().values(data=bytes.fromhex(V1_FLOAT32)))  # steps 0..8, as format 1 wrote
+        s.commit()
+        assert run_points(s, "run")["k"].value.tolist() == [0.5, 0.25, 0.75, 1.0, 2.0]
+    assert store(sessions, [8, 10, 12], [7, 7, 7]) == 2  # step 8 is stored: its format-1 value stays
+    with sessions() as s:
+        p = run_points(s, "run")["k"]
+        assert p.step.tolist() == [0, 2, 4, 6, 8, 10, 12]
+        assert p.value.tolist() == [0.5, 0.25, 0.75, 1.0, 2.0, 7.0, 7.0]
+        assert [d[0] for d in s.scalars(select(Chunk.data))] == [2]
