@@ -12,10 +12,10 @@ byte planes (server/store/byte_planes.py: each plane constant, bit-packed or zst
 * value — float32 bits when every value of the chunk converts to float32 and back bit for bit (losses computed in
   float32: half the bytes), else float64 bits. NaN payloads, ±inf, -0.0 and denormals come back bit for bit.
 
-Each column's first value and smallest delta are varints before the columns, and a CRC-32 of the body sits in the
-header, so a damaged blob is refused rather than decoded into wrong points. Format 1 (one zstd frame of the
-byte-shuffled columns: zigzagged delta-of-delta steps, deltas of epochs and wall times, first values included) is
-still read; a chunk is rewritten in format 2 when ingest or retention touches it.
+Each column's first value and smallest delta are varints before the columns, and a CRC-32 of the blob (point count
+and flags included) sits in the header, so a damaged blob is refused rather than decoded into wrong points. Format 1
+(one zstd frame of the byte-shuffled columns: zigzagged delta-of-delta steps, deltas of epochs and wall times, first
+values included) is still read; a chunk is rewritten in format 2 when ingest or retention touches it.
 
 Rollups (`encode_rollups` / `decode_rollups`): for every bucket width 4^k ≥ 256 at which the chunk's points fall
 into at least two buckets and where a bucket holds 16 points on average (so the rollups cost at most 1/16 of the
@@ -42,7 +42,7 @@ FORMAT = 2  # format 1 is still decoded
 ROLLUP_MIN_LEVEL = 8  # 4^4 = 256 steps: finer buckets are computed from the points themselves
 POINTS_PER_ROLLUP = 16  # a level is kept when its buckets hold this many points on average
 _HEADER_V1 = struct.Struct("<BBI")  # format, flags, n
-_HEADER = struct.Struct("<BBII")  # format, flags, n, CRC-32 of the body
+_HEADER = struct.Struct("<BBII")  # format, flags, n, CRC-32 of (format, flags, n) and the body
 _F32 = 1
 _WALL_MS = 2
 
@@ -168,7 +168,8 @@ def encode_points(p: Points) -> bytes:
     columns.append(encode_column((p.value if f32 is None else f32).view(np.uint64 if f32 is None else np.uint32)))
     body = b"".join(head + columns)
     flags = (0 if f32 is None else _F32) | (0 if ms is None else _WALL_MS)
-    return _HEADER.pack(FORMAT, flags, len(p), zlib.crc32(body)) + body
+    crc = zlib.crc32(body, zlib.crc32(_HEADER_V1.pack(FORMAT, flags, len(p))))
+    return _HEADER.pack(FORMAT, flags, len(p), crc) + body
 
 
 def _columns_v1(n: int, flags: int, blob: bytes) -> tuple[np.ndarray, ...]:
@@ -189,8 +190,9 @@ def _columns_v1(n: int, flags: int, blob: bytes) -> tuple[np.ndarray, ...]:
 def _columns_v2(n: int, flags: int, blob: bytes) -> tuple[np.ndarray, ...]:
     _, _, _, crc = _HEADER.unpack_from(blob)
     body = memoryview(blob)[_HEADER.size:]
-    if zlib.crc32(body) != crc:
-        raise CorruptChunk("chunk points: the body does not match its CRC-32 (damaged)")
+    # checked before n sizes anything: a damaged count must not allocate (or decode) a wrong number of points
+    if zlib.crc32(body, zlib.crc32(memoryview(blob)[:_HEADER_V1.size])) != crc:
+        raise CorruptChunk("chunk points: the blob does not match its CRC-32 (damaged)")
     heads, at = _read_varints(body, 6)
     reader = ColumnReader(body[at:])
     try:

@@ -217,3 +217,17 @@ def test_threads_encode_and_decode_at_once():
 
     with ThreadPoolExecutor(8) as pool:
         assert all(pool.map(round_trips, originals * 2))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10**6), st.integers(0, 7))
+def test_any_flipped_bit_is_refused(at, bit):
+    """Format 2 carries a CRC-32 over its count, flags and body: one flipped bit anywhere after the format byte
+    (which selects the reader) is refused before the count sizes anything."""
+    rng = np.random.default_rng(5)
+    p = Points(np.arange(300, dtype=np.int64), rng.normal(size=300), np.arange(300) // 7, 1.7e9 + np.arange(300) * 0.05)
+    blob = encode_points(p)
+    at = 1 + at % (len(blob) - 1)
+    damaged = blob[:at] + bytes([blob[at] ^ (1 << bit)]) + blob[at + 1:]
+    with pytest.raises(CorruptChunk, match="chunk points"):
+        decode_points(damaged)
