@@ -74,7 +74,8 @@ def encode_column(values: np.ndarray) -> bytes:
         if lo == hi:
             out.append(bytes([_CONST, lo]))
             continue
-        packed = bytes([_PACKED, lo, (hi - lo).bit_length()]) + _packed(plane, lo, (hi - lo).bit_length())
+        bits = (hi - lo).bit_length()
+        packed = bytes([_PACKED, lo, bits]) + _packed(plane, lo, bits)
         frame = compress(plane.tobytes())
         out.append(bytes([_ZSTD]) + _LENGTH.pack(len(frame)) + frame if len(frame) + 5 < len(packed) else packed)
     return b"".join(out)

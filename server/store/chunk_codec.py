@@ -98,10 +98,6 @@ def _undelta(d: np.ndarray) -> np.ndarray:
     return np.cumsum(d.view(np.uint64), dtype=np.uint64).view(np.int64)
 
 
-def _shuffle(a: np.ndarray) -> bytes:
-    return a.view(np.uint8).reshape(len(a), a.itemsize).T.tobytes()
-
-
 def _unshuffle(raw: memoryview | bytes, n: int, dtype: type) -> np.ndarray:
     size = np.dtype(dtype).itemsize
     return np.frombuffer(raw, np.uint8, n * size).reshape(size, n).T.copy().view(dtype).reshape(n)
