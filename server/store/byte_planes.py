@@ -4,7 +4,7 @@ than the data (a 100-byte plane of one repeated byte takes 17 bytes as a frame; 
 
 * constant: one byte;
 * bit-packed: the plane minus its smallest byte, in as many bits as the largest difference needs (a ~50 ms step
-  time with 2 ms of jitter: 4 bits a point);
+  time with 2 ms of jitter: ~5 bits a point);
 * zstd: a plane that compresses better than it packs (runs, skewed bytes of long chunks), as its own frame (one
   frame for several planes would share one literal table between random and skewed bytes: larger).
 
