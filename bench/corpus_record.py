@@ -56,7 +56,8 @@ class Planned:
 
 
 def plan() -> list[Planned]:
-    """The recording order: the demo check first, then the families, a third grid seed, then the slow ones."""
+    """The recording order: the demo check first, then the families, a third grid seed, then the slow ones
+    (GraN before the R3GAN ablations: a family not yet recorded at all before a further seed of one that is)."""
     one = {"train.threads": 1}  # two runs, the worker and the server share 2 cores
     runs = [Planned("demo-stable", k, one) for k in range(10)]
     runs += [Planned("demo-turning", k, one) for k in range(3)]
@@ -65,7 +66,7 @@ def plan() -> list[Planned]:
              for k in range(3)]
     runs += [Planned(p, 2, {**one, **LENGTH}) for p in GRID]
     runs += [Planned(p, k, {**one, **LENGTH}) for k in range(3)
-             for p in ("r3gan-digits", "r3gan-digits-nsgan", "r3gan-digits-r1", "grand-digits", "granc-digits")]
+             for p in ("grand-digits", "granc-digits", "r3gan-digits", "r3gan-digits-nsgan", "r3gan-digits-r1")]
     return [Planned(r.preset, r.seed, {**r.overrides, "train.seed": r.seed}) for r in runs]
 
 

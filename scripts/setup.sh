@@ -23,7 +23,9 @@ extra=all
 
 if [ "$extra" = dev ] && [ ! -x /usr/bin/chromium ]; then
   echo "installing Debian's chromium for the browser tests..."
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null
-  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi
+  # wait for the dpkg lock rather than fail: another setup or the system's own upgrades may hold it for a while
+  apt=(apt-get -o DPkg::Lock::Timeout=600)
+  [ "$(id -u)" = 0 ] || apt=(sudo "${apt[@]}")
+  "${apt[@]}" update -qq && "${apt[@]}" install -y -qq chromium >/dev/null
 fi
 echo "sqd is set up in .venv ($(.venv/bin/python -c 'import sqd; print(sqd.__version__)'))"
