@@ -9,6 +9,12 @@ Each run is labelled by bench/corpus_labels.py (from the worker's Q/D, never fro
 labelled step to 10 epochs after it (the window of bench/turning.py); recall counts criticals only, then any
 severity. Every alert of a stable run is a false alarm; alarms of a turning run before the window are "early".
 Delay: detection epoch − labelled epoch, of the first critical in the window.
+
+With `--runs`, each labelled turn also gets a *shape*, a description added after the detector's figures were known
+(so it is not a second label rule, and nothing is tuned on it): "sustained" when modes covered stay ≥ 30 % below
+the pre-fall peak at the fall and the 3 evaluations after it, else "transient" (a dip the run recovers from); and
+the peak itself (of the 1,000 modes), which tells a collapse after a healthy plateau from noise in a run that never
+covered many modes.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from corpus_data import FAMILY_ORDER, CorpusRun, load_corpus, severity
+from corpus_labels import MODES_DROP
 from turning import EARLY_TOLERANCE_EPOCHS, LATE_LIMIT_EPOCHS
 
 from sqd.server.turning import TurningPoint
@@ -43,6 +50,20 @@ class Judged:
         if self.hit_critical is None or self.run.label.turning_epoch is None:
             return None
         return detected_epoch(self.run, self.hit_critical) - self.run.label.turning_epoch
+
+
+SUSTAIN_EVALS = 3  # evaluations after the fall that must stay down for a "sustained" turn
+
+
+def turn_shape(run: CorpusRun) -> tuple[str, float] | None:
+    """("sustained" | "transient", peak modes before the fall) of a labelled turn; None for a stable run."""
+    if run.label.turning_step is None:
+        return None
+    steps, modes, _ = run.series["eval/modes_covered"]
+    fall = int(np.searchsorted(steps, run.label.turning_step)) + 1
+    peak = float(np.max(modes[:fall]))
+    after = modes[fall:fall + 1 + SUSTAIN_EVALS]
+    return ("sustained" if np.all(after <= (1 - MODES_DROP) * peak) else "transient"), peak
 
 
 def detected_epoch(run: CorpusRun, tp: TurningPoint) -> float:
@@ -124,9 +145,23 @@ def run_lines(judged: list[Judged]) -> list[str]:
     lines = []
     for j in judged:
         live = sum(a["severity"] == "critical" for a in j.run.alerts)
+        shape = turn_shape(j.run)
+        shaped = f", {shape[0]}, peak {shape[1]:.0f} modes" if shape else ""
         lines.append(f"{j.run.name:<28} label {'stable' if not j.turning else f'epoch {j.run.label.turning_epoch}'}"
-                     f" ({j.run.label.reason}); replay critical at epoch {first(j, 'critical')}, warning at "
+                     f" ({j.run.label.reason}{shaped}); replay critical at epoch {first(j, 'critical')}, warning at "
                      f"{first(j, 'warning')}; live: {len(j.run.alerts)} alerts, {live} critical")
+    return lines
+
+
+def shape_lines(judged: list[Judged]) -> list[str]:
+    """Recall per shape of the labelled turns (post hoc: see the module docstring)."""
+    lines = []
+    for name in ("sustained", "transient"):
+        runs = [j for j in judged if (shape := turn_shape(j.run)) is not None and shape[0] == name]
+        crit = sum(j.hit_critical is not None for j in runs)
+        anyx = sum(j.hit_any is not None for j in runs)
+        lines.append(f"{name} turns: {len(runs)} ({', '.join(j.run.name for j in runs) or 'none'}); found "
+                     f"critical {crit}, any {anyx}")
     return lines
 
 
@@ -143,6 +178,8 @@ def main() -> None:
     if args.runs:
         print()
         print("\n".join(run_lines(judged)))
+        print()
+        print("\n".join(shape_lines(judged)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,33 @@
+"""bench/turning_corpus.py's shape of a labelled turn: sustained (modes stay down for 3 evaluations) or transient."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from corpus_data import CorpusRun  # noqa: E402
+from corpus_labels import Label  # noqa: E402
+from turning_corpus import turn_shape  # noqa: E402
+
+
+def corpus_run(modes: list[float], label_step: int | None) -> CorpusRun:
+    steps = np.arange(len(modes), dtype=np.int32) * 250
+    label = Label(None if label_step is None else label_step // 156, label_step, "test")
+    series = {"eval/modes_covered": (steps, np.asarray(modes, np.float32), [None] * len(modes))}
+    return CorpusRun("r-seed0", "demo-turning", 0, 156.0, label, label_step or -1, series, [], {}, {})
+
+
+@pytest.mark.parametrize(("modes", "label_step", "shape"), [
+    ([1, 400, 600, 650, 100, 200, 150, 300], 750, ("sustained", 650.0)),   # down for the fall and 3 after
+    ([1, 400, 600, 650, 100, 200, 640, 600], 750, ("transient", 650.0)),   # back within 30 % of the peak
+    ([1, 40, 64, 1, 50, 60, 70], 500, ("transient", 64.0)),                # noise of a run that covers few modes
+    ([1, 400, 600, 650, 100, 120], 750, ("sustained", 650.0)),             # the run ends before 3 more
+])
+def test_shape_of_a_turn(modes, label_step, shape):
+    assert turn_shape(corpus_run(modes, label_step)) == shape
+
+
+def test_a_stable_run_has_no_shape():
+    assert turn_shape(corpus_run([1, 400, 600, 650], None)) is None
