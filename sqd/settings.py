@@ -84,6 +84,9 @@ class AlertSettings(BaseModel):
     webhook_backoff_max_s: float = Field(600.0, gt=0)
     webhook_timeout_s: float = Field(10.0, gt=0)
     stalled_check_s: float = Field(30.0, gt=0, description="how often runs are checked for stalled rules")
+    eval_wait_s: float = Field(1800.0, ge=0, description="how long a run's later evaluations wait, for the "
+                               "detector and the rules, for an earlier checkpoint's evaluation (workers finish "
+                               "out of order); 0: never wait")
 
 
 class ArtifactSettings(BaseModel):

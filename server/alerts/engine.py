@@ -16,6 +16,7 @@ Online = offline: the detector state is the whole of TurningDetector, so feeding
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -37,7 +38,7 @@ from sqd.server.context import ServerContext
 from sqd.server.store import runs_store
 from sqd.server.store.chunk_codec import Points
 from sqd.server.store.chunk_read import iter_window
-from sqd.server.store.models import Run, Series
+from sqd.server.store.models import Checkpoint, Evaluation, Run, Series
 
 log = logging.getLogger(__name__)
 MAX_READ = 100_000  # points of one key read per batch; a run with more to catch up continues next batch
@@ -51,11 +52,39 @@ class PointReader:
     session: Session
     series: dict[str, tuple[int, int | None]]  # key → (series id, last step)
     cache: dict[str, tuple[int, tuple[np.ndarray, np.ndarray, list[int | None]]]] = field(default_factory=dict)
+    held_until: float | None = None  # evaluations are held back until then (see `for_run`)
 
     @classmethod
-    def for_run(cls, session: Session, run_id: str) -> PointReader:
+    def for_run(cls, session: Session, run_id: str, now: float | None = None, eval_wait_s: float = 0.0,
+                ) -> PointReader:
+        """The run's series as they are now. Evaluation keys (`eval/…`) are read only up to the oldest checkpoint
+        whose evaluation is still outstanding (announced less than `eval_wait_s` ago): several workers finish
+        evaluations out of order, and a later evaluation read first would put the earlier one behind every
+        cursor, unseen by the detector and the rules. `held_until` says when that hold lapses (an evaluation
+        that never comes holds nothing back for longer)."""
         rows = session.execute(select(Series.key, Series.id, Series.last_step).where(Series.run_id == run_id))
-        return cls(session, {key: (sid, last) for key, sid, last in rows})
+        reader = cls(session, {key: (sid, last) for key, sid, last in rows})
+        if eval_wait_s > 0:
+            reader._hold_evaluations(run_id, time.time() if now is None else now, eval_wait_s)
+        return reader
+
+    def _hold_evaluations(self, run_id: str, now: float, wait_s: float) -> None:
+        if self.session.scalar(select(Evaluation.id).where(Evaluation.run_id == run_id).limit(1)) is None:
+            return  # no worker evaluates this run: `eval/…` points are the run's own (Monitor.log), never held
+        evaluated = select(Evaluation.id).where(Evaluation.run_id == Checkpoint.run_id,
+                                                Evaluation.checkpoint_step == Checkpoint.step)
+        pending = self.session.execute(
+            select(Checkpoint.step, Checkpoint.created_at)
+            .where(Checkpoint.run_id == run_id, Checkpoint.profile != "none", Checkpoint.created_at > now - wait_s,
+                   ~evaluated.exists())
+            .order_by(Checkpoint.step).limit(1)).first()
+        if pending is None:
+            return
+        horizon, announced = pending
+        for key, (sid, last) in self.series.items():
+            if key.startswith("eval/") and last is not None and last >= horizon:
+                self.series[key] = (sid, horizon - 1 if horizon > 0 else None)
+                self.held_until = announced + wait_s
 
     def has_new(self, key: str, after: int | None) -> bool:
         last = self.series[key][1]
@@ -151,7 +180,10 @@ def check_point_rule(session: Session, run: Run, rule: AlertRule, reader: PointR
     return raised
 
 
-def check_run(session: Session, run_id: str, dashboard_url: str | None = None) -> list[Raised]:
+def check_run(session: Session, run_id: str, dashboard_url: str | None = None, eval_wait_s: float = 0.0,
+              holds: dict[str, float] | None = None) -> list[Raised]:
+    """The run's rules on its new points. With `eval_wait_s`, evaluations wait for the outstanding earlier ones
+    (PointReader.for_run); `holds` then gets run id → when to check the run again should none arrive."""
     run = session.get(Run, run_id)
     if run is None:
         return []
@@ -160,7 +192,9 @@ def check_run(session: Session, run_id: str, dashboard_url: str | None = None) -
     point_rules = [r for r in rules if r.kind in POINT_KINDS]
     if not turning and not point_rules:
         return []
-    reader = PointReader.for_run(session, run.id)
+    reader = PointReader.for_run(session, run.id, eval_wait_s=eval_wait_s)
+    if holds is not None and reader.held_until is not None:
+        holds[run.id] = reader.held_until
     raised = check_turning(session, run, turning, reader, dashboard_url) if turning else []
     for rule in point_rules:
         raised += check_point_rule(session, run, rule, reader, dashboard_url)
@@ -202,6 +236,7 @@ class Runtime:
     ctx: ServerContext
     webhooks: WebhookSender
     pending: set[str] = field(default_factory=set)
+    holds: dict[str, float] = field(default_factory=dict)  # run id → time.time() to check it again (held evaluations)
     busy: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     wake: threading.Event = field(default_factory=threading.Event)
@@ -242,12 +277,18 @@ class Runtime:
         ctx, every = self.ctx, self.ctx.settings.alerts.stalled_check_s
         next_stalled = time.monotonic() + every
         while not ctx.stop.is_set():
-            self.wake.wait(max(0.0, next_stalled - time.monotonic()))
+            lapse = min(self.holds.values(), default=math.inf) - time.time()
+            self.wake.wait(max(0.0, min(next_stalled - time.monotonic(), lapse)))
             self.wake.clear()
+            now = time.time()
+            with self.lock:
+                self.pending.update(run_id for run_id, until in self.holds.items() if until <= now)
             ids = self._take()
+            for run_id in ids:  # checked now: held again by this check if still waiting
+                self.holds.pop(run_id, None)
             try:
                 if ids:
-                    deliver(ctx, check_runs(ctx, ids))
+                    deliver(ctx, check_runs(ctx, ids, self.holds))
                 if time.monotonic() >= next_stalled:
                     next_stalled = time.monotonic() + every
                     with ctx.sessions() as session, session.begin():
@@ -284,13 +325,13 @@ def start(ctx: ServerContext) -> Runtime:
         return rt
 
 
-def check_runs(ctx: ServerContext, run_ids: Sequence[str]) -> list[Raised]:
+def check_runs(ctx: ServerContext, run_ids: Sequence[str], holds: dict[str, float] | None = None) -> list[Raised]:
     """Check each run in its own transaction (one run's failure does not undo another's alerts)."""
     url = dashboard_url(ctx)
     raised: list[Raised] = []
     for run_id in run_ids:
         with ctx.sessions() as session, session.begin():
-            raised += check_run(session, run_id, url)
+            raised += check_run(session, run_id, url, ctx.settings.alerts.eval_wait_s, holds)
     return raised
 
 

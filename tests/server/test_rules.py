@@ -11,9 +11,11 @@ from fastapi.testclient import TestClient
 from server_support import AUTH, make_settings, wait_for
 
 from sqd.errors import ConfigError
+from sqd.protocol import CheckpointReady, EvaluationResult
 from sqd.server.alerts import engine
 from sqd.server.alerts.rules import RuleCreate, RuleSpec, evaluate, normalize
 from sqd.server.app import create_app
+from sqd.server.ingest.consumer import IngestHandler
 from sqd.settings import AlertSettings
 
 
@@ -132,6 +134,55 @@ def test_user_rules_created_over_rest_trigger_on_ingest(client: TestClient) -> N
     assert by_rule["NaN loss"]["step"] == 10 and by_rule["NaN loss"]["scores"] == {"loss/D": "NaN"}
     assert [a["rule"] for a in client.get("/api/v1/alerts", params={"run_id": other}).json()["data"]] == [
         nan["name"]]  # the quality rule is the other run's business only
+
+
+def test_evaluations_finished_out_of_order_are_all_seen_in_step_order(client: TestClient) -> None:
+    """Two workers: the evaluation of checkpoint 500 lands before those of 250 and 0. The rules (and the detector)
+    read evaluations only up to the oldest one still outstanding, so each is seen, in step order."""
+    run = client.post("/api/v1/runs", json={"name": "two workers"}, headers=AUTH).json()["id"]
+    rule = client.post("/api/v1/rules", headers=AUTH, json={
+        "expression": "eval/quality < 0.5 for 2 evaluations", "run_id": run}).json()
+    ingest = IngestHandler(client.app.state.ctx)
+    ingest.apply([CheckpointReady(run_id=run, step=s, epoch=s // 100, uri=f"runs/{run}/checkpoints/{s}.pt",
+                                  sha256="0" * 64, size_bytes=1, profile="digits", generator={})
+                  for s in (0, 250, 500)])
+
+    def evaluated(step: int, quality: float) -> None:
+        ingest.apply([EvaluationResult(run_id=run, checkpoint_step=step, epoch=step // 100, status="ok",
+                                       metrics={"quality": quality})])
+        assert engine.start(client.app.state.ctx).wait_idle(60)
+
+    evaluated(500, 0.3)  # held: 0 and 250 are outstanding
+    evaluated(0, 0.9)  # read; 500 still held behind 250
+    assert client.get("/api/v1/alerts", params={"run_id": run}).json()["count"] == 0
+    evaluated(250, 0.4)  # 250 and 500 read in order: two in a row below 0.5
+    (alert,) = client.get("/api/v1/alerts", params={"run_id": run}).json()["data"]
+    assert (alert["rule"], alert["step"]) == (rule["name"], 500)
+    assert alert["explanation"] == "eval/quality = 0.3 < 0.5 for 2 points in a row"
+
+
+def test_an_evaluation_that_never_comes_holds_nothing_back_for_long(client: TestClient) -> None:
+    run = client.post("/api/v1/runs", json={"name": "a lost evaluation"}, headers=AUTH).json()["id"]
+    ingest = IngestHandler(client.app.state.ctx)
+    announced = time.time()
+    ingest.apply([CheckpointReady(run_id=run, step=s, uri=f"runs/{run}/checkpoints/{s}.pt", sha256="0" * 64,
+                                  size_bytes=1, profile=profile, generator={}, ts=announced)
+                  for s, profile in ((0, "digits"), (100, "none"), (200, "digits"))])
+    ingest.apply([EvaluationResult(run_id=run, checkpoint_step=200, status="ok", metrics={"quality": 0.8})])
+    client.post(f"/api/v1/runs/{run}/metrics", headers=AUTH, json={"points": _points("loss/D", [0.5, 0.4])})
+    with client.app.state.ctx.sessions() as session:
+        held = engine.PointReader.for_run(session, run, now=announced + 1, eval_wait_s=60)
+        assert held.series["eval/quality"][1] is None and held.held_until == announced + 60
+        assert held.series["loss/D"][1] == 10  # only evaluations wait
+        lapsed = engine.PointReader.for_run(session, run, now=announced + 61, eval_wait_s=60)
+        assert lapsed.series["eval/quality"][1] == 200 and lapsed.held_until is None
+        assert engine.PointReader.for_run(session, run).series["eval/quality"][1] == 200  # no wait asked
+    own = client.post("/api/v1/runs", json={"name": "its own evaluations"}, headers=AUTH).json()["id"]
+    ingest.apply([CheckpointReady(run_id=own, step=0, uri=f"runs/{own}/checkpoints/0.pt", sha256="0" * 64,
+                                  size_bytes=1, generator={}, ts=announced)])
+    client.post(f"/api/v1/runs/{own}/metrics", headers=AUTH, json={"points": _points("eval/fid", [90.0, 80.0])})
+    with client.app.state.ctx.sessions() as session:  # no worker evaluates it: nothing is held
+        assert engine.PointReader.for_run(session, own, now=announced + 1, eval_wait_s=60).held_until is None
 
 
 def test_stalled_rule_fires_once_per_silence(tmp_path, external_redis_url, db_url, prefix) -> None:
