@@ -71,16 +71,28 @@ def sse_message(stream_id: str, event: str, data: str) -> str:
     return f"id: {stream_id}\nevent: {event}\ndata: {data}\n\n"
 
 
-async def follow(client: aioredis.Redis, stream_key: str, last_id: str | None, run_ids: set[str] | None,
-                 block_ms: int = 15_000) -> AsyncIterator[str | None]:
-    """SSE messages after `last_id` (or from now), filtered by run; yields None after an idle block so the
-    caller can send a keep-alive comment."""
+@dataclass(frozen=True)
+class StartPoint:
+    stream_id: str
+    trimmed: bool  # entries after a resume point were trimmed away: the client must reload over REST
+
+
+async def start_point(client: aioredis.Redis, stream_key: str, last_id: str | None) -> StartPoint:
+    """Where a connection starts reading: after `last_id`, or after the newest entry when it is None. Taken
+    before the response opens, so a client holding the response misses nothing committed after that."""
     if last_id is None:
         # "$" would lose what arrives between two reads; start from the current last entry instead
         newest: Any = await client.xrevrange(stream_key, count=1)
-        last_id = newest[0][0].decode() if newest else "0-0"
-    elif _id_tuple(last_id) < await _max_deleted_id(client, stream_key):
-        # entries after last_id were trimmed away: tell the client to reload over REST
+        return StartPoint(newest[0][0].decode() if newest else "0-0", trimmed=False)
+    return StartPoint(last_id, trimmed=_id_tuple(last_id) < await _max_deleted_id(client, stream_key))
+
+
+async def follow(client: aioredis.Redis, stream_key: str, start: StartPoint, run_ids: set[str] | None,
+                 block_ms: int = 15_000) -> AsyncIterator[str | None]:
+    """SSE messages after `start`, filtered by run; yields None after an idle block so the caller can send a
+    keep-alive comment."""
+    last_id = start.stream_id
+    if start.trimmed:
         yield sse_message(last_id, "reset", json.dumps({"reason": "Last-Event-ID is older than the live buffer"}))
     while True:
         try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -284,8 +284,11 @@ class Client:
                                headers={"Content-Type": "image/png"}))
 
     def events(self, run_ids: Iterable[str] | None = None, last_event_id: str | None = None,
-               timeout: float | None = None, sweep: str | None = None) -> Iterator[Event]:
-        """Follow the live stream (blocking generator) of some runs, or of a sweep's; keep-alives are skipped."""
+               timeout: float | None = None, sweep: str | None = None,
+               on_open: Callable[[], object] | None = None) -> Iterator[Event]:
+        """Follow the live stream (blocking generator) of some runs, or of a sweep's; keep-alives are skipped.
+        `on_open` is called once the server has taken the stream's position: every change committed after that
+        call is delivered, so a script can subscribe first and then start what it wants to watch."""
         params: dict[str, Any] = {"run_id": list(run_ids)} if run_ids else {}
         if sweep is not None:
             params["sweep"] = sweep
@@ -295,6 +298,8 @@ class Client:
             if resp.status_code >= 400:
                 resp.read()
                 raise ClientError("GET", "/api/v1/events", resp.status_code, resp.text)
+            if on_open is not None:
+                on_open()
             yield from parse_sse(resp.iter_lines())
 
 

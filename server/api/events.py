@@ -34,8 +34,8 @@ async def events(ctx: CtxDep,
     if sweep is not None:  # a sweep makes all its runs when it is created, so the set is fixed
         with ctx.sessions() as session:
             runs = (runs or set()) | set(sweeps_store.run_ids(session, sweep))
-    start = live.valid_event_id(last_event_id or since)
     assert ctx.aredis is not None
+    start = await live.start_point(ctx.aredis, ctx.live_key, live.valid_event_id(last_event_id or since))
 
     async def stream() -> AsyncIterator[str]:
         yield f"retry: {RETRY_MS}\n\n"

@@ -29,9 +29,8 @@ class Collector(threading.Thread):
     def run(self):
         try:
             with Client(self.url, token=AUTH["Authorization"].split()[1]) as client:
-                stream = client.events(self.run_ids, self.last_event_id, timeout=8.0)
-                self.connected.set()
-                for event in stream:
+                for event in client.events(self.run_ids, self.last_event_id, timeout=8.0,
+                                           on_open=self.connected.set):
                     self.events.append(event)
                     if len(self.events) >= self.n:
                         return
@@ -49,8 +48,7 @@ class Collector(threading.Thread):
 def test_new_points_are_pushed_and_filtered_by_run(live_server, api_bus):
     follower = Collector(live_server.url, 2, run_ids=["e1"])
     follower.start()
-    follower.connected.wait(5)
-    time.sleep(0.5)  # the stream position is taken when the request arrives
+    assert follower.connected.wait(15)  # the server has taken the stream position
     api_bus.publish(INGEST, [batch("other"), batch("e1")])
     events = follower.result()
     kinds = {e.event: e for e in events}
@@ -95,8 +93,7 @@ def test_replicas_share_live_events_through_redis(api_settings, live_server):
     with LiveServer(replica) as other:
         follower = Collector(other.url, 1, run_ids=["r-x"])
         follower.start()
-        follower.connected.wait(5)
-        time.sleep(0.5)
+        assert follower.connected.wait(15)
         run = httpx.post(f"{live_server.url}/api/v1/runs", json={"name": "x", "id": "r-x"}, headers=AUTH).json()
         assert run["id"] == "r-x"
         [event] = follower.result()

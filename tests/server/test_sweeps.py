@@ -4,7 +4,6 @@ restart, across two replicas), cancel, results and their export, and bad input t
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import pytest
@@ -279,16 +278,17 @@ def test_events_filtered_by_sweep(api_settings, api_bus):
         sweep = http.post("/api/v1/sweeps", json={"preset": "sqd-nsgan-digits", "grid": GRID}).json()
         mine = sweep["runs"][1]["id"]
         got = []
+        opened = threading.Event()
 
         def follow():
             with Client(server.url, token=AUTH["Authorization"].split()[1]) as client:
-                for event in client.events(timeout=8.0, sweep=sweep["id"]):
+                for event in client.events(timeout=8.0, sweep=sweep["id"], on_open=opened.set):
                     got.append(event)
                     return
 
         t = threading.Thread(target=follow, daemon=True)
         t.start()
-        time.sleep(1.0)  # the stream position is taken when the request arrives
+        assert opened.wait(15)  # the server has taken the stream position
         api_bus.publish(INGEST, [MetricBatch.from_points("other", [("loss/D", 0, 1.0, 0, 0.0)])])
         api_bus.publish(INGEST, [MetricBatch.from_points(mine, [("loss/D", 0, 1.0, 0, 0.0)])])
         t.join(15)

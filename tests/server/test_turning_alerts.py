@@ -3,8 +3,6 @@ server too), actions (best before collapse, stop), live `alert` events. SQLite a
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import numpy as np
 from server_support import AUTH, wait_for
@@ -30,8 +28,7 @@ class AlertFollower(Collector):
     def run(self) -> None:
         try:
             with Client(self.url, token=AUTH["Authorization"].split()[1]) as client:
-                stream = client.events(self.run_ids, timeout=90.0)
-                self.connected.set()
+                stream = client.events(self.run_ids, timeout=90.0, on_open=self.connected.set)
                 self.events = [next(e for e in stream if e.event == "alert")]
         except Exception as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
@@ -144,8 +141,7 @@ def test_alert_is_pushed_over_sse_and_bus_ingest_uses_the_same_path(live_server,
     run_id = "sse-turning"
     follower = AlertFollower(live_server.url, [run_id])
     follower.start()
-    follower.connected.wait(5)
-    time.sleep(0.5)  # the stream position is taken when the request arrives
+    assert follower.connected.wait(15)  # the server has taken the stream position
     series = make_run(jump_epoch=30.0)
     end = max(int(v[0][-1]) for v in series.values()) + 1
     batches = []
