@@ -158,11 +158,14 @@ class Consumer:
                                       block=self.settings.block_ms if block_ms is None else block_ms)
         return [_to_delivery(i, f, self.packed_metrics) for _, msgs in resp for i, f in msgs]
 
-    def ack(self, message_ids: Sequence[str]) -> None:
+    def ack(self, message_ids: Sequence[str], counters: Sequence[str] = ()) -> None:
+        """Ack the messages and clear their failure counts, and their fields in the caller's own `counters`
+        hashes, in one round trip (a consumer that dies in between leaves no stale count behind)."""
         if message_ids:
             pipe = self.client.pipeline(transaction=False)
             pipe.xack(self.key, self.group, *message_ids)
-            pipe.hdel(self._failures_key, *message_ids)
+            for key in (self._failures_key, *counters):
+                pipe.hdel(key, *message_ids)
             pipe.execute()
 
     def reclaim_stale(self, min_idle_ms: int | None = None) -> list[Delivery]:

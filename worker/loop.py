@@ -100,8 +100,7 @@ class WorkerLoop:
         else:
             results.append(self._evaluate(newest_delivery, newest))
         self._publish(results)
-        self.consumer.ack([d.message_id for d, _ in items])
-        self.bus.client.hdel(self.transient_key, *(d.message_id for d, _ in items))
+        self.consumer.ack([d.message_id for d, _ in items], counters=[self.transient_key])
         for r in results:
             log.info("run %s step %d: %s%s", r.run_id, r.checkpoint_step, r.status,
                      f" ({r.error.splitlines()[0]})" if r.error else "")
