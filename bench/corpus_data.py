@@ -23,15 +23,17 @@ CORPUS_DIR = Path(__file__).parent / "data" / "corpus"
 SERIES_FAMILIES = ("angle/", "angle_epoch/", "loss/", "eval/")
 REQUIRED_KEYS = ("angle/G", "angle/D", "angle_epoch/G", "angle_epoch/D", "loss/G", "loss/D", "eval/quality",
                  "eval/diversity", "eval/modes_covered")
-FAMILY_ORDER = ("demo-stable", "demo-turning", "sqd-grid no-GP", "sqd-grid GP", "icr", "r3gan", "gran")
+FAMILY_ORDER = ("demo-stable", "demo-turning", "sqd-grid no-GP", "sqd-grid GP", "sqd-grid ramp no-GP",
+                "sqd-grid ramp GP", "icr", "r3gan", "gran")
 
 
-def family(preset: str) -> str:
-    """The report's family of a preset: the demos apart, the SQD grid split by GP (seed 003's question)."""
+def family(preset: str, variant: str = "") -> str:
+    """The report's family of a preset: the demos apart, the SQD grid split by GP (seed 003's question) and by
+    variant ("ramp": demo-turning's lr warm-up on every twin, bench/corpus_record.py)."""
     if preset.startswith("demo-"):
         return preset
     if preset.startswith("sqd-"):
-        return "sqd-grid GP" if "-gp-" in preset else "sqd-grid no-GP"
+        return f"sqd-grid {variant + ' ' if variant else ''}{'GP' if '-gp-' in preset else 'no-GP'}"
     head = preset.split("-")[0]  # r3gan, icr, grand / granc
     return "gran" if head.startswith("gran") else head
 
@@ -40,6 +42,7 @@ def family(preset: str) -> str:
 class CorpusRun:
     name: str
     preset: str
+    variant: str  # "" or "ramp" (bench/corpus_record.py)
     seed: int
     steps_per_epoch: float
     label: Label
@@ -51,7 +54,7 @@ class CorpusRun:
 
     @property
     def family(self) -> str:
-        return family(self.preset)
+        return family(self.preset, self.variant)
 
     def replay(self) -> list[TurningPoint]:
         return detect_turning_points(self.series)
@@ -75,7 +78,8 @@ def load(path: Path) -> CorpusRun:
     series = {k: (arrays[f"{k}|steps"], arrays[f"{k}|values"],
                   [None if e < 0 else int(e) for e in arrays[f"{k}|epochs"]]) for k in keys}
     meta = json.loads(str(arrays["run"]))
-    return CorpusRun(path.stem, meta["preset"], int(meta["seed"]), float(arrays["steps_per_epoch"]),
+    return CorpusRun(path.stem, meta["preset"], meta.get("variant", ""), int(meta["seed"]),
+                     float(arrays["steps_per_epoch"]),
                      label_arrays(arrays), int(arrays["label_step"]), series, json.loads(str(arrays["alerts"])),
                      json.loads(str(arrays["config"])), meta)
 

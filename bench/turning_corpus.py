@@ -1,5 +1,6 @@
 """The turning-point detector on the recorded corpus (bench/data/corpus): figures per family and overall, and seed
-003's question on the SQD-grid twins (which pass a turning point, with and without GP, over seeds).
+003's question on the SQD-grid twins (which pass a turning point, with and without GP, over seeds), as trained and
+under demo-turning's lr ramp (the "ramp" variant of bench/corpus_record.py).
 
     .venv/bin/python bench/turning_corpus.py            # the two tables (docs/alerts.md, "Recorded corpus")
     .venv/bin/python bench/turning_corpus.py --runs     # plus every run: its label and what the detector raised
@@ -119,16 +120,26 @@ def first(j: Judged, sev: str | None = None) -> str:
     return ", ".join(f"{detected_epoch(j.run, tp):.0f}" for tp in tps) or "—"
 
 
-def grid_table(judged: list[Judged]) -> list[str]:
+def twin(run: CorpusRun, variant: str) -> str | None:
+    """The SQD-grid twin a run is in `variant`'s table (None: not in it). demo-turning is the NSGAN twin with the
+    lr ramp (the same config: bench/corpus_record.py's RAMP), so it fills that row of the ramp table."""
+    if variant == "ramp" and run.preset == "demo-turning":
+        return "sqd-nsgan-digits"
+    return run.preset if run.preset.startswith("sqd-") and run.variant == variant else None
+
+
+def grid_table(judged: list[Judged], variant: str = "") -> list[str]:
     """Seed 003's claim: per SQD-grid twin and seed, the labelled turning epoch and the detector's criticals."""
-    grid = [j for j in judged if j.run.family.startswith("sqd-grid")]
-    presets = sorted({j.run.preset for j in grid}, key=lambda p: ("-gp-" in p, p))
+    grid = [j for j in judged if twin(j.run, variant) is not None]
+    if not grid:
+        return []
+    presets = sorted({twin(j.run, variant) for j in grid}, key=lambda p: ("-gp-" in str(p), str(p)))
     seeds = sorted({j.run.seed for j in grid})
     lines = ["| twin | GP | " + " | ".join(f"seed {s}: label / critical at epoch" for s in seeds)
              + " | turned (label) | turned (critical) |",
              "|---|---|" + "---|" * len(seeds) + "---:|---:|"]
     for preset in presets:
-        runs = {j.run.seed: j for j in grid if j.run.preset == preset}
+        runs = {j.run.seed: j for j in grid if twin(j.run, variant) == preset}
         cells = []
         for s in seeds:
             j = runs.get(s)
@@ -136,7 +147,8 @@ def grid_table(judged: list[Judged]) -> list[str]:
                          f"{j.run.label.turning_epoch if j.turning else 'stable'} / {first(j, 'critical')}")
         n_label = sum(j.turning for j in runs.values())
         n_crit = sum(j.count("critical") > 0 for j in runs.values())
-        lines.append(f"| {preset} | {'yes' if '-gp-' in preset else 'no'} | " + " | ".join(cells)
+        lines.append(f"| {preset}{' + ramp' if variant else ''} | {'yes' if '-gp-' in str(preset) else 'no'} | "
+                     + " | ".join(cells)
                      + f" | {n_label} of {len(runs)} | {n_crit} of {len(runs)} |")
     return lines
 
@@ -173,8 +185,11 @@ def main() -> None:
     if not judged:
         raise SystemExit("no recorded runs under bench/data/corpus: record them with bench/corpus_record.py")
     print("\n".join(family_table(judged)))
-    print()
-    print("\n".join(grid_table(judged)))
+    for variant in ("", "ramp"):
+        table = grid_table(judged, variant)
+        if table:
+            print()
+            print("\n".join(table))
     if args.runs:
         print()
         print("\n".join(run_lines(judged)))

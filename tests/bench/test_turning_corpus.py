@@ -16,7 +16,7 @@ def corpus_run(modes: list[float], label_step: int | None) -> CorpusRun:
     steps = np.arange(len(modes), dtype=np.int32) * 250
     label = Label(None if label_step is None else label_step // 156, label_step, "test")
     series = {"eval/modes_covered": (steps, np.asarray(modes, np.float32), [None] * len(modes))}
-    return CorpusRun("r-seed0", "demo-turning", 0, 156.0, label, label_step or -1, series, [], {}, {})
+    return CorpusRun("r-seed0", "demo-turning", "", 0, 156.0, label, label_step or -1, series, [], {}, {})
 
 
 @pytest.mark.parametrize(("modes", "label_step", "shape"), [
