@@ -14,15 +14,18 @@ FILES = sorted(CORPUS_DIR.glob("*.npz"))
 
 def test_the_corpus_is_there_and_small():
     assert len(FILES) >= 10, "bench/data/corpus lost its recordings"
-    assert sum(p.stat().st_size for p in FILES) < 10 * 2**20
+    assert max(p.stat().st_size for p in FILES) < 256 * 2**10  # a 6,000-step run is ~130-160 KiB
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 def test_a_file_has_its_series_run_and_label(path):
     run = load(path)
     assert set(REQUIRED_KEYS) <= set(run.series)
-    assert path.stem == f"{run.preset}-seed{run.seed}"
+    assert path.stem == f"{run.preset}{'-' + run.variant if run.variant else ''}-seed{run.seed}"
     assert run.meta["status"] == "finished" and run.config["train"]["seed"] == run.seed
+    if run.variant == "ramp":  # demo-turning's lr warm-up (bench/corpus_record.py's RAMP)
+        assert run.config["optim"]["lr_g"] == 4e-2 and run.config["burnin"] == {**run.config["burnin"], "steps": 3000,
+                                                                                 "lr": 2e-3}
     assert run.stored_label_step == (-1 if run.label.turning_step is None else run.label.turning_step)
     assert run.steps_per_epoch > 0
     steps, values, epochs = run.series["eval/modes_covered"]
@@ -35,3 +38,5 @@ def test_families():
     assert family("granc-digits") == family("grand-digits") == "gran"
     assert family("icr-wgan-acgd-digits") == "icr" and family("r3gan-digits-r1") == "r3gan"
     assert family("demo-stable") == "demo-stable"
+    assert family("sqd-hinge-gp-digits", "ramp") == "sqd-grid ramp GP"
+    assert family("sqd-wgan-digits", "ramp") == "sqd-grid ramp no-GP"

@@ -31,3 +31,21 @@ def test_shape_of_a_turn(modes, label_step, shape):
 
 def test_a_stable_run_has_no_shape():
     assert turn_shape(corpus_run([1, 400, 600, 650], None)) is None
+
+
+def test_the_ramp_table_holds_the_ramp_twins_and_demo_turning_as_its_nsgan_row():
+    from turning_corpus import Judged, grid_table  # noqa: PLC0415
+
+    def judged(name: str, preset: str, variant: str, seed: int) -> Judged:
+        run = corpus_run([1, 400, 600, 650], None)
+        run.name, run.preset, run.variant, run.seed = name, preset, variant, seed
+        return Judged(run, [])
+
+    runs = [judged("demo-turning-seed0", "demo-turning", "", 0),
+            judged("sqd-lsgan-gp-digits-ramp-seed0", "sqd-lsgan-gp-digits", "ramp", 0),
+            judged("sqd-lsgan-gp-digits-seed0", "sqd-lsgan-gp-digits", "", 0)]
+    ramp = grid_table(runs, "ramp")
+    assert [line.split(" | ")[0] for line in ramp[2:]] == ["| sqd-nsgan-digits + ramp", "| sqd-lsgan-gp-digits + ramp"]
+    plain = grid_table(runs)
+    assert [line.split(" | ")[0] for line in plain[2:]] == ["| sqd-lsgan-gp-digits"]
+    assert grid_table(runs[:1]) == []
