@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from turning_data import LabelledRun, recorded_runs, synthetic_suite
 
-from sqd.server.alerts.signals import GROUPS, GroupParams, Mark, family_of
+from sqd.server.alerts.signals import GROUPS, GroupParams, Mark, derived_keys, family_of
 from sqd.server.alerts.turning import TurningDetector, TurningParams, TurningPoint
 
 EARLY_TOLERANCE_EPOCHS = 0.5
@@ -103,6 +103,7 @@ def detect_all(runs: list[LabelledRun], params: TurningParams) -> list[list[Turn
 # per family: tracker settings tried (coef is searched separately, it does not change the marks)
 TRACKER_GRID: dict[str, dict[str, list[Any]]] = {
     "angle_step": {"kappa": [1.0, 2.0, 3.0], "min_history": [8, 16, 32], "z_cap": [6.0]},
+    "angle_drop": {"kappa": [1.0, 2.0, 3.0], "min_history": [8, 16, 32], "z_cap": [6.0]},
     "angle_epoch": {"kappa": [1.0, 2.0, 3.0], "min_history": [3, 4, 8], "z_cap": [6.0]},
     "quality": {"kappa": [1.0, 2.0], "min_history": [2, 3], "window": [3, 5, 8]},
     "diversity": {"kappa": [1.0, 2.0], "min_history": [2, 3], "window": [3, 5, 8]},
@@ -146,9 +147,11 @@ class MarkCache:
 
     @staticmethod
     def _group_marks(run: LabelledRun, group: str, params: TurningParams) -> list[Mark]:
+        """The marks of one family (a derived one from its source keys, signals.DERIVED)."""
         det = TurningDetector(params)
-        det.feed({k: v for k, v in run.series.items() if (family_of(k) or ("",))[0] == group})
-        return det.marks
+        det.feed({k: v for k, v in run.series.items()
+                  if any((family_of(t) or ("",))[0] == group for t in (k, *derived_keys(k)))})
+        return [m for m in det.marks if (family_of(m.key) or ("",))[0] == group]
 
     def evaluate(self, params: TurningParams, choice: dict[str, int]) -> Figures:
         found = []

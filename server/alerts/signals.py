@@ -53,9 +53,17 @@ FAMILIES: tuple[tuple[str, str, str, int], ...] = (
     ("eval/fid", "fid", "log", 1),
     ("eval/modes_covered", "modes", "log", -1),
     ("loss/", "loss", "raw", 0),
+    ("angle_drop/", "angle_drop", "log", -1),  # derived from angle/ (DERIVED below)
 )
 PER_POINT_GROUPS = frozenset({"angle_epoch", "quality", "diversity", "fid", "modes"})  # one point = one block
 DEGRADATION_GROUPS = frozenset({"quality", "diversity", "fid", "modes"})  # what corroborates an angle jump
+# Families the detector derives from another family's series instead of reading a stored key: `angle_drop/X`
+# scores the points of `angle/X` for a *fall* far below their recent level. When a GAN collapses the weights
+# often freeze instead of thrashing (D saturates and G's gradient vanishes: the per-step angles drop 10-300×
+# within an epoch in the recorded lr-ramp runs, docs/alerts.md), which is instability evidence as much as a jump.
+# A derived family only corroborates: it adds nothing to the combined score, so it never fires on its own.
+DERIVED: tuple[tuple[str, str], ...] = (("angle/", "angle_drop/"),)  # (source prefix, derived prefix)
+DERIVED_GROUPS = frozenset({"angle_drop"})
 GROUPS: tuple[str, ...] = tuple(dict.fromkeys(f[1] for f in FAMILIES))
 
 
@@ -66,6 +74,19 @@ def family_of(key: str) -> tuple[str, str, int] | None:
         if key == prefix or (prefix.endswith("/") and key.startswith(prefix)):
             return group, transform, direction
     return None
+
+
+def derived_keys(key: str) -> list[str]:
+    """The keys the detector derives from a stored key (`angle/D` → `angle_drop/D`)."""
+    return [derived + key[len(source):] for source, derived in DERIVED if key.startswith(source)]
+
+
+def source_key(key: str) -> str:
+    """The stored key a derived key is computed from (`angle_drop/D` → `angle/D`); other keys are their own."""
+    for source, derived in DERIVED:
+        if key.startswith(derived):
+            return source + key[len(derived):]
+    return key
 
 
 def median_of(xs: Sequence[float]) -> float:

@@ -34,7 +34,18 @@ from typing import Any, Literal
 
 import numpy as np
 
-from sqd.server.alerts.signals import DEGRADATION_GROUPS, GROUPS, GroupParams, Mark, SignalTracker, family_of, median_of
+from sqd.server.alerts.signals import (
+    DEGRADATION_GROUPS,
+    DERIVED_GROUPS,
+    GROUPS,
+    GroupParams,
+    Mark,
+    SignalTracker,
+    derived_keys,
+    family_of,
+    median_of,
+    source_key,
+)
 
 SeriesInput = Mapping[str, Sequence[Any]]  # key → (steps, values) or (steps, values, epochs)
 
@@ -58,6 +69,12 @@ DEFAULT_GROUPS: dict[str, GroupParams] = {  # chosen by `bench/turning.py search
                          floor_abs=0.2, floor_rel=0.0, calm_blocks=3),
     "loss": GroupParams(window=32, min_history=12, guard=2, kappa=2.0, z_cap=6.0, coef=0.0,
                         floor_abs=0.01, floor_rel=0.05, calm_blocks=8),
+    # per-step angles falling (derived from angle/*, signals.DERIVED): angle_step's scoring mirrored (not
+    # searched) but for the floor: 0.2 in log, as for modes, so that only a fall by a factor (~2× within a block
+    # or two: a freeze) counts, not the steady decay of angles settling after warm-up. coef only decides when a
+    # drop counts (coef·S ≥ contrib_min), never the combined score.
+    "angle_drop": GroupParams(window=32, min_history=16, guard=2, kappa=2.0, z_cap=6.0, coef=1 / 8,
+                              floor_abs=0.2, floor_rel=0.0, calm_blocks=8),
 }
 
 
@@ -185,7 +202,7 @@ class Corroboration:
         if self.critical:
             return ""
         within = f"within {params.corroborate_epochs:g} epochs"
-        items = [] if self.jumps else [f"no angle jump {within}"]
+        items = [] if self.jumps else [f"no angle jump or drop {within}"]
         if not (self.degradations or self.sustained):
             items.append(f"no drop of quality, diversity, modes or rise of FID {within}, and the epoch angle did "
                          f"not stay up for {params.sustain_epochs} epochs")
@@ -223,11 +240,11 @@ class Combiner:
 
     def _note(self, mark: Mark, contribution: float, params: TurningParams) -> None:
         group = _group(mark.key)
-        # an angle jump is one strong enough to be named in a detection's signals; a degradation must reach
-        # corroborate_min
+        # an angle jump (or drop) is one strong enough to be named in a detection's signals; a degradation must
+        # reach corroborate_min
         if contribution >= (params.contrib_min if group.startswith("angle") else params.corroborate_min):
             self.strong_at[mark.key] = mark.step
-        if group.startswith("angle"):
+        if group.startswith("angle") and group not in DERIVED_GROUPS:  # a rise stays up; a freeze is no rise
             per_epoch = 1 if group == "angle_epoch" else params.blocks_per_epoch
             if mark.streak >= params.sustain_epochs * per_epoch:
                 self.sustained_at[mark.key] = mark.step
@@ -272,7 +289,8 @@ class Combiner:
 
     def _contributions(self, step: int, params: TurningParams) -> tuple[dict[str, float], float]:
         """coef·S of every live key with S > 0, and C: only the strongest key of each family counts towards C
-        (angle/G and angle/D of one jump are one piece of evidence, not two)."""
+        (angle/G and angle/D of one jump are one piece of evidence, not two), and derived families not at all
+        (they only corroborate)."""
         parts: dict[str, float] = {}
         best: dict[str, float] = {}
         for key, mark in self.current.items():
@@ -281,7 +299,7 @@ class Combiner:
                 c = params.groups[group].coef * mark.cusum
                 if c > 0:
                     parts[key] = c
-                    if c > best.get(group, 0.0):
+                    if c > best.get(group, 0.0) and group not in DERIVED_GROUPS:
                         best[group] = c
         return parts, sum(best.values())
 
@@ -368,7 +386,11 @@ def describe(marks: Sequence[Mark]) -> str:
     """What the keys of a detection did, for a person."""
     parts = []
     for m in marks:
-        if m.key.startswith("angle"):
+        if family_of(m.key) == family_of("angle_drop/"):
+            ratio = m.baseline / m.value if m.value > 0 else math.inf
+            parts.append(f"{source_key(m.key)} fell to {_fmt(m.value)} rad, 1/{ratio:.1f} of its recent level "
+                         f"(z {m.peak_z:.1f})")
+        elif m.key.startswith("angle"):
             ratio = m.value / m.baseline if m.baseline > 0 else math.inf
             parts.append(f"{m.key} jumped to {_fmt(m.value)} rad, {ratio:.1f}× its recent level (z {m.peak_z:.1f})")
         elif m.key.startswith("loss/"):
@@ -427,7 +449,12 @@ class TurningDetector:
         return self.decide()
 
     def uses(self, key: str) -> bool:
-        """Keys of a family the detector scores (a family with coef 0 is not even tracked)."""
+        """Stored keys of a family the detector scores (a family with coef 0 is not even tracked; the names of
+        derived families are the detector's own: a stored key with such a name is not read)."""
+        family = family_of(key)
+        return family is not None and family[0] not in DERIVED_GROUPS and self._tracks(key)
+
+    def _tracks(self, key: str) -> bool:
         family = family_of(key)
         return family is not None and self.params.groups[family[0]].coef > 0
 
@@ -439,11 +466,12 @@ class TurningDetector:
             steps, values, epochs = _arrays(series[key], key)
             if epochs is not None:
                 self.epochs.add(steps, epochs)
-            tracker = self.trackers.get(key)
-            if tracker is None:
-                tracker = self.trackers[key] = SignalTracker(key, self.params.block_steps,
-                                                             self.params.blocks_per_epoch, self.params.expiry_gaps)
-            self.marks.extend(tracker.feed(steps, values, epochs, self.params.groups[tracker.group]))
+            for tracked in (key, *(k for k in derived_keys(key) if self._tracks(k))):
+                tracker = self.trackers.get(tracked)
+                if tracker is None:
+                    tracker = self.trackers[tracked] = SignalTracker(
+                        tracked, self.params.block_steps, self.params.blocks_per_epoch, self.params.expiry_gaps)
+                self.marks.extend(tracker.feed(steps, values, epochs, self.params.groups[tracker.group]))
 
     def decide(self, horizon: int | None = None) -> list[TurningPoint]:
         """Fold the marks up to the horizon (the step every active key has reported past) in step order, after

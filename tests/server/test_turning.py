@@ -115,11 +115,40 @@ def test_stable_run_warmup_spike_and_lr_drop_are_not_turning_points() -> None:
 
 def test_diversity_collapse_without_angle_jump_is_a_warning_on_diversity_alone() -> None:
     tps = detect_turning_points(make_run(diversity_drop_epoch=40.0))
-    assert len(tps) == 1 and tps[0].severity == "warning" and tps[0].missing == "no angle jump within 4 epochs"
+    assert len(tps) == 1 and tps[0].severity == "warning" and tps[0].missing == "no angle jump or drop within 4 epochs"
     assert tps[0].signals[0] == "eval/diversity" and tps[0].corroborated_by == ["eval/diversity"]
     assert not any(s.startswith("angle") for s in tps[0].signals)
     assert tps[0].step >= 40 * SPE - SPE
     assert "no angle jump" in tps[0].explanation
+
+
+def test_a_freeze_of_the_angles_with_a_diversity_collapse_is_critical() -> None:
+    """The lr-ramp collapses of the recorded corpus: the weights freeze (per-step angles fall 5× here, 10-300× there)
+    as the diversity collapses — a drop is stability evidence too (`angle_drop/*`, derived from `angle/*`)."""
+    run = make_run(diversity_drop_epoch=40.0, lr_drop_epoch=40.0)
+    (tp,) = detect_turning_points(run)
+    assert tp.severity == "critical" and tp.missing == ""
+    assert {"angle_drop/G", "angle_drop/D", "eval/diversity"} == set(tp.signals)
+    assert tp.corroborated_by == ["eval/diversity"]  # the freeze is named in the signals, the collapse completes it
+    assert re.search(r"angle/[GD] fell to \S+ rad, 1/\d+\.\d of its recent level", tp.explanation)
+    assert 39 * SPE <= tp.step <= 41 * SPE
+    # a freeze alone never fires (test_stable_run_warmup_spike_and_lr_drop_are_not_turning_points), and without
+    # the derived family the same collapse is a warning again
+    off = TurningParams.from_dict({"groups": {"angle_drop": {"coef": 0}}})
+    (warning,) = detect_turning_points(run, off)
+    assert warning.severity == "warning" and warning.missing == "no angle jump or drop within 4 epochs"
+
+
+def test_derived_keys_are_the_detectors_own() -> None:
+    """`angle_drop/*` is computed from `angle/*`; a stored series of that name is not read (it would be fed twice)."""
+    det, plain = TurningDetector(), TurningDetector()
+    assert det.uses("angle/D") and not det.uses("angle_drop/D")
+    run = make_run(diversity_drop_epoch=40.0, lr_drop_epoch=40.0)
+    assert det.update({**run, "angle_drop/D": run["angle/G"]}) == plain.update(run)
+    assert det.to_state() == plain.to_state()
+    assert {"angle_drop/G", "angle_drop/D"} <= set(det.trackers)
+    restored = TurningDetector.from_state(json.loads(json.dumps(det.to_state())))
+    assert restored.to_state() == det.to_state()
 
 
 def test_missing_keys_and_missing_evaluations() -> None:
