@@ -89,6 +89,25 @@ def test_turning_point_alerts_once_matching_the_offline_detector(client):
     assert summary["alerts"] == 2 and summary["alerts_by_severity"] == {"critical": 1, "warning": 1}
 
 
+def test_a_freeze_with_a_collapse_is_a_turning_point_through_the_server(client):
+    """The derived `angle_drop/*` family lives in the server's detector state like any key: fed batch by batch it
+    names the freeze and raises the critical alert the offline detector gives; a rule can turn it off."""
+    series = make_run(diversity_drop_epoch=40.0, lr_drop_epoch=40.0)
+    run_id = new_run(client, "frozen")
+    feed(client, run_id, series)
+    (alert,) = client.get("/api/v1/alerts", params={"run_id": run_id}).json()["data"]
+    (tp,) = detect_turning_points(series)
+    assert alert["severity"] == "critical" and alert["signals"] == tp.signals
+    assert {"angle_drop/G", "angle_drop/D"} <= set(alert["signals"]) and "fell to" in alert["explanation"]
+    off = new_run(client, "frozen, freeze ignored")
+    r = client.post("/api/v1/rules", headers=AUTH, json={"kind": "turning_point", "run_id": off,
+                                                        "params": {"groups": {"angle_drop": {"coef": 0}}}})
+    assert r.status_code == 201, r.text
+    feed(client, off, series)
+    (alert,) = client.get("/api/v1/alerts", params={"run_id": off}).json()["data"]
+    assert alert["severity"] == "warning" and "no angle jump or drop" in alert["explanation"]
+
+
 def test_a_rule_with_params_changes_what_is_detected(client):
     """A window of half an epoch leaves no time for the angles to stay up: the jump stays a warning."""
     run_id = new_run(client, "tuned")
