@@ -216,11 +216,24 @@ def record(home: Path, port: int, concurrency: int, deadline: float, out: Path, 
 class Recorder:
     def __init__(self, client: Client, concurrency: int, deadline: float, out: Path) -> None:
         self.client, self.concurrency, self.deadline, self.out = client, concurrency, deadline, out
-        self.durations: list[float] = []  # wall s from launch to export, for the deadline check
+        self.durations: dict[str, list[float]] = {}  # preset → wall s from launch to export, for the deadline
 
-    def expected_s(self) -> float:
-        # before any run finished, assume the stacked-digit demo's ~5 min of one core, shared
-        return float(np.median(self.durations)) if self.durations else 600.0
+    def expected_s(self, p: Planned) -> float:
+        """How long `p` will take: what its preset took here, else in the recorded files (an R3GAN run takes 6×
+        a grid twin), else the median of everything recorded here, else the stacked-digit demo's ~10 min."""
+        same = self.durations.get(p.preset) or self.recorded_s(p.preset)
+        everything = [d for ds in self.durations.values() for d in ds]
+        return float(np.median(same or everything)) if same or everything else 600.0
+
+    def recorded_s(self, preset: str) -> list[float]:
+        """Launch-to-finish seconds of the preset's runs in the corpus files (no variant: those are named apart)."""
+        out = []
+        for path in self.out.glob(f"{preset}-seed*.npz"):
+            with np.load(path) as z:
+                meta = json.loads(str(z["run"]))
+            if meta.get("finished_at") and meta.get("created_at"):
+                out.append(float(meta["finished_at"]) - float(meta["created_at"]))
+        return out
 
     def run(self, todo: list[Planned]) -> None:
         known = existing_runs(self.client)
@@ -233,6 +246,7 @@ class Recorder:
         launched = {p.name for p, _ in going.values()}
         pending = [p for p in queue if p.name not in launched]
         while going or pending:
+            self.collect(going)  # first: a run that finished (and was evaluated) by the deadline is kept
             if time.time() >= self.deadline:
                 for run_id, (p, _) in going.items():
                     log(f"deadline: cancelling {p.name}")
@@ -241,7 +255,7 @@ class Recorder:
             running = sum(1 for rid in going if self.client.run(rid)["status"] in ("queued", "running"))
             while pending and running < self.concurrency:
                 p = pending[0]
-                if time.time() + self.expected_s() > self.deadline:
+                if time.time() + self.expected_s(p) > self.deadline:
                     log(f"no time left for {p.name} and the {len(pending) - 1} after it")
                     pending = []
                     break
@@ -250,18 +264,21 @@ class Recorder:
                 going[r["id"]] = (p, time.time())
                 running += 1
                 log(f"launched {p.name} ({r['id']})")
-            for run_id, (p, t0) in list(going.items()):
-                run = self.client.run(run_id)
-                if run["status"] in ("failed", "cancelled"):
-                    log(f"{p.name} {run['status']}: {run.get('error')}")
-                    del going[run_id]
-                elif run["status"] == "finished":
-                    every = int(run.get("config", {}).get("train", {}).get("checkpoint_every", 250))
-                    if evaluated(self.client, run, every):
-                        export_run(self.client, run, p, self.out)
-                        self.durations.append(time.time() - t0)
-                        del going[run_id]
             time.sleep(15.0)
+
+    def collect(self, going: dict[str, tuple[Planned, float]]) -> None:
+        """Export the runs that finished and were evaluated; forget the ones that failed."""
+        for run_id, (p, t0) in list(going.items()):
+            run = self.client.run(run_id)
+            if run["status"] in ("failed", "cancelled"):
+                log(f"{p.name} {run['status']}: {run.get('error')}")
+                del going[run_id]
+            elif run["status"] == "finished":
+                every = int(run.get("config", {}).get("train", {}).get("checkpoint_every", 250))
+                if evaluated(self.client, run, every):
+                    export_run(self.client, run, p, self.out)
+                    self.durations.setdefault(p.preset, []).append(time.time() - t0)
+                    del going[run_id]
 
 
 def main() -> None:
