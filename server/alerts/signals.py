@@ -63,7 +63,7 @@ DEGRADATION_GROUPS = frozenset({"quality", "diversity", "fid", "modes"})  # what
 # within an epoch in the recorded lr-ramp runs, docs/alerts.md), which is instability evidence as much as a jump.
 # A derived family only corroborates: it adds nothing to the combined score, so it never fires on its own.
 DERIVED: tuple[tuple[str, str], ...] = (("angle/", "angle_drop/"),)  # (source prefix, derived prefix)
-DERIVED_GROUPS = frozenset({"angle_drop"})
+DERIVED_GROUPS = frozenset(group for prefix, group, _, _ in FAMILIES if prefix in {d for _, d in DERIVED})
 GROUPS: tuple[str, ...] = tuple(dict.fromkeys(f[1] for f in FAMILIES))
 
 

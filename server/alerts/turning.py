@@ -386,7 +386,7 @@ def describe(marks: Sequence[Mark]) -> str:
     """What the keys of a detection did, for a person."""
     parts = []
     for m in marks:
-        if family_of(m.key) == family_of("angle_drop/"):
+        if _group(m.key) in DERIVED_GROUPS:  # the one derived family: per-step angles falling
             ratio = m.baseline / m.value if m.value > 0 else math.inf
             parts.append(f"{source_key(m.key)} fell to {_fmt(m.value)} rad, 1/{ratio:.1f} of its recent level "
                          f"(z {m.peak_z:.1f})")
