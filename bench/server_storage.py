@@ -32,7 +32,8 @@ from sqlalchemy import Engine, func, select, text
 from sqd.protocol import MetricBatch
 from sqd.server.store import migrate, runs_store
 from sqd.server.store.db import make_engine, session_factory
-from sqd.server.store.models import Chunk, Series
+from sqd.server.store.models import Chunk, Run, Series
+from sqd.server.store.packs import pack_run
 from sqd.server.store.points_store import store_points
 
 BATCH = 200_000
@@ -144,7 +145,7 @@ def database_bytes(engine: Engine) -> dict[str, int]:
         # row versions autovacuum has yet to reclaim (SQLite: free pages are not counted above)
         conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM FULL")
         tables = {t: conn.execute(text("SELECT pg_total_relation_size(:t)"), {"t": t}).scalar_one()
-                  for t in ("chunks", "series")}
+                  for t in ("chunks", "series", "packs")}
         schema = conn.execute(text("SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n "
                                    "ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'"))
         return {"database": int(schema.scalar_one()), **tables}
@@ -165,23 +166,43 @@ def payload_by_family(engine: Engine) -> dict[str, tuple[int, int]]:
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
+def pack_all(engine: Engine) -> None:
+    """Pack every run, as the server's packer does once a run has been finished for an hour."""
+    sessions = session_factory(engine)
+    with sessions() as session:
+        run_ids = list(session.scalars(select(Run.id)))
+    for run_id in run_ids:
+        with sessions() as session:
+            pack_run(session, run_id)
+            session.commit()
+
+
+def _report(kind: str, label: str, points: int, sizes: dict[str, int], families: dict[str, tuple[int, int]],
+            seconds: float) -> None:
+    big = {name: size for name, size in sizes.items() if name != "database" and size / points >= 0.05}
+    big["other"] = sum(size for name, size in sizes.items() if name != "database" and name not in big)
+    parts = ", ".join(f"{name} {size / points:.2f}" for name, size in big.items())
+    print(f"{kind:<9}{label:<24}{points:>12,}{sizes['database'] / 1e6:>10.1f} MB{sizes['database'] / points:>8.2f}"
+          f"   ({parts}; {seconds:.1f} s)")
+    if families:
+        print(" " * 33 + "chunk payload bytes/point: " + ", ".join(
+            f"{f} {b / n:.2f}" for f, (b, n) in sorted(families.items())))
+
+
 def measure(kind: str, label: str, groups: list[list[MetricBatch]]) -> None:
+    """Bytes per point as stored by ingest, then once the runs are finished and packed."""
     with bench_settings(kind) as settings:
         engine = make_engine(settings.resolved_database_url)
         migrate.upgrade(engine)
         started = time.perf_counter()
         points = fill(engine, groups)
         seconds = time.perf_counter() - started
-        sizes = database_bytes(engine)
-        families = payload_by_family(engine)
+        _report(kind, label, points, database_bytes(engine), payload_by_family(engine), seconds)
+        started = time.perf_counter()
+        pack_all(engine)
+        seconds = time.perf_counter() - started
+        _report(kind, "  finished, packed", points, database_bytes(engine), {}, seconds)
         engine.dispose()
-    big = {name: size for name, size in sizes.items() if name != "database" and size / points >= 0.05}
-    big["other"] = sum(size for name, size in sizes.items() if name != "database" and name not in big)
-    parts = ", ".join(f"{name} {size / points:.2f}" for name, size in big.items())
-    print(f"{kind:<9}{label:<22}{points:>12,}{sizes['database'] / 1e6:>10.1f} MB{sizes['database'] / points:>8.2f}"
-          f"   ({parts}; stored in {seconds:.1f} s)")
-    print(" " * 31 + "payload bytes/point: " + ", ".join(
-        f"{f} {b / n:.2f}" for f, (b, n) in sorted(families.items())))
 
 
 def main() -> None:
@@ -190,7 +211,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--databases", default="sqlite,postgres")
     args = parser.parse_args()
-    print(f"{'database':<9}{'data':<22}{'points':>12}{'size':>13}{'B/point':>8}   (per table B/point)")
+    print(f"{'database':<9}{'data':<24}{'points':>12}{'size':>13}{'B/point':>8}   (per table B/point; seconds)")
     for kind in args.databases.split(","):
         measure(kind, f"long run, {args.steps:,} steps", [long_run(args.steps, np.random.default_rng(0))])
         measure(kind, "  same, sent live", live(long_run(args.steps, np.random.default_rng(0)), args.steps))

@@ -22,6 +22,7 @@ from sqd.server.context import ServerContext
 from sqd.server.errors import install_error_handlers
 from sqd.server.ingest.consumer import start_consumer_thread
 from sqd.server.limits import BodySizeLimit
+from sqd.server.packer import Packer
 from sqd.server.store import migrate
 from sqd.server.sweeps.queue import Reconciler
 from sqd.settings import Settings
@@ -47,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
         consumer = start_consumer_thread(ctx) if settings.server.ingest_in_process else None
         alerts = engine.start(ctx)  # webhook deliveries and the stalled-run timer
         sweeps = Reconciler(ctx).start()  # releases sweep runs whose release was missed (restart, bus outage)
+        packer = Packer(ctx).start()  # finished runs' small series into one blob per run
         try:
             yield
         finally:
@@ -55,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
                 await asyncio.to_thread(consumer.join, 10.0)  # finishes the batch in hand, acks it
             await asyncio.to_thread(alerts.join, 10.0)
             await asyncio.to_thread(sweeps.join, 10.0)
+            await asyncio.to_thread(packer.join, 10.0)
             await ctx.aredis.aclose()
             ctx.close()
 

@@ -1,4 +1,4 @@
-"""`sqd server`, `sqd gc`, `sqd db upgrade|downsample`, `sqd token create|list|revoke`, `sqd metrics get`
+"""`sqd server`, `sqd gc`, `sqd db upgrade|downsample|pack`, `sqd token create|list|revoke`, `sqd metrics get`
 (`sqd runs` is sqd/runs_cli.py; `sqd sweep` / `sqd sweeps …` come from sqd.server.sweeps.cli)."""
 
 from __future__ import annotations
@@ -66,6 +66,34 @@ def db_downsample(run_id: str = typer.Argument(..., help="run id"),
         r = downsample_run(session, run_id, before_step)
     typer.echo(f"{run_id}: {r.chunks} chunks downsampled, {r.points_before:,} → {r.points_kept:,} points, "
                f"{r.bytes_before / 1e6:.2f} → {r.bytes_after / 1e6:.2f} MB")
+
+
+@db_app.command("pack")
+def db_pack(run_id: str = typer.Argument(None, help="one run (any status); default: every finished run not packed"),
+            older_than_s: float = typer.Option(0.0, "--older-than-s", min=0,
+                                               help="only runs finished at least this long ago")) -> None:
+    """Move finished runs' small series (≤ 1,024 points) into one blob per run (docs/server.md); the server does
+    this by itself an hour after a run finishes."""
+    import time
+
+    from sqd.server.store import runs_store
+    from sqd.server.store.packs import PackReport, pack_run, runs_to_pack
+
+    sessions = _sessions()
+    if run_id is not None:
+        with sessions() as session:
+            if not runs_store.run_exists(session, run_id):
+                raise _fail(f"no run '{run_id}' (see `sqd runs ls`)")
+        todo = [run_id]
+    else:
+        with sessions() as session:
+            todo = runs_to_pack(session, time.time() - older_than_s, limit=None)
+    total = PackReport()
+    for rid in todo:
+        with sessions() as session, session.begin():
+            total.add(pack_run(session, rid))
+    typer.echo(f"{len(todo)} runs packed: {total.series:,} series, {total.points:,} points; their chunks held "
+               f"{total.bytes_before / 1e6:.2f} MB, the packs hold {total.pack_bytes / 1e6:.2f} MB")
 
 
 @token_app.command("create")

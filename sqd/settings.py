@@ -35,6 +35,9 @@ class ServerSettings(BaseModel):
     cors_origins: list[str] = []
     max_request_bytes: int = 16 * 1024 * 1024
     ingest_in_process: bool = True
+    pack_after_s: float = Field(3600.0, ge=0, description="a run finished this long ago has its small series packed "
+                                "(server/store/packs.py); its late evaluations have arrived by then")
+    pack_check_s: float = Field(60.0, gt=0, description="how often the server looks for runs to pack")
 
 
 class WorkerSettings(BaseModel):

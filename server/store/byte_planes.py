@@ -125,6 +125,11 @@ class ColumnReader:
                 raise ValueError(f"plane kind {kind} is unknown")
         return out.view(dtype).reshape(m)
 
+    @property
+    def at(self) -> int:
+        """Bytes read so far."""
+        return self._at
+
     def finish(self) -> None:
         if self._at != len(self._body):
             raise ValueError(f"{len(self._body) - self._at} bytes after the last column")

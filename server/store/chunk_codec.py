@@ -32,6 +32,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import zstandard
@@ -121,7 +122,7 @@ def _as_milliseconds(wall: np.ndarray) -> np.ndarray | None:
     return ms_int if np.array_equal((ms_int / 1000.0).view(np.int64), wall.view(np.int64)) else None
 
 
-def _varint(z: int) -> bytes:
+def varint(z: int) -> bytes:
     out = bytearray()
     while z >= 0x80:
         out.append(z & 0x7F | 0x80)
@@ -130,7 +131,7 @@ def _varint(z: int) -> bytes:
     return bytes(out)
 
 
-def _read_varints(body: memoryview, count: int) -> tuple[list[int], int]:
+def read_varints(body: memoryview, count: int) -> tuple[list[int], int]:
     """`count` varints from the start of `body`, and the offset after them."""
     out, at = [], 0
     for _ in range(count):
@@ -150,20 +151,52 @@ def _read_varints(body: memoryview, count: int) -> tuple[list[int], int]:
     return out, at
 
 
-def encode_points(p: Points) -> bytes:
-    f32 = _as_float32(p.value)
-    wall = p.wall_time.astype(np.float64, copy=False)
+def encode_axes(step: np.ndarray, epoch: np.ndarray, wall_time: np.ndarray) -> tuple[bytes, bool]:
+    """The step, epoch and wall_time columns of points (first values and smallest deltas as varints, then three
+    columns of byte planes), and whether the wall times went as integer milliseconds."""
+    wall = wall_time.astype(np.float64, copy=False)
     ms = _as_milliseconds(wall)
     head, columns = [], []
-    for column in (p.step.astype(np.int64), p.epoch.astype(np.int64), wall.view(np.int64) if ms is None else ms):
+    for column in (step.astype(np.int64), epoch.astype(np.int64), wall.view(np.int64) if ms is None else ms):
         d = _delta(column)
         # frame of reference: the deltas after the first, minus their smallest, are all ≥ 0 and small
         lo = d[1:].view(np.int64).min() if len(d) > 1 else np.int64(0)
-        head += [_varint(_zigzag(int(d[0].view(np.int64)))), _varint(_zigzag(int(lo)))]
+        head += [varint(_zigzag(int(d[0].view(np.int64)))), varint(_zigzag(int(lo)))]
         columns.append(encode_column(d[1:] - lo.view(np.uint64)))
-    columns.append(encode_column((p.value if f32 is None else f32).view(np.uint64 if f32 is None else np.uint32)))
-    body = b"".join(head + columns)
-    flags = (0 if f32 is None else _F32) | (0 if ms is None else _WALL_MS)
+    return b"".join(head + columns), ms is not None
+
+
+def encode_values(values: np.ndarray) -> tuple[bytes, bool]:
+    """A value column as byte planes, and whether it went as float32 (lossless bit for bit)."""
+    f32 = _as_float32(values)
+    if f32 is None:
+        return encode_column(values.view(np.uint64)), False
+    return encode_column(f32.view(np.uint32)), True
+
+
+def read_axes(body: memoryview, n: int, ms: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """encode_axes' columns of n points from the start of `body`: step, epoch, wall_time and the bytes read.
+    Raises ValueError naming what is wrong."""
+    heads, at = read_varints(body, 6)
+    reader = ColumnReader(body[at:])
+    rests = [reader.column(n - 1, np.uint64) for _ in range(3)]
+    firsts, los = _unzigzag(np.array(heads[0::2], np.uint64)), _unzigzag(np.array(heads[1::2], np.uint64))
+    step, epoch, wall = (_undelta(np.r_[first.view(np.uint64), rest + lo.view(np.uint64)])
+                         for first, lo, rest in zip(firsts, los, rests, strict=True))
+    return step, epoch, wall / 1000.0 if ms else wall.view(np.float64), at + reader.at
+
+
+def read_values(reader: ColumnReader, n: int, f32: bool) -> np.ndarray:
+    """encode_values' column of n values, as float64."""
+    raw = reader.column(n, np.uint32 if f32 else np.uint64)
+    return raw.view(np.float32 if f32 else np.float64).astype(np.float64, copy=False)
+
+
+def encode_points(p: Points) -> bytes:
+    axes, ms = encode_axes(p.step, p.epoch, p.wall_time)
+    values, f32 = encode_values(p.value)
+    body = axes + values
+    flags = (_F32 if f32 else 0) | (_WALL_MS if ms else 0)
     crc = zlib.crc32(body, zlib.crc32(_HEADER_V1.pack(FORMAT, flags, len(p))))
     return _HEADER.pack(FORMAT, flags, len(p), crc) + body
 
@@ -183,37 +216,32 @@ def _columns_v1(n: int, flags: int, blob: bytes) -> tuple[np.ndarray, ...]:
     return steps, _undelta(epoch), _undelta(wall), _unshuffle(body[24 * n:], n, np.uint32 if vsize == 4 else np.uint64)
 
 
-def _columns_v2(n: int, flags: int, blob: bytes) -> tuple[np.ndarray, ...]:
+def _points_v2(n: int, flags: int, blob: bytes) -> Points:
     _, _, _, crc = _HEADER.unpack_from(blob)
     body = memoryview(blob)[_HEADER.size:]
     # checked before n sizes anything: a damaged count must not allocate (or decode) a wrong number of points
     if zlib.crc32(body, zlib.crc32(memoryview(blob)[:_HEADER_V1.size])) != crc:
         raise CorruptChunk("chunk points: the blob does not match its CRC-32 (damaged)")
-    heads, at = _read_varints(body, 6)
-    reader = ColumnReader(body[at:])
     try:
-        rests = [reader.column(n - 1, np.uint64) for _ in range(3)]
-        value = reader.column(n, np.uint32 if flags & _F32 else np.uint64)
+        step, epoch, wall, at = read_axes(body, n, bool(flags & _WALL_MS))
+        reader = ColumnReader(body[at:])
+        value = read_values(reader, n, bool(flags & _F32))
         reader.finish()
     except ValueError as exc:
         raise CorruptChunk(f"chunk points: {exc}") from exc
-    firsts, los = _unzigzag(np.array(heads[0::2], np.uint64)), _unzigzag(np.array(heads[1::2], np.uint64))
-    ints = [_undelta(np.r_[first.view(np.uint64), rest + lo.view(np.uint64)])
-            for first, lo, rest in zip(firsts, los, rests, strict=True)]
-    return (*ints, value)
+    return Points(step, value, epoch, wall)
 
 
 def decode_points(blob: bytes) -> Points:
     if len(blob) < _HEADER_V1.size:
         raise CorruptChunk(f"chunk points: {len(blob)} bytes is shorter than the header")
     fmt, flags, n = _HEADER_V1.unpack_from(blob)
-    if fmt == 1:
-        steps, epoch, wall_bits, raw = _columns_v1(n, flags, blob)
-    elif fmt == FORMAT and len(blob) >= _HEADER.size and n:
-        steps, epoch, wall_bits, raw = _columns_v2(n, flags, blob)
-    else:
+    if fmt == FORMAT and len(blob) >= _HEADER.size and n:
+        return _points_v2(n, flags, blob)
+    if fmt != 1:
         raise CorruptChunk(f"chunk points: format {fmt} with {n} points in {len(blob)} bytes is not one this "
                            f"server reads (1 or {FORMAT})")
+    steps, epoch, wall_bits, raw = _columns_v1(n, flags, blob)
     wall = wall_bits / 1000.0 if flags & _WALL_MS else wall_bits.view(np.float64)
     value = raw.view(np.float32) if flags & _F32 else raw.view(np.float64)
     return Points(steps, value.astype(np.float64, copy=False), epoch, wall)
@@ -335,3 +363,15 @@ def decode_rollups(blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
 def buckets_of(records: np.ndarray) -> Buckets:
     return Buckets(*(records[name].astype(np.float64 if name in ("vmin", "vmax", "last_value") else np.int64)
                      for name in Buckets.FIELDS))
+
+
+def chunk_row(series_id: int, p: Points) -> dict[str, Any]:
+    """The `chunks` row (models.Chunk) holding points `p` (sorted, unique) at full resolution."""
+    nan = np.isnan(p.value)
+    finite = p.value[~nan]
+    last = float(p.value[-1])
+    return {"series_id": series_id, "first_step": int(p.step[0]), "last_step": int(p.step[-1]),
+            "n": len(p), "n_nan": int(nan.sum()),
+            "vmin": float(finite.min()) if len(finite) else None, "vmax": float(finite.max()) if len(finite) else None,
+            "last_value": None if last != last else last, "width": 1, "rollups": encode_rollups(p),
+            "data": encode_points(p)}

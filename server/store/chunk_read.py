@@ -6,7 +6,7 @@ buckets of 2^level steps reading as little as it can: a chunk that lies inside o
 columns, a chunk with rollups at a level ≤ the target answers from those (decoded for all chunks at once), and only
 the rest (sparse chunks, whose points are few) is decoded. A downsampled chunk (width > 1) holds one point per
 rollup bucket — the bucket's last — so its points are its finest rollups; readers that want per-point detail get
-those kept points.
+those kept points. A series a finished run packed (packs.py) has no chunks: its points come from the pack, whole.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from sqd.server.store.chunk_codec import (
     merge_buckets,
 )
 from sqd.server.store.models import Chunk, Series
+from sqd.server.store.packs import packed_points
 
 IN_LIMIT = 500  # ids per IN (...) list
 
@@ -73,7 +74,8 @@ def tail_chunks(session: Session, series_ids: Sequence[int], below: int) -> dict
 
 
 def last_points(session: Session, series_ids: Sequence[int]) -> dict[int, tuple[int, float]]:
-    """series id → (last step, value there), from each series' last chunk's summary columns."""
+    """series id → (last step, value there), from each series' last chunk's summary columns (a packed series:
+    from its series row, which packing leaves as it was)."""
     t = Chunk.__table__
     later = aliased(Chunk)
     out: dict[int, tuple[int, float]] = {}
@@ -83,6 +85,11 @@ def last_points(session: Session, series_ids: Sequence[int]) -> dict[int, tuple[
         rows = session.connection().execute(select(t.c.series_id, t.c.last_step, t.c.last_value).where(
             t.c.series_id.in_(ids[i:i + IN_LIMIT]), t.c.first_step == last))
         out.update({sid: (step, np.nan if value is None else value) for sid, step, value in rows})
+    missing = [sid for sid in ids if sid not in out]
+    for i in range(0, len(missing), IN_LIMIT):
+        packed = session.execute(select(Series.id, Series.last_step, Series.last_value).where(
+            Series.id.in_(missing[i:i + IN_LIMIT]), Series.packed, Series.last_step.is_not(None)))
+        out.update({sid: (step, np.nan if value is None else value) for sid, step, value in packed})
     return out
 
 
@@ -111,6 +118,10 @@ def iter_window(session: Session, series_id: int, lo: int | None = None, hi: int
             yield p
             if limit is not None and seen >= limit:
                 return
+    if not seen:  # looked up only when the chunks hold nothing: most series are not packed
+        packed = packed_points(session, series_id)
+        if packed is not None:
+            yield _clip(packed, lo, hi)
 
 
 def window_points(session: Session, series_id: int, lo: int | None = None, hi: int | None = None) -> Points:
@@ -161,6 +172,10 @@ def window_buckets(session: Session, series_id: int, lo: int, hi: int, level: in
     rows = session.connection().execute(select(
         t.c.first_step, t.c.last_step, t.c.n, t.c.n_nan, t.c.vmin, t.c.vmax, t.c.last_value, t.c.width, t.c.rollups)
         .where(t.c.series_id == series_id, *_in_window(blo, bhi)).order_by(t.c.first_step)).all()
+    if not rows:
+        packed = packed_points(session, series_id)
+        p = Points.empty() if packed is None else _clip(packed, blo, bhi)
+        return bucketize(p.step, p.value, level)
     whole = [r for r in rows if r.first_step >> level == r.last_step >> level]
     split = [r for r in rows if r.first_step >> level != r.last_step >> level]
     parts = [_summary(whole, level)] if whole else []
@@ -173,6 +188,4 @@ def window_buckets(session: Session, series_id: int, lo: int, hi: int, level: in
                 t.c.series_id == series_id, t.c.first_step.in_(firsts)).order_by(t.c.first_step)).scalars()
             p = _clip(Points.concat([decode_points(b) for b in blobs]), blo, bhi)
             parts.append(bucketize(p.step, p.value, level))
-    if not parts:
-        return bucketize(np.empty(0, np.int64), np.empty(0), level)
     return merge_buckets(Buckets.concat(parts), 0)

@@ -15,8 +15,9 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from sqd.server.store.chunk_codec import Points, decode_points
-from sqd.server.store.models import Chunk, Series
+from sqd.server.store.chunk_codec import Points
+from sqd.server.store.chunk_read import iter_window
+from sqd.server.store.models import Series
 
 NONFINITE = {"nan": b"NaN", "inf": b"Infinity", "-inf": b"-Infinity"}
 
@@ -45,13 +46,12 @@ def epoch_texts(epoch: np.ndarray, none: bytes) -> list[bytes]:
 
 
 def _chunks(session: Session, run_id: str, keys: list[str] | None) -> Iterator[tuple[str, Points]]:
-    query = (select(Series.key, Chunk.data).join(Series, Series.id == Chunk.series_id)
-             .where(Series.run_id == run_id))
+    query = select(Series.key, Series.id).where(Series.run_id == run_id)
     if keys is not None:
         query = query.where(Series.key.in_(keys))
-    result = session.execute(query.order_by(Series.key, Chunk.first_step).execution_options(yield_per=16))
-    for key, data in result:
-        yield key, decode_points(data)
+    for key, sid in session.execute(query.order_by(Series.key)).all():
+        for p in iter_window(session, sid):
+            yield key, p
 
 
 def csv_chunks(sessions: sessionmaker[Session], run_id: str, keys: list[str] | None) -> Iterator[bytes]:

@@ -1,5 +1,5 @@
 """The data part of `sqd gc` and of erasing a run: remove a run marked deleted (`runs.deleted_at` set) for good —
-its series and chunks (points and rollups), then the run row, whose foreign keys cascade to evaluations,
+its series, chunks (points and rollups) and pack, then the run row, whose foreign keys cascade to evaluations,
 checkpoints, alerts with their actions, run-scoped rules and turning-point and rule state — and report what that
 freed. It also removes chunks whose series row is gone (chunks have no foreign key).
 
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from sqd.server.alerts.models import AlertAction, AlertRule, RuleState, TurningState
 from sqd.server.store.db import session_factory
-from sqd.server.store.models import Alert, Chunk, Evaluation, Run, Series
+from sqd.server.store.models import Alert, Chunk, Evaluation, Pack, Run, Series
 
 
 @dataclass
@@ -60,6 +60,10 @@ def purge_run(session: Session, run_id: str) -> DataGc:
             func.coalesce(func.sum(Chunk.n), 0)).where(Chunk.series_id.in_(sids))).one()
         report.chunks, report.chunk_bytes, report.points, report.series = int(n), int(size), int(points), len(sids)
         session.execute(delete(Chunk).where(Chunk.series_id.in_(sids)))
+        packed = session.execute(select(func.coalesce(func.sum(func.length(Pack.data)), 0),
+                                        func.coalesce(func.sum(Pack.n_points), 0)).where(Pack.run_id == run_id)).one()
+        report.chunk_bytes, report.points = report.chunk_bytes + int(packed[0]), report.points + int(packed[1])
+        session.execute(delete(Pack).where(Pack.run_id == run_id))
         session.execute(delete(Series).where(Series.id.in_(sids)))
     report.evaluations = _count(session, Evaluation, Evaluation.run_id == run_id)
     report.alerts = _count(session, Alert, Alert.run_id == run_id)

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Float,
     ForeignKey,
     Integer,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -64,6 +66,7 @@ class Run(Base):
     notes: Mapped[str] = mapped_column(Text, default="")
     archived_at: Mapped[float | None] = mapped_column(Float)
     deleted_at: Mapped[float | None] = mapped_column(Float)
+    packed_at: Mapped[float | None] = mapped_column(Float)  # when packs.pack_run last ran (NULL: since unpacked)
     sweep_id: Mapped[str | None] = mapped_column(RUN_ID, index=True)  # the sweep that made it (sweeps/models.py)
 
 class Series(Base):
@@ -77,6 +80,7 @@ class Series(Base):
     last_step: Mapped[int | None] = mapped_column(BigInteger)
     n_points: Mapped[int] = mapped_column(BigInteger, default=0)
     last_value: Mapped[float | None] = mapped_column(Float)  # at last_step; NULL = NaN (or no point yet)
+    packed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # points in packs, not chunks
 
 class Chunk(Base):
     __tablename__ = "chunks"
@@ -94,6 +98,17 @@ class Chunk(Base):
     width: Mapped[int] = mapped_column(Integer, default=1)  # 1, or the bucket width a downsampling kept
     rollups: Mapped[bytes] = mapped_column(LargeBinary)  # small, read by downsampled queries: before `data`
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+class Pack(Base):
+    """The points of a finished run's small series, in one blob (server/store/packs.py)."""
+
+    __tablename__ = "packs"
+
+    run_id: Mapped[str] = mapped_column(RUN_ID, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    n_series: Mapped[int] = mapped_column(Integer)
+    n_points: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
 
 class Evaluation(Base):
     __tablename__ = "evaluations"

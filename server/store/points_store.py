@@ -16,14 +16,15 @@ time), for each series:
   rewrites nothing, and the first value stored for a (run, key, step) wins. Points that fall inside a downsampled
   chunk (retention.py) are dropped: that range keeps only its rollups.
 
-The merged region is re-cut into full chunks plus one remainder, so chunks stay non-overlapping and sorted.
+The merged region is re-cut into full chunks plus one remainder, so chunks stay non-overlapping and sorted. A
+series a finished run packed (packs.py) first gets its chunk back, so everything here deals in chunks only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import Connection, bindparam, case, delete, func, insert, or_, select, tuple_, update
@@ -31,7 +32,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from sqd.protocol import NO_EPOCH, MetricBatch, PackedMetrics
-from sqd.server.store.chunk_codec import Points, encode_points, encode_rollups
+from sqd.server.store import packs
+from sqd.server.store.chunk_codec import Points, chunk_row
 from sqd.server.store.chunk_read import StoredChunk, chunk_points, tail_chunks
 from sqd.server.store.models import Chunk, Series
 
@@ -49,20 +51,26 @@ def insert_ignore(session: Session, model: type[Any], rows: list[dict[str, Any]]
         session.execute(_insert(session)(model).on_conflict_do_nothing(), rows)
 
 
-def ensure_series(session: Session, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int | None]]:
-    """(run_id, key) → (series id, last stored step), creating missing series and locking them for this
-    transaction (in id order, so concurrent consumers cannot deadlock)."""
+class SeriesRef(NamedTuple):
+    id: int
+    last_step: int | None
+    packed: bool
+
+
+def ensure_series(session: Session, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], SeriesRef]:
+    """(run_id, key) → its series, creating missing series and locking them for this transaction (in id order,
+    so concurrent consumers cannot deadlock)."""
     if not pairs:
         return {}
     ordered = sorted(pairs)
     insert_ignore(session, Series, [{"run_id": r, "key": k, "n_points": 0} for r, k in ordered])
-    found: dict[tuple[str, str], tuple[int, int | None]] = {}
+    found: dict[tuple[str, str], SeriesRef] = {}
     for chunk_start in range(0, len(ordered), 500):
         chunk = ordered[chunk_start:chunk_start + 500]
-        rows = session.execute(select(Series.run_id, Series.key, Series.id, Series.last_step)
+        rows = session.execute(select(Series.run_id, Series.key, Series.id, Series.last_step, Series.packed)
                                .where(tuple_(Series.run_id, Series.key).in_(chunk))
                                .order_by(Series.id).with_for_update())
-        found.update({(r.run_id, r.key): (r.id, r.last_step) for r in rows})
+        found.update({(r.run_id, r.key): SeriesRef(r.id, r.last_step, r.packed) for r in rows})
     return found
 
 
@@ -104,18 +112,6 @@ def _first_per_pair(cols: PointColumns) -> PointColumns:
         keep[1:] = (cols.series_id[1:] != cols.series_id[:-1]) | (step[1:] != step[:-1])
         cols = cols.take(np.flatnonzero(keep))
     return cols
-
-
-def chunk_row(series_id: int, p: Points) -> dict[str, Any]:
-    """The `chunks` row holding points `p` (sorted, unique) at full resolution."""
-    nan = np.isnan(p.value)
-    finite = p.value[~nan]
-    last = float(p.value[-1])
-    return {"series_id": series_id, "first_step": int(p.step[0]), "last_step": int(p.step[-1]),
-            "n": len(p), "n_nan": int(nan.sum()),
-            "vmin": float(finite.min()) if len(finite) else None, "vmax": float(finite.max()) if len(finite) else None,
-            "last_value": None if last != last else last, "width": 1, "rollups": encode_rollups(p),
-            "data": encode_points(p)}
 
 
 def _sampled_through(session: Session, sid: int) -> int:
@@ -252,14 +248,14 @@ class StoredPoints:
         return out
 
 
-def batches_columns(batches: Sequence[MetricBatch | PackedMetrics], ids: dict[tuple[str, str], tuple[int, int | None]]
+def batches_columns(batches: Sequence[MetricBatch | PackedMetrics], ids: dict[tuple[str, str], SeriesRef]
                     ) -> PointColumns:
     """The points of all `batches` as one set of columns (concatenated once, not batch by batch: a transaction
     holds hundreds of batches); `ids` maps each (run, key) to its series."""
     if not batches:
         return PointColumns.concat([])
     cols = [b.columns() for b in batches]
-    key_ids = np.array([ids[(b.run_id, k)][0] for b in batches for k in b.keys], dtype=np.int64)
+    key_ids = np.array([ids[(b.run_id, k)].id for b in batches for k in b.keys], dtype=np.int64)
     first_key = np.cumsum([0] + [len(b.keys) for b in batches[:-1]])
     key_index = np.concatenate([c.key_index for c in cols]) + np.repeat(first_key, [len(c) for c in cols])
     epoch = np.concatenate([c.epoch for c in cols])
@@ -271,8 +267,9 @@ def batches_columns(batches: Sequence[MetricBatch | PackedMetrics], ids: dict[tu
 def store_points(session: Session, batches: Sequence[MetricBatch | PackedMetrics]) -> StoredPoints:
     """Store the points of `batches` (any runs; the runs must exist) idempotently; returns what was new."""
     ids = ensure_series(session, {(b.run_id, k) for b in batches for k in b.keys})
-    series = {sid: pair for pair, (sid, _) in ids.items()}
-    last_step = {sid: last for sid, last in ids.values()}
+    series = {ref.id: pair for pair, ref in ids.items()}
+    last_step = {ref.id: ref.last_step for ref in ids.values()}
+    packs.unpack_series(session, [ref.id for ref in ids.values() if ref.packed])  # chunks again, to merge into
     cols = _first_per_pair(batches_columns(batches, ids))
     groups = cols.groups()
     appends = {sid for sid, a, _ in groups if last_step[sid] is None or cols.points.step[a] > last_step[sid]}

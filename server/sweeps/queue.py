@@ -18,7 +18,6 @@ A cancelled sweep (state "cancelled") releases nothing more.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 
@@ -29,6 +28,7 @@ from sqd.bus import CONTROL
 from sqd.protocol import TERMINAL_STATUSES, LaunchRequest
 from sqd.server.context import ServerContext
 from sqd.server.live import LiveEvent
+from sqd.server.periodic import Periodic
 from sqd.server.store.models import Run
 from sqd.server.sweeps.models import Sweep, SweepRun
 
@@ -96,29 +96,15 @@ def after_ingest(ctx: ServerContext, live: Sequence[LiveEvent]) -> None:
         release(ctx, sweep_id)
 
 
-class Reconciler:
+class Reconciler(Periodic):
     """Re-checks every waiting sweep every `reconcile_s` (and at once on start), until ctx.stop is set."""
 
-    def __init__(self, ctx: ServerContext):
-        self.ctx = ctx
-        self.thread = threading.Thread(target=self.run, name="sqd-sweeps", daemon=True)
+    name = "sqd-sweeps"
 
-    def start(self) -> Reconciler:
-        self.thread.start()
-        return self
-
-    def run(self) -> None:
-        while not self.ctx.stop.is_set():
-            try:
-                self.once()
-            except Exception:  # noqa: BLE001 - the database or the bus is down: the next pass retries
-                log.exception("sweep queue check failed; retrying in %.0f s", self.ctx.settings.sweeps.reconcile_s)
-            self.ctx.stop.wait(self.ctx.settings.sweeps.reconcile_s)
+    def every_s(self) -> float:
+        return self.ctx.settings.sweeps.reconcile_s
 
     def once(self) -> list[str]:
         with self.ctx.sessions() as session:
             ids = waiting_sweeps(session)
         return [run_id for sweep_id in ids for run_id in release(self.ctx, sweep_id)]
-
-    def join(self, timeout_s: float) -> None:
-        self.thread.join(timeout_s)

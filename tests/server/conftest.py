@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from server_support import LiveServer, make_settings, pg_schema
+from sqlalchemy.orm import Session, sessionmaker
 
 from sqd.bus import Bus, drop_prefix
 from sqd.server.app import create_app
+from sqd.server.store import migrate, runs_store
+from sqd.server.store.db import make_engine, session_factory
 from sqd.settings import Settings
 
 
@@ -23,6 +26,20 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     with pg_schema(request.getfixturevalue("pg_url")) as url:
         yield url
+
+
+@pytest.fixture
+def store_sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    """A migrated database holding two empty running runs, "run" and "other", for the store's tests."""
+    engine = make_engine(db_url)
+    migrate.upgrade(engine)
+    factory = session_factory(engine)
+    with factory() as s:
+        for run in ("run", "other"):
+            runs_store.create_run(s, name=run, kind="external", status="running", run_id=run)
+        s.commit()
+    yield factory
+    engine.dispose()
 
 
 @pytest.fixture

@@ -10,24 +10,15 @@ from server_support import V1_FLOAT32, brute_buckets, same_float
 from sqlalchemy import func, select
 
 from sqd.protocol import MetricBatch
-from sqd.server.store import migrate, runs_store
 from sqd.server.store.chunk_read import run_points
-from sqd.server.store.db import make_engine, session_factory
 from sqd.server.store.models import Chunk
 from sqd.server.store.points_store import store_points
 from sqd.server.store.series_query import bucket_level, query_series
 
 
 @pytest.fixture
-def sessions(db_url):
-    engine = make_engine(db_url)
-    migrate.upgrade(engine)
-    factory = session_factory(engine)
-    with factory() as s:
-        runs_store.create_run(s, name="r", kind="external", status="running", run_id="run")
-        s.commit()
-    yield factory
-    engine.dispose()
+def sessions(store_sessions):
+    return store_sessions
 
 
 def store(sessions, steps, values, key="k", run="run"):

@@ -18,8 +18,8 @@ import numpy as np
 import sqlalchemy as sa
 from alembic import op
 
-from sqd.server.store.chunk_codec import Points
-from sqd.server.store.points_store import CHUNK_POINTS, chunk_row
+from sqd.server.store.chunk_codec import Points, chunk_row
+from sqd.server.store.points_store import CHUNK_POINTS
 
 revision = "0006"
 down_revision = "0005"

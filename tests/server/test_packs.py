@@ -1,0 +1,244 @@
+"""Run packs (server/store/packs.py) against real SQLite and PostgreSQL: a finished run's small series move into one
+blob and read back exactly as from chunks (queries, export, last points), a late point moves its series back to
+chunks without loss or doubling, gc erases packs, and a damaged pack is refused by name."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from sqlalchemy import select, update
+
+from sqd.protocol import MetricBatch
+from sqd.server.store import migrate, runs_store
+from sqd.server.store.chunk_codec import CorruptChunk, Points, decode_points, encode_axes, encode_values
+from sqd.server.store.chunk_read import last_points, run_points, window_points
+from sqd.server.store.db import make_engine, session_factory
+from sqd.server.store.export import csv_chunks
+from sqd.server.store.gc import gc_data
+from sqd.server.store.models import Chunk, Pack, Run, Series
+from sqd.server.store.pack_codec import decode_pack, encode_pack
+from sqd.server.store.packs import PACK_POINTS, pack_run, runs_to_pack
+from sqd.server.store.points_store import store_points
+from sqd.server.store.series_query import query_series
+
+
+def sqd(*args, env):
+    out = subprocess.run([sys.executable, "-m", "sqd", *args], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, **env})
+    return out.returncode, out.stdout, out.stderr
+
+
+SPECIAL = [float("nan"), float("inf"), float("-inf"), -0.0, 5e-324]
+
+
+def test_pack_codec_round_trips_groups_and_special_values():
+    rng = np.random.default_rng(0)
+    steps = np.arange(100, dtype=np.int64)
+    walls = np.round(1.7e9 + np.cumsum(0.05 + rng.exponential(0.002, 100)), 3)
+    series = {sid: Points(steps, rng.normal(size=100).astype(np.float32).astype(np.float64), steps // 10, walls)
+              for sid in range(1, 40)}
+    series[900] = Points(np.array([3, 7, 2**40]), np.array(SPECIAL[:3]), np.array([-1, 0, 1]),
+                         np.array([1.7e9 + 1e-7, 1.7e9, 0.0]))  # µs walls, a third group
+    series[901] = Points(np.arange(5), np.array(SPECIAL), np.arange(5), np.full(5, 1.5))
+    blob = encode_pack(series)
+    back = decode_pack(blob)
+    assert set(back) == set(series)
+    for sid, p in series.items():
+        for f in ("step", "epoch"):
+            assert np.array_equal(getattr(back[sid], f), getattr(p, f))
+        assert np.array_equal(back[sid].value.view(np.int64), p.value.view(np.int64))  # NaN, -0.0 bit for bit
+        assert np.array_equal(back[sid].wall_time.view(np.int64), p.wall_time.view(np.int64))
+    assert set(decode_pack(blob, only={901, 5})) == {901, 5}
+    # the shared axes are stored once: the series cost their values and a few bytes each, one set of axes in all
+    values = sum(len(encode_values(p.value)[0]) for p in series.values())
+    assert len(blob) < values + 6 * len(series) + 3 * len(encode_axes(steps, steps // 10, walls)[0])
+
+
+@pytest.mark.parametrize("damage", ["flip", "cut", "format"])
+def test_a_damaged_pack_is_refused_by_name(damage):
+    blob = bytearray(encode_pack({1: Points(np.arange(10), np.arange(10.0), np.arange(10), np.arange(10.0))}))
+    if damage == "flip":
+        blob[-3] ^= 0x40
+    elif damage == "cut":
+        blob = blob[:-5]
+    else:
+        blob[0] = 9
+    with pytest.raises(CorruptChunk, match="run pack"):
+        decode_pack(bytes(blob))
+
+
+@pytest.fixture
+def sessions(store_sessions):
+    return store_sessions
+
+
+def store(sessions, run, rows) -> int:
+    with sessions() as s:
+        new = len(store_points(s, [MetricBatch.from_points(run, rows)]).new)
+        s.commit()
+    return new
+
+
+def fill(sessions, run="run") -> None:
+    """20 keys × 100 steps sharing walls, an eval key every 10 steps with NaN and ±inf, and one long key."""
+    rng = np.random.default_rng(1)
+    rows = [(f"loss/{k}", s, float(np.float32(rng.normal())), s // 10, 1.7e9 + s * 0.05)
+            for s in range(100) for k in range(20)]
+    rows += [("eval/fid", s, SPECIAL[s // 10 % 5], s // 10, 1.7e9 + s * 0.05 + 3) for s in range(0, 100, 10)]
+    rows += [("long", s, float(s), None, 1.7e9 + s * 0.01) for s in range(PACK_POINTS + 1)]
+    store(sessions, run, rows)
+
+
+def finish(sessions, run="run", at=1.0):
+    with sessions() as s:
+        s.execute(update(Run).where(Run.id == run).values(status="finished", finished_at=at))
+        s.commit()
+
+
+def snapshot(sessions, run="run"):
+    with sessions() as s:
+        points = run_points(s, run)
+        queried = query_series(s, run, None, max_points=16)
+        sids = dict(s.execute(select(Series.key, Series.id).where(Series.run_id == run)).all())
+        last = last_points(s, list(sids.values()))
+    export = b"".join(csv_chunks(sessions, run, None))
+    return points, queried, {k: last[sid] for k, sid in sids.items()}, export
+
+
+def same(a, b) -> bool:
+    pa, qa, la, ea = a
+    pb, qb, lb, eb = b
+    fields = ("step", "epoch", "wall_time")
+    return (ea == eb and pa.keys() == pb.keys()
+            and all(np.array_equal(pa[k].value.view(np.int64), pb[k].value.view(np.int64))
+                    and all(np.array_equal(getattr(pa[k], f), getattr(pb[k], f)) for f in fields) for k in pa)
+            and repr(qa) == repr(qb) and repr(la) == repr(lb))
+
+
+def test_packing_moves_small_series_and_every_reader_answers_the_same(sessions):
+    fill(sessions)
+    before = snapshot(sessions)
+    finish(sessions)
+    with sessions() as s:
+        assert runs_to_pack(s, finished_before=2.0) == ["run"]
+        report = pack_run(s, "run")
+        s.commit()
+    assert (report.series, report.points) == (21, 2010)
+    assert report.pack_bytes < report.bytes_before
+    with sessions() as s:
+        packed = dict(s.execute(select(Series.key, Series.packed).where(Series.run_id == "run")).all())
+        assert sum(packed.values()) == 21 and not packed["long"]  # past PACK_POINTS: stays in chunks
+        assert s.scalar(select(Pack.n_points).where(Pack.run_id == "run")) == 2010
+        assert runs_to_pack(s, finished_before=2.0) == []  # packed: not due again
+        with_chunks = s.scalars(select(Series.key).join(Chunk, Chunk.series_id == Series.id)
+                                .where(Series.run_id == "run").distinct()).all()
+        assert with_chunks == ["long"]
+        assert window_points(s, s.scalar(select(Series.id).where(Series.key == "eval/fid")), 20, 40
+                             ).step.tolist() == [20, 30, 40]
+    assert same(snapshot(sessions), before)
+    with sessions() as s:  # packing again moves nothing and changes nothing
+        assert pack_run(s, "run").series == 0
+        s.commit()
+    assert same(snapshot(sessions), before)
+
+
+def test_a_late_point_unpacks_its_series_and_nothing_is_lost_or_doubled(sessions):
+    fill(sessions)
+    finish(sessions)
+    with sessions() as s:
+        pack_run(s, "run")
+        s.commit()
+    assert store(sessions, "run", [("loss/3", 50, 123.0, 5, 0.0)]) == 0  # a redelivery: the stored value wins
+    assert store(sessions, "run", [("loss/3", 100, 7.0, 10, 1.7e9 + 5), ("eval/fid", 55, 1.0, 5, 1.7e9)]) == 2
+    with sessions() as s:
+        packed = dict(s.execute(select(Series.key, Series.packed).where(Series.run_id == "run")).all())
+        assert not packed["loss/3"] and not packed["eval/fid"] and sum(packed.values()) == 19
+        assert s.scalar(select(Pack.n_series).where(Pack.run_id == "run")) == 19
+        assert s.scalar(select(Run.packed_at).where(Run.id == "run")) is None  # due for packing again
+        points = run_points(s, "run")
+        n_points = dict(s.execute(select(Series.key, Series.n_points).where(Series.run_id == "run")).all())
+    assert points["loss/3"].step.tolist() == list(range(101)) and points["loss/3"].value[-1] == 7.0
+    assert points["eval/fid"].step.tolist() == [0, 10, 20, 30, 40, 50, 55, 60, 70, 80, 90]
+    assert all(len(points[k]) == n_points[k] for k in points)
+    with sessions() as s:  # packed again, everything in the pack
+        pack_run(s, "run")
+        s.commit()
+        assert s.scalar(select(Pack.n_series).where(Pack.run_id == "run")) == 21
+
+
+def test_gc_erases_a_packed_run_and_counts_its_points(sessions):
+    fill(sessions)
+    fill(sessions, "other")
+    finish(sessions)
+    with sessions() as s:
+        pack_run(s, "run")
+        runs_store.set_deleted(s, "run", True)
+        s.commit()
+    with sessions() as s:
+        report = gc_data(s)
+        s.commit()
+        assert report.points == 2010 + PACK_POINTS + 1
+        assert s.scalar(select(Pack.run_id)) is None
+        assert len(run_points(s, "other")) == 22  # the other run untouched
+
+
+def test_the_packer_packs_runs_finished_long_enough_ago(sessions):
+    from sqd.server.packer import pack_finished
+    from sqd.settings import Settings
+
+    fill(sessions)
+    fill(sessions, "other")
+    finish(sessions, "run", at=1000.0)
+    ctx = SimpleNamespace(settings=Settings(server={"pack_after_s": 600}), sessions=sessions)
+    assert pack_finished(ctx, now=1500.0) == {}  # finished 500 s ago: its evaluations may still come
+    assert list(pack_finished(ctx, now=1700.0)) == ["run"]  # the running one is never packed
+    assert pack_finished(ctx, now=1800.0) == {}
+
+
+def test_downgrade_puts_packed_points_back_into_chunks(sessions, db_url):
+    from alembic import command
+
+    fill(sessions)
+    finish(sessions)
+    before = snapshot(sessions)
+    with sessions() as s:
+        pack_run(s, "run")
+        s.commit()
+    engine = make_engine(db_url)
+    cfg = migrate.alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0007")
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT series_id, data FROM chunks").all()
+    assert sum(len(decode_points(data)) for _, data in rows) == 2010 + PACK_POINTS + 1
+    migrate.upgrade(engine)
+    engine.dispose()
+    assert same(snapshot(sessions), before)
+
+
+@pytest.mark.slow
+def test_db_pack_command(tmp_path):
+    env = {"SQD_HOME": str(tmp_path), "SQD_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+    engine = make_engine(env["SQD_DATABASE_URL"])
+    migrate.upgrade(engine)
+    factory = session_factory(engine)
+    with factory() as s:
+        s.add_all([Run(id="done", status="finished", finished_at=1.0), Run(id="live", status="running")])
+        s.commit()
+    fill(factory, "done")
+    fill(factory, "live")
+    engine.dispose()
+    code, out, err = sqd("db", "pack", env=env)
+    assert code == 0 and "1 runs packed: 21 series, 2,010 points" in out, err
+    code, out, err = sqd("db", "pack", env=env)
+    assert code == 0 and "0 runs packed" in out, err
+    code, out, err = sqd("db", "pack", "live", env=env)
+    assert code == 0 and "1 runs packed: 21 series" in out, err
+    code, _, err = sqd("db", "pack", "nope", env=env)
+    assert code == 1 and "no run 'nope'" in err
