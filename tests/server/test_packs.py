@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 
 from sqd.protocol import MetricBatch
 from sqd.server.store import migrate, runs_store
@@ -242,3 +244,46 @@ def test_db_pack_command(tmp_path):
     assert code == 0 and "1 runs packed: 21 series" in out, err
     code, _, err = sqd("db", "pack", "nope", env=env)
     assert code == 1 and "no run 'nope'" in err
+
+
+def test_packing_while_ingest_runs_loses_and_doubles_nothing(sessions):
+    """Ingest keeps adding steps to a run's series (in transactions of their own, retried when SQLite refuses a
+    stale snapshot, as the consumer does) while the run is packed over and over: every point is stored once, and
+    the series counts agree with what is read back."""
+    stop, errors, sent = threading.Event(), [], {"steps": 0}
+    keys = [f"k{i}" for i in range(8)]
+
+    def feed():
+        step = 0
+        while not stop.is_set() and not errors and step < 400:
+            batch = MetricBatch.from_points("run", [(k, step + i, float(step + i), 0, 1.0) for i in range(5)
+                                                    for k in keys])
+            try:
+                with sessions() as s, s.begin():
+                    store_points(s, [batch])
+            except OperationalError:
+                continue
+            except Exception as exc:  # noqa: BLE001 - reported by the test
+                errors.append(exc)
+            step += 5
+            sent["steps"] = step
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    packed = 0
+    try:
+        while thread.is_alive() and not errors:
+            try:
+                with sessions() as s, s.begin():
+                    packed += pack_run(s, "run").series
+            except OperationalError:
+                continue
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not errors and sent["steps"] == 400 and packed > 0
+    with sessions() as s:
+        points = run_points(s, "run")
+        counts = dict(s.execute(select(Series.key, Series.n_points).where(Series.run_id == "run")).all())
+    for k in keys:
+        assert points[k].step.tolist() == list(range(400)) and counts[k] == 400
