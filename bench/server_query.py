@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 from server_common import bench_settings, percentile
-from sqlalchemy import text
+from sqlalchemy import select
 
 from sqd.protocol import MetricBatch
 from sqd.server.context import ServerContext
@@ -23,6 +23,7 @@ from sqd.server.store import migrate, runs_store
 from sqd.server.store.chunk_codec import bucketize
 from sqd.server.store.chunk_read import window_points
 from sqd.server.store.export import csv_chunks
+from sqd.server.store.models import Series, run_ref
 from sqd.server.store.points_store import store_points
 from sqd.server.store.series_query import query_series
 
@@ -74,7 +75,7 @@ def bench(kind: str, n: int, max_points: int, repeat: int) -> dict[str, list[flo
         migrate.upgrade(ctx.engine)
         load(ctx, n)
         with ctx.sessions() as s:
-            sid = s.execute(text("SELECT id FROM series WHERE run_id = 'q'")).scalar_one()
+            sid = s.execute(select(Series.id).where(Series.run_ref == run_ref("q"))).scalar_one()
             cpu = time.thread_time()
             store_ms = timed(lambda: query_series(s, "q", ["loss/D"], max_points), repeat)
             cpu_ms = [1000 * (time.thread_time() - cpu) / (repeat + 1)]

@@ -38,7 +38,7 @@ from sqd.server.context import ServerContext
 from sqd.server.store import runs_store
 from sqd.server.store.chunk_codec import Points
 from sqd.server.store.chunk_read import iter_window
-from sqd.server.store.models import Checkpoint, Evaluation, Run, Series
+from sqd.server.store.models import Checkpoint, Evaluation, Run, Series, run_ref
 
 log = logging.getLogger(__name__)
 MAX_READ = 100_000  # points of one key read per batch; a run with more to catch up continues next batch
@@ -62,7 +62,7 @@ class PointReader:
         evaluations out of order, and a later evaluation read first would put the earlier one behind every
         cursor, unseen by the detector and the rules. `held_until` says when that hold lapses (an evaluation
         that never comes holds nothing back for longer)."""
-        rows = session.execute(select(Series.key, Series.id, Series.last_step).where(Series.run_id == run_id))
+        rows = session.execute(select(Series.key, Series.id, Series.last_step).where(Series.run_ref == run_ref(run_id)))
         reader = cls(session, {key: (sid, last) for key, sid, last in rows})
         if eval_wait_s > 0:
             reader._hold_evaluations(run_id, time.time() if now is None else now, eval_wait_s)

@@ -28,7 +28,7 @@ from sqd.server.store.chunk_codec import (
     decode_rollups,
     merge_buckets,
 )
-from sqd.server.store.models import Chunk, Series
+from sqd.server.store.models import Chunk, Series, run_ref
 from sqd.server.store.packs import packed_points
 
 IN_LIMIT = 500  # ids per IN (...) list
@@ -131,7 +131,7 @@ def window_points(session: Session, series_id: int, lo: int | None = None, hi: i
 
 def run_points(session: Session, run_id: str, keys: Sequence[str] | None = None) -> dict[str, Points]:
     """key → every stored point of the run's series (tests, tools; the API streams instead)."""
-    query = select(Series.id, Series.key).where(Series.run_id == run_id)
+    query = select(Series.id, Series.key).where(Series.run_ref == run_ref(run_id))
     if keys is not None:
         query = query.where(Series.key.in_(keys))
     return {key: window_points(session, sid) for sid, key in session.execute(query)}

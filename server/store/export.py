@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sqd.server.store.chunk_codec import Points
 from sqd.server.store.chunk_read import iter_window
-from sqd.server.store.models import Series
+from sqd.server.store.models import Series, run_ref
 
 NONFINITE = {"nan": b"NaN", "inf": b"Infinity", "-inf": b"-Infinity"}
 
@@ -46,7 +46,7 @@ def epoch_texts(epoch: np.ndarray, none: bytes) -> list[bytes]:
 
 
 def _chunks(session: Session, run_id: str, keys: list[str] | None) -> Iterator[tuple[str, Points]]:
-    query = select(Series.key, Series.id).where(Series.run_id == run_id)
+    query = select(Series.key, Series.id).where(Series.run_ref == run_ref(run_id))
     if keys is not None:
         query = query.where(Series.key.in_(keys))
     for key, sid in session.execute(query.order_by(Series.key)).all():

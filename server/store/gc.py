@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from sqd.server.alerts.models import AlertAction, AlertRule, RuleState, TurningState
 from sqd.server.store.db import session_factory
-from sqd.server.store.models import Alert, Chunk, Evaluation, Pack, Run, Series
+from sqd.server.store.models import Alert, Chunk, Evaluation, Pack, Run, Series, run_ref
 
 
 @dataclass
@@ -52,7 +52,7 @@ def _count(session: Session, model: type, *where: object) -> int:
 def purge_run(session: Session, run_id: str) -> DataGc:
     """Erase one run's rows in the session's transaction (not committed), counting what goes."""
     report = DataGc(runs=[run_id])
-    sids = list(session.scalars(select(Series.id).where(Series.run_id == run_id).order_by(Series.id)
+    sids = list(session.scalars(select(Series.id).where(Series.run_ref == run_ref(run_id)).order_by(Series.id)
                                 .with_for_update()))
     if sids:
         n, size, points = session.execute(select(

@@ -1,10 +1,11 @@
 """Database tables. Typed ORM models for runs, evaluations, checkpoints, alerts and tokens; `chunks` is written by
 server/store/points_store.py and only declared here.
 
-Long series (DESIGN.md): `series` maps (run, key) to an integer id; `chunks` holds each series' points in
-compressed chunks of consecutive steps (server/store/chunk_codec.py), keyed (series_id, first_step), with their
-step ranges never overlapping. The summary columns of a chunk (count, NaN count, min/max over the non-NaN values,
-the value at `last_step`) store NaN as NULL, as SQL aggregates want; inside the blobs NaN is kept bit for bit.
+Long series (DESIGN.md): `series` maps (run, key) to an integer id — the run named by its `run_refs.ref`;
+`chunks` holds each series' points in compressed chunks of consecutive steps (server/store/chunk_codec.py), keyed
+(series_id, first_step), with their step ranges never overlapping. The summary columns of a chunk (count, NaN
+count, min/max over the non-NaN values, the value at `last_step`) store NaN as NULL, as SQL aggregates want;
+inside the blobs NaN is kept bit for bit.
 
 `series.last_value` is the value at `series.last_step` (NULL = NaN, or no point yet when `n_points` is 0): the
 per-series summary that run filters and sorts on metrics read (`eval/fid < 50`).
@@ -15,6 +16,7 @@ default listing) and `deleted_at` (a soft delete: hidden everywhere but recovera
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import (
@@ -29,8 +31,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.selectable import ScalarSelect, Select
 
 RUN_ID = String(64)
 
@@ -69,12 +73,33 @@ class Run(Base):
     packed_at: Mapped[float | None] = mapped_column(Float)  # when packs.pack_run last ran (NULL: since unpacked)
     sweep_id: Mapped[str | None] = mapped_column(RUN_ID, index=True)  # the sweep that made it (sweeps/models.py)
 
+class RunRef(Base):
+    """A small integer for each run that has series: `series` rows name their run by it, not by the 32-character
+    id (migration 0009: a series row and its (run, key) index entry cost ~60 bytes less — most of what a short
+    series costs besides its points)."""
+
+    __tablename__ = "run_refs"
+
+    ref: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(RUN_ID, ForeignKey("runs.id", ondelete="CASCADE"), unique=True)
+
+
+def run_ref(run_id: str) -> ScalarSelect[int]:
+    """The `run_refs.ref` of a run id, for `Series.run_ref == run_ref(run_id)`."""
+    return select(RunRef.ref).where(RunRef.run_id == run_id).scalar_subquery()
+
+
+def run_refs_of(run_ids: Collection[str]) -> Select[int]:
+    return select(RunRef.ref).where(RunRef.run_id.in_(run_ids))
+
+
 class Series(Base):
     __tablename__ = "series"
-    __table_args__ = (UniqueConstraint("run_id", "key", name="uq_series_run_key"),)
+    __table_args__ = (UniqueConstraint("run_ref", "key", name="uq_series_run_key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(RUN_ID, ForeignKey("runs.id", ondelete="CASCADE"))
+    run_ref: Mapped[int] = mapped_column(Integer, ForeignKey("run_refs.ref", ondelete="CASCADE",
+                                                             name="fk_series_run_ref"))
     key: Mapped[str] = mapped_column(String(200))
     first_step: Mapped[int | None] = mapped_column(BigInteger)
     last_step: Mapped[int | None] = mapped_column(BigInteger)

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from sqd.protocol import TERMINAL_STATUSES
 from sqd.server.store.chunk_codec import Points, chunk_row, decode_points
-from sqd.server.store.models import Chunk, Pack, Run, Series
+from sqd.server.store.models import Chunk, Pack, Run, RunRef, Series, run_ref
 from sqd.server.store.pack_codec import decode_pack, encode_pack
 
 PACK_POINTS = 1024  # larger series keep their chunks (and rollups)
@@ -70,7 +70,7 @@ def pack_run(session: Session, run_id: str) -> PackReport:
     """Move the run's small series into its pack (in the session's transaction, not committed)."""
     report = PackReport()
     session.execute(update(Run).where(Run.id == run_id).values(packed_at=time.time()))
-    sids = list(session.scalars(select(Series.id).where(Series.run_id == run_id, Series.packed.is_(False))
+    sids = list(session.scalars(select(Series.id).where(Series.run_ref == run_ref(run_id), Series.packed.is_(False))
                                 .order_by(Series.id).with_for_update()))
     if not sids:
         return report
@@ -98,7 +98,8 @@ def unpack_series(session: Session, sids: Sequence[int]) -> None:
     """Give the packed series among `sids` (whose rows the caller has locked) their chunks back."""
     if not sids:
         return
-    rows = session.execute(select(Series.id, Series.run_id).where(Series.id.in_(sorted(sids)), Series.packed)).all()
+    rows = session.execute(select(Series.id, RunRef.run_id).join(RunRef, RunRef.ref == Series.run_ref)
+                           .where(Series.id.in_(sorted(sids)), Series.packed)).all()
     by_run: dict[str, set[int]] = {}
     for sid, run_id in rows:
         by_run.setdefault(run_id, set()).add(sid)
@@ -116,7 +117,8 @@ def unpack_series(session: Session, sids: Sequence[int]) -> None:
 
 def packed_points(session: Session, series_id: int) -> Points | None:
     """The points of a packed series; None when the series is not packed."""
-    data = session.execute(select(Pack.data).join(Series, Series.run_id == Pack.run_id)
+    data = session.execute(select(Pack.data).join(RunRef, RunRef.run_id == Pack.run_id)
+                           .join(Series, Series.run_ref == RunRef.ref)
                            .where(Series.id == series_id, Series.packed)).scalar()
     if data is None:
         return None

@@ -35,7 +35,7 @@ from sqd.protocol import NO_EPOCH, MetricBatch, PackedMetrics
 from sqd.server.store import packs
 from sqd.server.store.chunk_codec import Points, chunk_row
 from sqd.server.store.chunk_read import StoredChunk, chunk_points, tail_chunks
-from sqd.server.store.models import Chunk, Series
+from sqd.server.store.models import Chunk, RunRef, Series
 
 CHUNK_POINTS = 16384
 OPEN_POINTS = 4096
@@ -57,20 +57,44 @@ class SeriesRef(NamedTuple):
     packed: bool
 
 
+def ensure_run_refs(session: Session, run_ids: set[str]) -> dict[str, int]:
+    """run id → its run_refs.ref, created where missing. On SQLite this INSERT is the transaction's first
+    statement and a write: it takes the write lock before anything is read (pysqlite opens the transaction at the
+    first write, and what a transaction read before it could change under it). On PostgreSQL only missing rows
+    are inserted: an INSERT that meets a conflict still draws an id from the sequence (as `ensure_series`)."""
+    rows = [{"run_id": r} for r in sorted(run_ids)]
+    query = select(RunRef.run_id, RunRef.ref).where(RunRef.run_id.in_(sorted(run_ids)))
+    if session.get_bind().dialect.name != "postgresql":
+        insert_ignore(session, RunRef, rows)
+    refs = {run_id: ref for run_id, ref in session.execute(query)}
+    if len(refs) < len(run_ids):
+        insert_ignore(session, RunRef, [r for r in rows if r["run_id"] not in refs])
+        refs = {run_id: ref for run_id, ref in session.execute(query)}
+    return refs
+
+
 def ensure_series(session: Session, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], SeriesRef]:
     """(run_id, key) → its series, creating missing series and locking them for this transaction (in id order,
     so concurrent consumers cannot deadlock)."""
     if not pairs:
         return {}
-    ordered = sorted(pairs)
-    insert_ignore(session, Series, [{"run_id": r, "key": k, "n_points": 0} for r, k in ordered])
+    refs = ensure_run_refs(session, {r for r, _ in pairs})
+    run_of = {ref: run_id for run_id, ref in refs.items()}
+    ordered = sorted((refs[r], k) for r, k in pairs)
     found: dict[tuple[str, str], SeriesRef] = {}
-    for chunk_start in range(0, len(ordered), 500):
-        chunk = ordered[chunk_start:chunk_start + 500]
-        rows = session.execute(select(Series.run_id, Series.key, Series.id, Series.last_step, Series.packed)
-                               .where(tuple_(Series.run_id, Series.key).in_(chunk))
-                               .order_by(Series.id).with_for_update())
-        found.update({(r.run_id, r.key): SeriesRef(r.id, r.last_step, r.packed) for r in rows})
+    for _ in range(2):  # the rows there, then the missing ones inserted
+        for chunk_start in range(0, len(ordered), 500):
+            chunk = ordered[chunk_start:chunk_start + 500]
+            rows = session.execute(select(Series.run_ref, Series.key, Series.id, Series.last_step, Series.packed)
+                                   .where(tuple_(Series.run_ref, Series.key).in_(chunk))
+                                   .order_by(Series.id).with_for_update())
+            found.update({(run_of[r.run_ref], r.key): SeriesRef(r.id, r.last_step, r.packed) for r in rows})
+        if len(found) == len(ordered):
+            break
+        # only the missing ones: inserting every row of every batch would, on PostgreSQL, draw a sequence id for
+        # each conflict and run the 32-bit ids out within weeks
+        insert_ignore(session, Series, [{"run_ref": ref, "key": k, "n_points": 0} for ref, k in ordered
+                                        if (run_of[ref], k) not in found])
     return found
 
 

@@ -25,7 +25,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from sqd.server.store.chunk_codec import decode_points, decode_rollups, encode_points
-from sqd.server.store.models import Chunk, Series
+from sqd.server.store.models import Chunk, Series, run_ref
 
 
 @dataclass
@@ -40,7 +40,7 @@ class DownsampleReport:
 def downsample_run(session: Session, run_id: str, before_step: int) -> DownsampleReport:
     """Downsample the run's chunks that end before `before_step` (in the session's transaction)."""
     report = DownsampleReport()
-    sids = list(session.scalars(select(Series.id).where(Series.run_id == run_id).order_by(Series.id)
+    sids = list(session.scalars(select(Series.id).where(Series.run_ref == run_ref(run_id)).order_by(Series.id)
                                 .with_for_update()))
     if not sids:
         return report

@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from sqd.server.store.filter_syntax import BoolOp, Comparison, FilterError, Node, Token
-from sqd.server.store.models import Run, Series
+from sqd.server.store.models import Run, RunRef, Series
 
 STATUSES = ("queued", "running", "cancelling", "finished", "failed", "cancelled")
 KINDS = ("launched", "external")
@@ -176,7 +176,8 @@ class MetricField:
     key: str
 
     def last_value(self) -> SQLExpr:
-        return (select(Series.last_value).where(Series.run_id == Run.id, Series.key == self.key)
+        return (select(Series.last_value).join(RunRef, RunRef.ref == Series.run_ref)
+                .where(RunRef.run_id == Run.id, Series.key == self.key)
                 .scalar_subquery())
 
     def where(self, name: str, c: Comparison, dialect: str) -> SQLExpr:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from sqd.server.store.chunk_codec import Buckets
 from sqd.server.store.chunk_read import window_buckets
-from sqd.server.store.models import Series
+from sqd.server.store.models import Series, run_ref
 
 
 @dataclass
@@ -51,7 +51,7 @@ def query_series(session: Session, run_id: str, keys: list[str] | None, max_poin
                  start: int | None = None, end: int | None = None) -> dict[str, SeriesData]:
     """key → downsampled data for the run's series (all of them when `keys` is None); unknown keys are absent."""
     query = select(Series.id, Series.key, Series.first_step, Series.last_step, Series.n_points).where(
-        Series.run_id == run_id)
+        Series.run_ref == run_ref(run_id))
     if keys is not None:
         query = query.where(Series.key.in_(bindparam("keys", expanding=True)))
     rows = session.execute(query.order_by(Series.key), {"keys": keys} if keys is not None else {}).all()
@@ -72,5 +72,5 @@ def query_series(session: Session, run_id: str, keys: list[str] | None, max_poin
 
 def list_keys(session: Session, run_id: str) -> list[dict[str, object]]:
     rows = session.execute(select(Series.key, Series.first_step, Series.last_step, Series.n_points)
-                           .where(Series.run_id == run_id).order_by(Series.key))
+                           .where(Series.run_ref == run_ref(run_id)).order_by(Series.key))
     return [{"key": k, "first_step": f, "last_step": la, "points": n} for k, f, la, n in rows]

@@ -20,7 +20,7 @@ from sqd.server.store.chunk_read import run_points
 from sqd.server.store.db import make_engine, session_factory
 from sqd.server.store.export import csv_chunks
 from sqd.server.store.gc import gc_data
-from sqd.server.store.models import Chunk, Evaluation, Run, Series
+from sqd.server.store.models import Chunk, Evaluation, Run, Series, run_ref
 from sqd.server.store.points_store import CHUNK_POINTS, OPEN_POINTS, store_points
 from sqd.server.store.retention import downsample_run
 from sqd.server.store.series_query import bucket_level, query_series
@@ -55,7 +55,7 @@ def store(sessions, steps, values, key="k", run="run", epoch=None) -> int:
 def chunk_rows(sessions, run="run"):
     with sessions() as s:
         return s.execute(select(Chunk.series_id, Chunk.first_step, Chunk.last_step, Chunk.n, Chunk.width, Chunk.data)
-                         .join(Series, Series.id == Chunk.series_id).where(Series.run_id == run)
+                         .join(Series, Series.id == Chunk.series_id).where(Series.run_ref == run_ref(run))
                          .order_by(Chunk.series_id, Chunk.first_step)).all()
 
 

@@ -22,7 +22,7 @@ from sqd.server.store.chunk_read import last_points, run_points, window_points
 from sqd.server.store.db import make_engine, session_factory
 from sqd.server.store.export import csv_chunks
 from sqd.server.store.gc import gc_data
-from sqd.server.store.models import Chunk, Pack, Run, Series
+from sqd.server.store.models import Chunk, Pack, Run, Series, run_ref
 from sqd.server.store.pack_codec import decode_pack, encode_pack
 from sqd.server.store.packs import PACK_POINTS, pack_run, runs_to_pack
 from sqd.server.store.points_store import store_points
@@ -106,10 +106,10 @@ def snapshot(sessions, run="run"):
     with sessions() as s:
         points = run_points(s, run)
         queried = query_series(s, run, None, max_points=16)
-        sids = dict(s.execute(select(Series.key, Series.id).where(Series.run_id == run)).all())
+        sids = dict(s.execute(select(Series.key, Series.id).where(Series.run_ref == run_ref(run))).all())
         last = last_points(s, list(sids.values()))
     export = b"".join(csv_chunks(sessions, run, None))
-    return points, queried, {k: last[sid] for k, sid in sids.items()}, export
+    return points, queried, {k: last[sid] for k, sid in sorted(sids.items())}, export
 
 
 def same(a, b) -> bool:
@@ -133,12 +133,12 @@ def test_packing_moves_small_series_and_every_reader_answers_the_same(sessions):
     assert (report.series, report.points) == (21, 2010)
     assert report.pack_bytes < report.bytes_before
     with sessions() as s:
-        packed = dict(s.execute(select(Series.key, Series.packed).where(Series.run_id == "run")).all())
+        packed = dict(s.execute(select(Series.key, Series.packed).where(Series.run_ref == run_ref("run"))).all())
         assert sum(packed.values()) == 21 and not packed["long"]  # past PACK_POINTS: stays in chunks
         assert s.scalar(select(Pack.n_points).where(Pack.run_id == "run")) == 2010
         assert runs_to_pack(s, finished_before=2.0) == []  # packed: not due again
         with_chunks = s.scalars(select(Series.key).join(Chunk, Chunk.series_id == Series.id)
-                                .where(Series.run_id == "run").distinct()).all()
+                                .where(Series.run_ref == run_ref("run")).distinct()).all()
         assert with_chunks == ["long"]
         assert window_points(s, s.scalar(select(Series.id).where(Series.key == "eval/fid")), 20, 40
                              ).step.tolist() == [20, 30, 40]
@@ -158,12 +158,12 @@ def test_a_late_point_unpacks_its_series_and_nothing_is_lost_or_doubled(sessions
     assert store(sessions, "run", [("loss/3", 50, 123.0, 5, 0.0)]) == 0  # a redelivery: the stored value wins
     assert store(sessions, "run", [("loss/3", 100, 7.0, 10, 1.7e9 + 5), ("eval/fid", 55, 1.0, 5, 1.7e9)]) == 2
     with sessions() as s:
-        packed = dict(s.execute(select(Series.key, Series.packed).where(Series.run_id == "run")).all())
+        packed = dict(s.execute(select(Series.key, Series.packed).where(Series.run_ref == run_ref("run"))).all())
         assert not packed["loss/3"] and not packed["eval/fid"] and sum(packed.values()) == 19
         assert s.scalar(select(Pack.n_series).where(Pack.run_id == "run")) == 19
         assert s.scalar(select(Run.packed_at).where(Run.id == "run")) is None  # due for packing again
         points = run_points(s, "run")
-        n_points = dict(s.execute(select(Series.key, Series.n_points).where(Series.run_id == "run")).all())
+        n_points = dict(s.execute(select(Series.key, Series.n_points).where(Series.run_ref == run_ref("run"))).all())
     assert points["loss/3"].step.tolist() == list(range(101)) and points["loss/3"].value[-1] == 7.0
     assert points["eval/fid"].step.tolist() == [0, 10, 20, 30, 40, 50, 55, 60, 70, 80, 90]
     assert all(len(points[k]) == n_points[k] for k in points)
@@ -284,6 +284,6 @@ def test_packing_while_ingest_runs_loses_and_doubles_nothing(sessions):
     assert not errors and sent["steps"] == 400 and packed > 0
     with sessions() as s:
         points = run_points(s, "run")
-        counts = dict(s.execute(select(Series.key, Series.n_points).where(Series.run_id == "run")).all())
+        counts = dict(s.execute(select(Series.key, Series.n_points).where(Series.run_ref == run_ref("run"))).all())
     for k in keys:
         assert points[k].step.tolist() == list(range(400)) and counts[k] == 400

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqd.bus import INGEST
 from sqd.protocol import AlertRaised, CheckpointReady, EvaluationResult, MetricBatch, RunFinished, RunStarted
 from sqd.server.store.db import make_engine, session_factory
-from sqd.server.store.models import Alert, Checkpoint, Chunk, Evaluation, Run, Series
+from sqd.server.store.models import Alert, Checkpoint, Chunk, Evaluation, Run, Series, run_ref
 
 
 def external_run(client, name="script", **extra):
@@ -147,9 +147,9 @@ def test_soft_delete_and_restore(client):
 def _counts(db_url, run_id):
     engine = make_engine(db_url)
     with session_factory(engine)() as s:
-        sids = select(Series.id).where(Series.run_id == run_id).scalar_subquery()
+        sids = select(Series.id).where(Series.run_ref == run_ref(run_id)).scalar_subquery()
         out = {name: s.scalar(q) for name, q in {
-            "series": select(func.count()).select_from(Series).where(Series.run_id == run_id),
+            "series": select(func.count()).select_from(Series).where(Series.run_ref == run_ref(run_id)),
             "points": select(func.coalesce(func.sum(Chunk.n), 0)).where(Chunk.series_id.in_(sids)),
             "chunks": select(func.count()).select_from(Chunk).where(Chunk.series_id.in_(sids)),
             "evaluations": select(func.count()).select_from(Evaluation).where(Evaluation.run_id == run_id),
@@ -226,7 +226,7 @@ def test_series_last_value_follows_the_last_step(client, api_settings):
     def last():
         engine = make_engine(api_settings.resolved_database_url)
         with session_factory(engine)() as s:
-            value = s.scalar(select(Series.last_value).where(Series.run_id == run["id"]))
+            value = s.scalar(select(Series.last_value).where(Series.run_ref == run_ref(run["id"])))
         engine.dispose()
         return value
 

@@ -69,7 +69,8 @@ def test_sweep_from_the_form_runs_on_a_real_agent(page: Any, server: DashboardSe
         assert [r["released"] for r in sweep["runs"]] == [True, False]
         page.wait_for_function(f"({INK})([0, 0]) > 50", timeout=180_000)  # the first run's angles, live
         expect(page.locator(".sweep-cell .seed-chip.status-finished")).to_have_count(2, timeout=240_000)
-        assert ink(page, 1, 0) > 50
+        # the cell is redrawn on the next animation frame after the points' SSE batch: waited for, not assumed
+        page.wait_for_function(f"({INK})([1, 0]) > 50", timeout=60_000)
         expect(page.locator(".sweep-status .badge")).to_have_text("finished")
         rows = server.http.get(f"/sweeps/{sweep_id}/results").json()["data"]
         assert [r["last_step"] for r in rows] == [39, 39]
