@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, case, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -80,21 +80,23 @@ def ensure_series(session: Session, pairs: set[tuple[str, str]]) -> dict[tuple[s
         return {}
     refs = ensure_run_refs(session, {r for r, _ in pairs})
     run_of = {ref: run_id for run_id, ref in refs.items()}
-    ordered = sorted((refs[r], k) for r, k in pairs)
+    ref_ids, keys = sorted(refs.values()), sorted({k for _, k in pairs})
     found: dict[tuple[str, str], SeriesRef] = {}
     for _ in range(2):  # the rows there, then the missing ones inserted
-        for chunk_start in range(0, len(ordered), 500):
-            chunk = ordered[chunk_start:chunk_start + 500]
+        for start in range(0, len(keys), 500):
+            # `run_ref IN … AND key IN …`, not a row-value IN list: PostgreSQL plans that as an OR of index probes,
+            # or, once its statistics say so, as a sequential scan of `series` per batch; these use the index
             rows = session.execute(select(Series.run_ref, Series.key, Series.id, Series.last_step, Series.packed)
-                                   .where(tuple_(Series.run_ref, Series.key).in_(chunk))
+                                   .where(Series.run_ref.in_(ref_ids), Series.key.in_(keys[start:start + 500]))
                                    .order_by(Series.id).with_for_update())
-            found.update({(run_of[r.run_ref], r.key): SeriesRef(r.id, r.last_step, r.packed) for r in rows})
-        if len(found) == len(ordered):
+            found.update({(run_of[r.run_ref], r.key): SeriesRef(r.id, r.last_step, r.packed) for r in rows
+                          if (run_of[r.run_ref], r.key) in pairs})
+        if len(found) == len(pairs):
             break
         # only the missing ones: inserting every row of every batch would, on PostgreSQL, draw a sequence id for
         # each conflict and run the 32-bit ids out within weeks
-        insert_ignore(session, Series, [{"run_ref": ref, "key": k, "n_points": 0} for ref, k in ordered
-                                        if (run_of[ref], k) not in found])
+        insert_ignore(session, Series, [{"run_ref": refs[r], "key": k, "n_points": 0} for r, k in sorted(pairs)
+                                        if (r, k) not in found])
     return found
 
 
