@@ -287,3 +287,45 @@ def test_packing_while_ingest_runs_loses_and_doubles_nothing(sessions):
         counts = dict(s.execute(select(Series.key, Series.n_points).where(Series.run_ref == run_ref("run"))).all())
     for k in keys:
         assert points[k].step.tolist() == list(range(400)) and counts[k] == 400
+
+
+def test_a_live_server_packs_a_finished_run_and_serves_it_unchanged(tmp_path, external_redis_url, db_url, prefix):
+    """Through real HTTP: a run's points, its keys, export, summaries, run filters and the runs table read the
+    same after the server's packer has packed the run, and a late point still lands."""
+    import httpx
+    from server_support import AUTH, LiveServer, make_settings, wait_for
+
+    settings = make_settings(tmp_path / "home", external_redis_url, db_url, prefix, pack_after_s=0.5,
+                             pack_check_s=0.2)
+    with LiveServer(settings) as server:
+        http = httpx.Client(base_url=f"{server.url}/api/v1", headers=AUTH, timeout=30)
+        run_id = http.post("/runs", json={"name": "to pack"}).json()["id"]
+        points = [{"key": f"loss/{k}", "step": s, "value": float(np.float32(s / (k + 1))), "epoch": s // 10}
+                  for s in range(60) for k in range(5)]
+        points += [{"key": "eval/fid", "step": s, "value": v, "epoch": s // 10}
+                   for s, v in zip(range(0, 60, 10), [80.0, "NaN", 60.0, "Infinity", 45.5, 41.0], strict=True)]
+        assert http.post(f"/runs/{run_id}/metrics", json={"points": points}).status_code == 200
+
+        def reads():
+            return (http.get(f"/runs/{run_id}/metrics", params={"max_points": 16}).json(),
+                    http.get(f"/runs/{run_id}/metrics").json(),
+                    http.get(f"/runs/{run_id}/keys").json(),
+                    http.get(f"/runs/{run_id}/export", params={"format": "csv"}).text,
+                    http.get("/summaries", params={"run_id": run_id}).json(),
+                    [r["id"] for r in http.get("/runs", params={"filter": "eval/fid < 42"}).json()["data"]])
+
+        before = reads()
+        assert before[5] == [run_id]
+        assert http.patch(f"/runs/{run_id}", json={"status": "finished"}).status_code == 200
+        engine = make_engine(settings.resolved_database_url)
+        with session_factory(engine)() as s:
+            packed = wait_for(lambda: s.scalar(select(Pack.n_series).where(Pack.run_id == run_id)),
+                              what="the packer to pack the run")
+            s.rollback()
+        engine.dispose()
+        assert packed == 6
+        assert reads() == before
+        late = {"points": [{"key": "eval/fid", "step": 60, "value": 39.0}]}
+        assert http.post(f"/runs/{run_id}/metrics", json=late).status_code == 200
+        assert http.get(f"/runs/{run_id}/metrics", params={"keys": "eval/fid"}).json()["series"]["eval/fid"][
+            "step"] == [0, 10, 20, 30, 40, 50, 60]
