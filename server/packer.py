@@ -7,8 +7,12 @@ from __future__ import annotations
 import logging
 import time
 
+from sqlalchemy import update
+
 from sqd.server.context import ServerContext
 from sqd.server.periodic import Periodic
+from sqd.server.store.chunk_codec import CorruptChunk
+from sqd.server.store.models import Run
 from sqd.server.store.packs import PackReport, pack_run, runs_to_pack
 
 log = logging.getLogger(__name__)
@@ -21,9 +25,18 @@ def pack_finished(ctx: ServerContext, now: float | None = None) -> dict[str, Pac
         due = runs_to_pack(session, cutoff)
     out = {}
     for run_id in due:
-        with ctx.sessions() as session:
-            out[run_id] = r = pack_run(session, run_id)
-            session.commit()
+        try:
+            with ctx.sessions() as session:
+                out[run_id] = r = pack_run(session, run_id)
+                session.commit()
+        except CorruptChunk:
+            # its pack (or a chunk) does not decode: nothing was changed; it is not tried again until a new point
+            # for one of its series arrives, and the other runs are packed as usual
+            log.exception("run %s cannot be packed; left as it is", run_id)
+            with ctx.sessions() as session:
+                session.execute(update(Run).where(Run.id == run_id).values(packed_at=time.time()))
+                session.commit()
+            continue
         log.info("run %s packed: %d series, %d points, %d → %d bytes", run_id, r.series, r.points, r.bytes_before,
                  r.pack_bytes)
     return out

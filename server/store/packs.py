@@ -19,6 +19,7 @@ that every key of the run repeats — than its values do; packed, a run of 100 k
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -32,6 +33,8 @@ from sqd.server.store.models import Chunk, Pack, Run, RunRef, Series, run_ref
 from sqd.server.store.pack_codec import decode_pack, encode_pack
 
 PACK_POINTS = 1024  # larger series keep their chunks (and rollups)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -107,6 +110,9 @@ def unpack_series(session: Session, sids: Sequence[int]) -> None:
         pack = _pack_row(session, run_id)
         series = decode_pack(pack.data) if pack is not None else {}
         leaving = by_run[run_id]
+        lost = sorted(leaving - set(series))
+        if lost:  # marked packed but not in the pack: nothing to restore; new points are still stored
+            log.error("run %s: series %s are marked packed but missing from its pack", run_id, lost)
         chunks = [chunk_row(sid, series.pop(sid)) for sid in sorted(leaving) if sid in series]
         if chunks:
             session.execute(Chunk.__table__.insert(), chunks)

@@ -329,3 +329,31 @@ def test_a_live_server_packs_a_finished_run_and_serves_it_unchanged(tmp_path, ex
         assert http.post(f"/runs/{run_id}/metrics", json=late).status_code == 200
         assert http.get(f"/runs/{run_id}/metrics", params={"keys": "eval/fid"}).json()["series"]["eval/fid"][
             "step"] == [0, 10, 20, 30, 40, 50, 60]
+
+
+def test_a_damaged_pack_is_named_and_skipped_and_other_runs_still_pack(sessions, caplog):
+    from sqd.server.packer import pack_finished
+    from sqd.settings import Settings
+
+    fill(sessions)
+    fill(sessions, "other")
+    finish(sessions, "run", at=1.0)
+    with sessions() as s:
+        pack_run(s, "run")
+        blob = bytearray(s.scalar(select(Pack.data).where(Pack.run_id == "run")))
+        blob[-1] ^= 0xFF
+        s.execute(update(Pack).where(Pack.run_id == "run").values(data=bytes(blob)))
+        s.execute(update(Run).where(Run.id == "run").values(packed_at=None))
+        s.commit()
+    store(sessions, "run", [("loss/new", 0, 1.0, 0, 0.0)])  # a new small series: packing must read the pack
+    finish(sessions, "other", at=1.0)
+    ctx = SimpleNamespace(settings=Settings(server={"pack_after_s": 0}), sessions=sessions)
+    assert list(pack_finished(ctx, now=10.0)) == ["other"]
+    assert "run run cannot be packed" in caplog.text
+    assert pack_finished(ctx, now=10.0) == {}  # not tried again every pass
+    with sessions() as s:
+        sid = s.scalar(select(Series.id).where(Series.run_ref == run_ref("run"), Series.key == "loss/3"))
+        with pytest.raises(CorruptChunk, match="run pack: the blob does not match its CRC-32"):
+            window_points(s, sid)
+        assert len(run_points(s, "run", ["long"])["long"]) == PACK_POINTS + 1  # what is in chunks still reads
+        assert len(run_points(s, "other")) == 22
