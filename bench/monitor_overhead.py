@@ -6,21 +6,24 @@ The zoo's real training step (`GANTrainer.step`) runs in alternating blocks with
 * host µs: median wall time of one `mon.step` call, in microseconds (what the training thread pays per step), and
   its CPU time (the training thread's, `time.thread_time`), which preemption on a loaded machine does not inflate;
 * in-loop: time spent inside `mon.step` / time of the training step;
-* CPU A/B: process CPU time per step with the Monitor (its sender thread included) / without, minus 1, each
-  monitored block against the plain block before it (median and interquartile range over the rounds) — CPU time,
-  not wall time, so that other load on a shared machine does not swamp a 1 % effect;
+* CPU A/B: process CPU time per step with the Monitor (its sender and probe worker threads included) / without,
+  minus 1, each monitored block against the plain block before it (median and interquartile range over the
+  rounds) — CPU time, not wall time, so that other load on a shared machine does not swamp a 1 % effect;
+* wall A/B: the same with wall time per step — what training pays when the probe worker thread (CPU) has a core
+  of its own (`--foreground`: measure in the training thread, as `SQD_TRAINER__MONITOR_THREAD=false` does);
 * checkpoint: one `torch.save` of the checkpoint dict in the training thread, amortized over `checkpoint_every`;
 * sys: one system-metrics sample (sqd.trainer.system_metrics, in the sender thread) in µs, and as a share of the
   sampling interval (`SQD_TRAINER__SYSTEM_METRICS_S`, 5 s) — it runs during the monitored blocks, so the CPU A/B
   includes it.
 
-usage: .venv/bin/python bench/monitor_overhead.py [--rounds 12] [--block 25] [--threads 1] [--presets …]
+usage: .venv/bin/python bench/monitor_overhead.py [--rounds 12] [--block 25] [--threads 1] [--presets …] [--foreground]
 On a GPU machine the presets run on cuda (step times are synchronised at block ends only).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -58,7 +61,7 @@ def measure(preset: str, settings: Settings, rounds: int, block: int, threads: i
     for _ in range(5):  # warm-up: allocator, first-call overheads
         trainer.step(step)
         step += 1
-    plain_cpu, mon_cpu, plain_wall, in_loop, calls, call_cpu = [], [], [], [], [], []
+    plain_cpu, mon_cpu, plain_wall, mon_wall, in_loop, calls, call_cpu = [], [], [], [], [], [], []
     with mon:
         for _ in range(rounds):
             for monitored in (False, True):
@@ -78,6 +81,7 @@ def measure(preset: str, settings: Settings, rounds: int, block: int, threads: i
                 cpu, wall = (time.process_time() - c0) / block, (time.perf_counter() - w0) / block
                 if monitored:
                     mon_cpu.append(cpu)
+                    mon_wall.append(wall)
                     in_loop.append(inside / block / max(wall - inside / block, 1e-12))
                 else:
                     plain_cpu.append(cpu)
@@ -88,7 +92,10 @@ def measure(preset: str, settings: Settings, rounds: int, block: int, threads: i
     step_s = statistics.median(plain_wall)
     # each monitored block against the plain block just before it: drifts in machine load cancel out
     paired = sorted(100 * (m / p - 1) for m, p in zip(mon_cpu, plain_cpu, strict=True))
-    return {"step_ms": 1e3 * step_s, "host_us": 1e6 * statistics.median(calls),
+    walls = sorted(100 * (m / p - 1) for m, p in zip(mon_wall, plain_wall, strict=True))
+    return {"wall_ab_pct": statistics.median(walls), "wall_ab_lo": walls[len(walls) // 4],
+            "wall_ab_hi": walls[(3 * len(walls)) // 4],
+            "step_ms": 1e3 * step_s, "host_us": 1e6 * statistics.median(calls),
             "cpu_us": 1e6 * statistics.median(call_cpu),
             "in_loop_pct": 100 * statistics.median(in_loop),
             "cpu_ab_pct": statistics.median(paired), "cpu_ab_lo": paired[len(paired) // 4],
@@ -114,21 +121,25 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=25)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    parser.add_argument("--foreground", action="store_true", help="CPU: measure in the training thread")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sqd-bench-", dir="/tmp") as home:
         valkey = EmbeddedRedis(Path(home) / "valkey")
         url = valkey.start()
         try:
             settings = Settings(home=Path(home), redis_url=url)
+            settings.trainer.monitor_thread = not args.foreground
             print(f"Monitor overhead ({args.rounds} rounds × {args.block} steps each way, "
-                  f"{args.threads} torch thread(s))")
+                  f"{args.threads} torch thread(s), {os.cpu_count()} cores, CPU steps measured "
+                  f"{'in the training thread' if args.foreground else 'in the probe worker thread'})")
             print(f"{'preset':18} {'device':6} {'params G/D':>14} {'step ms':>8} {'host µs':>8} {'CPU µs':>7} "
-                  f"{'in-loop %':>9} {'CPU A/B % (IQR)':>22} {'ckpt %':>7}")
+                  f"{'in-loop %':>9} {'CPU A/B % (IQR)':>22} {'wall A/B % (IQR)':>22} {'ckpt %':>7}")
             for preset in args.presets:
                 r = measure(preset, settings, args.rounds, args.block, args.threads)
                 print(f"{preset:18} {r['device']:6} {r['params_g']:>7,}/{r['params_d']:<7,}"
                       f"{r['step_ms']:>8.1f} {r['host_us']:>8.0f} {r['cpu_us']:>7.0f} {r['in_loop_pct']:>9.2f} "
                       f"{r['cpu_ab_pct']:>7.2f} ({r['cpu_ab_lo']:>5.1f} to {r['cpu_ab_hi']:>4.1f}) "
+                      f"{r['wall_ab_pct']:>7.2f} ({r['wall_ab_lo']:>5.1f} to {r['wall_ab_hi']:>4.1f}) "
                       f"{r['checkpoint_pct']:>7.2f}")
             if SystemSampler is not None:
                 sample_us = system_sample_us()

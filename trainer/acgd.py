@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sqd.trainer import probe_worker
+
 
 def _flat(tensors: Iterable[Tensor | None], like: list[nn.Parameter]) -> Tensor:
     return torch.cat([(t if t is not None else torch.zeros_like(p)).reshape(-1) for t, p in zip(tensors, like,
@@ -117,6 +119,7 @@ class ACGD:
         delta_a = a.sign * sqrt_eta * w
         follow = gb_d + mixed_product(ga, b.params, delta_a)
         a.warm, b.warm = w, eta_b.sqrt() * follow
+        probe_worker.fence()  # not a torch.optim optimizer: the Monitor's pre-step fence does not see this step
         a.apply(delta_a)
         b.apply(b.sign * eta_b * follow)
         self.solve_max = not self.solve_max

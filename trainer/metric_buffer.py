@@ -123,8 +123,10 @@ class MetricBuffer:
             self._index_cache[columns] = torch.tensor(columns, dtype=torch.long, device=self.device)
         return self._index_cache[columns]
 
-    def add(self, step: int, epoch: int | None, values: Mapping[str, Value | None]) -> None:
-        """One row: tensors stay on the device (no sync), Python numbers (and CPU tensors) go to the host side."""
+    def add(self, step: int, epoch: int | None, values: Mapping[str, Value | None],
+            wall_time: float | None = None) -> None:
+        """One row: tensors stay on the device (no sync), Python numbers (and CPU tensors) go to the host side;
+        `wall_time`: when the step was taken (default: now)."""
         host: dict[str, float] = {}
         tensors: list[torch.Tensor] = []
         fields: list[Field] = []
@@ -139,7 +141,7 @@ class MetricBuffer:
         if tensors:
             self.add_device(step, epoch, tuple(fields), torch.stack(tensors), host)
         else:
-            self.rows.append(_Row(step, epoch, time.time(), None, (), host))
+            self.rows.append(_Row(step, epoch, time.time() if wall_time is None else wall_time, None, (), host))
 
     def add_device(self, step: int, epoch: int | None, fields: tuple[Field, ...], flat: torch.Tensor,
                    host: dict[str, float]) -> None:

@@ -10,9 +10,9 @@ The constructor starts nothing; `with mon:` (or the first `step`) connects lazil
 snapshots the weights. What a step measures is sqd.trainer.step_probe's job: on a GPU one CUDA graph replay writes
 the angle sums, gradient norms and losses into a preallocated device buffer; every `flush_every` steps (or
 `flush_interval_s`) one asynchronous copy moves them to the host and the sender thread publishes them — the
-training thread never waits for the GPU or the bus (on a CPU the scalars are read directly: there is nothing to
-wait for). The sender thread also samples the system metrics (`sys/…`, sqd.trainer.system_metrics). See
-docs/monitor.md.
+training thread never waits for the GPU or the bus (on a CPU the probe worker thread measures the step while
+training goes on, sqd.trainer.probe_worker). The sender thread also samples the system metrics (`sys/…`,
+sqd.trainer.system_metrics). See docs/monitor.md.
 """
 
 from __future__ import annotations
@@ -117,8 +117,9 @@ class Monitor:
         outbox = Outbox(bus, settings.home / "spool" / self.run_id, settings.trainer.spool_max_events)
         self._agent = settings.trainer.agent_id
         self._graphs = settings.trainer.cuda_graphs
+        self._background = settings.trainer.monitor_thread
         self.probe: HostProbe | DeviceProbe = make_probe(self.nets, self.flush_every, self.grad_norms,
-                                                         graphs=self._graphs)
+                                                         graphs=self._graphs, background=self._background)
         device = self.probe.device
         self._last_flush = time.monotonic()
         interval = settings.trainer.system_metrics_s
@@ -226,6 +227,7 @@ class Monitor:
     def log(self, metrics: Mapping[str, Value], step: int, epoch: int | None = None) -> None:
         """Record any other values (tensors or numbers) at `step`, e.g. `{"eval/my_score": 0.7}`."""
         self._check_health()
+        self.probe.wait()  # after the rows of the steps before
         self.probe.buffer.add(step, epoch, dict(metrics))
         self._recorded(step, epoch)
 
@@ -245,7 +247,7 @@ class Monitor:
         self.last_step = step
         if epoch is not None:
             self.last_epoch = epoch
-        if self.probe.buffer.full():
+        if self.probe.full():
             self.flush()
         elif time.monotonic() - self._last_flush > self.flush_interval_s:
             self.flush(relist=False)  # slow steps flush by time: walk the modules only every flush_every rows
@@ -255,15 +257,17 @@ class Monitor:
         next step and epoch report no angle rather than a wrong one."""
         log.info("Monitor: the parameters of run %s moved or changed; taking fresh weight snapshots", self.run_id)
         self.flush(relist=False)
-        self.probe = make_probe(self.nets, self.flush_every, self.grad_norms, continues=False, graphs=self._graphs)
+        self.probe = make_probe(self.nets, self.flush_every, self.grad_norms, continues=False, graphs=self._graphs,
+                                background=self._background)
         return self.probe
 
     def flush(self, relist: bool = True) -> None:
         """Hand the buffered rows to the sender thread (one asynchronous device → host copy)."""
         if self._publisher is None:
             return
-        if len(self.probe.buffer):
-            self._publisher.submit(self.probe.buffer.take())
+        window = self.probe.take()
+        if window.rows:
+            self._publisher.submit(window)
         self._last_flush = time.monotonic()
         if relist and self.probe.moved(relist=True):  # other parameter objects (checked here: it walks the modules)
             self._reprobe()

@@ -3,7 +3,10 @@
 `make_probe` picks one of two implementations by the device of the first network's parameters:
 
 * `HostProbe` (CPU): one pass of float32 block sums over flat snapshots (sqd.trainer.weight_sums), one
-  `_foreach_norm` over all gradients, everything read as Python floats — there is no device to wait for.
+  `_foreach_norm` over all gradients, everything read as Python floats — there is no device to wait for. The
+  training thread only notes the step's values, gradients and version counters; the copy and the sums run in the
+  probe worker thread (sqd.trainer.probe_worker, which also says why they still see the step's weights), unless
+  `background=False` (`SQD_TRAINER__MONITOR_THREAD=false`).
 * `DeviceProbe` (GPU): the host stacks the step's loss / metric tensors and the per-tensor gradient norms into
   static slots (two launches), then one CUDA graph replay does the rest (sqd.trainer.step_program): snapshot copy,
   block sums, the metric-buffer row. Nothing synchronises. Loss tensors may live anywhere and have any float dtype;
@@ -21,14 +24,16 @@ trainable floating-point parameters → ValueError.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
-from sqd.trainer import step_kernels
-from sqd.trainer.metric_buffer import Field, MetricBuffer, Value, angle, norm, plain
+from sqd.trainer import probe_worker, step_kernels
+from sqd.trainer.metric_buffer import Field, MetricBuffer, Value, Window, angle, norm, plain
 from sqd.trainer.stability import trainable_parameters
 from sqd.trainer.step_program import Capture, GraphRunner, StepProgram, capture_cuda_graph
 from sqd.trainer.weight_sums import WeightSnapshots, angle_from_sums, fingerprint
@@ -85,17 +90,26 @@ class _Probe:
             return now != list(map(id, self.params))
         return False
 
-    def grads(self) -> tuple[list[torch.Tensor], list[bool]]:
-        """The gradients present, and per network whether it has any."""
-        present, nets = [], []
+    def wait(self) -> None:
+        """Return once every step given to `step` is in the buffer (raises a failed measurement)."""
+
+    def full(self) -> bool:
+        """Whether the buffer holds (or is about to hold) a flush's worth of rows."""
+        return self.buffer.full()
+
+    def take(self) -> Window:
+        """The buffered rows, as `MetricBuffer.take`, once every step is measured."""
+        self.wait()
+        return self.buffer.take()
+
+    def grads(self) -> tuple[list[torch.Tensor], list[int]]:
+        """The gradients present, and per network how many."""
+        present, counts = [], []
         for group in self.groups:
-            had = False
-            for p in group:
-                if p.grad is not None:
-                    present.append(p.grad)
-                    had = True
-            nets.append(had)
-        return present, nets
+            before = len(present)
+            present += [p.grad for p in group if p.grad is not None]
+            counts.append(len(present) - before)
+        return present, counts
 
 
 def _norms(grads: list[torch.Tensor], narrow: bool) -> list[torch.Tensor]:
@@ -105,33 +119,68 @@ def _norms(grads: list[torch.Tensor], narrow: bool) -> list[torch.Tensor]:
     return list(torch._foreach_norm(grads))
 
 
+def _versions(tensors: Sequence[torch.Tensor]) -> list[int]:
+    return [t._version for t in tensors]
+
+
 class HostProbe(_Probe):
-    @torch.no_grad()
+    def __init__(self, nets: Mapping[str, nn.Module], capacity: int, grad_norms: bool, continues: bool,
+                 background: bool = True):
+        super().__init__(nets, capacity, grad_norms, continues)
+        self.worker = probe_worker.worker() if background else None
+        if self.worker is not None:
+            probe_worker.guard(self.nets.values())
+        # steps handed to the worker / measured by it (each written by one thread only)
+        self.submitted = self.measured = 0
+
+    def wait(self) -> None:
+        if self.worker is not None:
+            self.worker.fence()
+
+    def full(self) -> bool:
+        return len(self.buffer) + self.submitted - self.measured >= self.buffer.capacity
+
     def step(self, step: int, epoch: int | None, values: Mapping[str, Value | None]) -> None:
+        wall = time.time()
+        given = {key: value.item() if isinstance(value, torch.Tensor) else float(value)
+                 for key, value in values.items() if value is not None}
+        grads, counts = self.grads() if self.grad_norms else ([], [])
+        if self.worker is None:
+            with torch.no_grad():
+                self._measure(step, epoch, wall, given, grads, counts, None, None)
+            return
+        self.worker.fence()  # at most one step in flight, and a failed one is reported here
+        self.submitted += 1
+        self.worker.submit(partial(self._measure, step, epoch, wall, given, grads, counts, _versions(self.params),
+                                   _versions(grads)))
+
+    def _measure(self, step: int, epoch: int | None, wall: float, given: dict[str, float],
+                 grads: list[torch.Tensor], counts: list[int], weights_at: list[int] | None,
+                 grads_at: list[int] | None) -> None:
+        """The step's row (in the worker thread when there is one); `weights_at` / `grads_at`: the tensors'
+        versions at `step` — a measurement that may have read a later value is left out."""
         host: dict[str, float] = {}
         sums = self.steps.host_sums()
-        if sums is not None and self.angle_valid:
+        intact = weights_at is None or _versions(self.params) == weights_at
+        if sums is not None and self.angle_valid and intact:
             for name, s in zip(self.names, sums, strict=True):
                 host[f"angle/{name}"] = angle_from_sums(*s)
-        self.angle_valid = True
-        if self.grad_norms:
-            self._grad_norms(host)
-        for key, value in values.items():
-            if value is not None:
-                host[key] = value.item() if isinstance(value, torch.Tensor) else float(value)
-        self.buffer.add(step, epoch, host)
-
-    def _grad_norms(self, host: dict[str, float]) -> None:
-        present, nets = self.grads()
-        if not present:
-            return
-        squares = iter(torch.stack(_norms(present, self.narrow)).square().tolist())
-        for name, group, had in zip(self.names, self.groups, nets, strict=True):
-            if had:
-                host[f"grad_norm/{name}"] = math.sqrt(math.fsum(next(squares) for p in group if p.grad is not None))
+        self.angle_valid = intact  # a snapshot taken after a change is no start for the next angle either
+        if grads:
+            squares = torch.stack(_norms(grads, self.narrow)).square().tolist()
+            if grads_at is None or _versions(grads) == grads_at:
+                start = 0
+                for name, n in zip(self.names, counts, strict=True):
+                    if n:
+                        host[f"grad_norm/{name}"] = math.sqrt(math.fsum(squares[start:start + n]))
+                    start += n
+        host.update(given)
+        self.buffer.add(step, epoch, host, wall)
+        self.measured += 1
 
     @torch.no_grad()
     def end_epoch(self, step: int, epoch: int) -> None:
+        self.wait()
         sums = self.epochs.host_sums()
         if sums is not None and self.epoch_valid:
             self.buffer.add(step, epoch, {f"angle_epoch/{n}": angle_from_sums(*s)
@@ -191,8 +240,8 @@ class DeviceProbe(_Probe):
         inputs = self._inputs(tensors)
         grads_present: tuple[bool, ...] = ()
         if self.grad_norms:
-            present, nets = self.grads()
-            grads_present = tuple(nets)
+            present, counts = self.grads()
+            grads_present = tuple(n > 0 for n in counts)
             if len(present) == len(self.params):
                 inputs += _norms(present, self.narrow)
             else:  # a zero for each missing gradient: the norm of the others
@@ -240,13 +289,13 @@ class DeviceProbe(_Probe):
 
 
 def make_probe(nets: Mapping[str, nn.Module], capacity: int, grad_norms: bool, continues: bool = True,
-               graphs: bool = True) -> HostProbe | DeviceProbe:
-    """The probe for where the networks live: CPU → HostProbe; a GPU → DeviceProbe, with CUDA graphs unless
-    `graphs=False`."""
+               graphs: bool = True, background: bool = True) -> HostProbe | DeviceProbe:
+    """The probe for where the networks live: CPU → HostProbe (measuring in the probe worker thread unless
+    `background=False`); a GPU → DeviceProbe, with CUDA graphs unless `graphs=False`."""
     first = next((p for net in nets.values() for p in trainable_parameters(net)), None)
     if first is None:
         raise ValueError("Monitor: the networks have no trainable floating-point parameters to take angles of")
     if first.device.type == "cpu":
-        return HostProbe(nets, capacity, grad_norms, continues)
+        return HostProbe(nets, capacity, grad_norms, continues, background)
     capture = capture_cuda_graph if graphs and first.device.type == "cuda" else None
     return DeviceProbe(nets, capacity, grad_norms, continues, capture=capture)

@@ -170,7 +170,7 @@ def rotated(a: torch.Tensor, theta: float, scale: float) -> torch.Tensor:
 
 
 def angles(probe: HostProbe | DeviceProbe) -> dict[int, float]:
-    return {s: v for k, s, v, _, _ in probe.buffer.take().points() if k == "angle/G"}
+    return {s: v for k, s, v, _, _ in probe.take().points() if k == "angle/G"}
 
 
 def accuracy(ctx: Context, report: Report, settings: Settings) -> None:

@@ -41,7 +41,7 @@ def train(probe: DeviceProbe, G: nn.Module, D: nn.Module, steps: int, start: int
 
 
 def angles_of(probe: DeviceProbe) -> dict[int, float]:
-    return {s: v for k, s, v, _, _ in probe.buffer.take().points() if k == "angle/G"}
+    return {s: v for k, s, v, _, _ in probe.take().points() if k == "angle/G"}
 
 
 @pytest.mark.parametrize("triton", [True, False], ids=["triton", "torch-ops"])
@@ -86,7 +86,7 @@ def test_bf16_parameters_and_autocast_losses() -> None:
         probe = make_probe({"G": G, "D": D}, 64, True)
         assert isinstance(probe, DeviceProbe)
         reference = train(probe, G, D, steps=5, autocast=autocast)
-        points = {(k, s): v for k, s, v, _, _ in probe.buffer.take().points()}
+        points = {(k, s): v for k, s, v, _, _ in probe.take().points()}
         for step, angle in enumerate(reference):
             assert points[("angle/G", step)] == pytest.approx(angle, rel=1e-6)
             assert points[("loss/G", step)] > 0 and points[("grad_norm/G", step)] > 0

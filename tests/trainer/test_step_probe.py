@@ -69,7 +69,7 @@ def run(probe: HostProbe | DeviceProbe, G: nn.Module, D: nn.Module, steps: int =
         angles.append(weight_angle(before, list(G.parameters())))
         norms.append(math.sqrt(sum(float(p.grad.double().square().sum()) for p in G.parameters())))
         probe.step(step, 0, {"loss/G": loss, "lr/G": 1e-3, **extra(step)})
-    return {(k, s): v for k, s, v, _, _ in probe.buffer.take().points()}, angles, norms
+    return {(k, s): v for k, s, v, _, _ in probe.take().points()}, angles, norms
 
 
 def device_probe(G: nn.Module, D: nn.Module, graphs: Graphs | None = None) -> DeviceProbe:
@@ -162,7 +162,7 @@ def test_no_tensors_and_no_gradient_norms() -> None:
     with torch.no_grad():
         G[0].weight.add_(0.01)
     probe.step(0, None, {"lr": 1e-3})
-    points = {k: v for k, _, v, _, _ in probe.buffer.take().points()}
+    points = {k: v for k, _, v, _, _ in probe.take().points()}
     assert points["lr"] == 1e-3 and points["angle/G"] > 0 and points["angle/D"] == 0.0
     assert not any(k.startswith("grad_norm") for k in points)
 
@@ -206,7 +206,7 @@ def test_missing_gradients_are_left_out() -> None:
             p.grad = None
         D[0].weight.grad = None
         probe.step(0, None, {})
-        points = {k: v for k, _, v, _, _ in probe.buffer.take().points()}
+        points = {k: v for k, _, v, _, _ in probe.take().points()}
         assert "grad_norm/G" not in points
         rest = [p for p in D.parameters() if p.grad is not None]
         assert points["grad_norm/D"] == pytest.approx(math.sqrt(sum(float(p.grad.square().sum()) for p in rest)),
