@@ -44,7 +44,7 @@ class ProbeWorker:
         self._thread: threading.Thread | None = None
 
     def submit(self, job: Job) -> None:
-        if self._thread is None or not self._thread.is_alive():
+        if self._thread is None:  # the thread never ends (a job's error is kept); a forked child starts afresh
             self._thread = threading.Thread(target=self._run, name="sqd-probe", daemon=True)
             self._thread.start()
         with self._idle:
