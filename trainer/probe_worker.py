@@ -13,7 +13,8 @@ Consistency, not locks: a job reads the parameters and gradients as they were at
 * anything else that writes them in place (a manual `p.data.mul_`, `zero_grad(set_to_none=False)`, a backward that
   accumulates into existing gradients) bumps the tensors' version counters, which the job compares with the
   versions noted at `Monitor.step`: a measurement that may have seen a later value is dropped (and the angle after
-  it, whose snapshot it took), never reported wrong.
+  it, whose snapshot it took), never reported wrong. Writes through `p.data` are not counted by PyTorch: a loop
+  that makes them between `Monitor.step` and its next optimizer step calls `fence()` first.
 
 `fence()` is public for loops that change weights some other way. A job's exception is kept and raised in the
 training thread by the next `Monitor` call, with the job's traceback chained.

@@ -119,6 +119,11 @@ def _norms(grads: list[torch.Tensor], narrow: bool) -> list[torch.Tensor]:
     return list(torch._foreach_norm(grads))
 
 
+def _not_one_value(key: str, value: torch.Tensor) -> None:
+    raise ValueError(f"Monitor.step: {key!r} is a tensor of {value.numel()} values; pass one number (e.g. its "
+                     f".mean())")
+
+
 def _versions(tensors: Sequence[torch.Tensor]) -> list[int]:
     return [t._version for t in tensors]
 
@@ -142,8 +147,14 @@ class HostProbe(_Probe):
 
     def step(self, step: int, epoch: int | None, values: Mapping[str, Value | None]) -> None:
         wall = time.time()
-        given = {key: value.item() if isinstance(value, torch.Tensor) else float(value)
-                 for key, value in values.items() if value is not None}
+        given: dict[str, float] = {}
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                if value.numel() != 1:
+                    _not_one_value(key, value)
+                given[key] = value.item()
+            elif value is not None:
+                given[key] = float(value)
         grads, counts = self.grads() if self.grad_norms else ([], [])
         if self.worker is None:
             with torch.no_grad():
@@ -229,8 +240,7 @@ class DeviceProbe(_Probe):
             if not isinstance(value, torch.Tensor):
                 host[key] = float(value)
             elif value.numel() != 1:
-                raise ValueError(f"Monitor.step: {key!r} is a tensor of {value.numel()} values; pass one number "
-                                 f"(e.g. its .mean())")
+                _not_one_value(key, value)
             elif value.device == self.device:
                 tensors[key] = value.reshape(()) if value.dim() else value
             elif value.device.type == "cpu":  # a host value already: no device round trip

@@ -133,6 +133,7 @@ def test_load_state_dict_into_a_monitored_network_waits_for_the_measurement() ->
     G, D = nets()
     probe = HostProbe({"G": G, "D": D}, 64, False, True)
     probe.step(0, 0, {})
+    probe.wait()  # an in-place change outside an optimizer must wait for the step before it (fence())
     start = [p.detach().clone() for p in G.parameters()]
     with torch.no_grad():
         G[0].weight.add_(0.01)

@@ -193,9 +193,9 @@ def test_failing_triton_kernels_give_way_to_torch_ops_without_graphs_too(caplog:
 
 def test_a_vector_instead_of_a_number_names_the_key() -> None:
     G, D = nets()
-    probe = device_probe(G, D)
-    with pytest.raises(ValueError, match="'loss/G' is a tensor of 3 values"):
-        probe.step(0, 0, {"loss/G": torch.ones(3)})
+    for probe in (device_probe(G, D), HostProbe({"G": G, "D": D}, 8, True, True)):
+        with pytest.raises(ValueError, match="'loss/G' is a tensor of 3 values"):
+            probe.step(0, 0, {"loss/G": torch.ones(3)})
 
 
 def test_missing_gradients_are_left_out() -> None:
