@@ -11,6 +11,10 @@ The zoo's real training step (`GANTrainer.step`) runs in alternating blocks with
   rounds) — CPU time, not wall time, so that other load on a shared machine does not swamp a 1 % effect;
 * wall A/B: the same with wall time per step — what training pays when the probe worker thread (CPU) has a core
   of its own (`--foreground`: measure in the training thread, as `SQD_TRAINER__MONITOR_THREAD=false` does);
+* Monitor CPU: the CPU time the Monitor itself spends per step — the training thread's inside `mon.step` plus its
+  probe worker and sender threads' (per-thread CPU clocks) over the monitored blocks — as a share of a plain
+  step's process CPU time: direct accounting, which resolves what the A/B's scatter hides (it leaves out indirect
+  costs such as the caches the Monitor's copies evict);
 * checkpoint: one `torch.save` of the checkpoint dict in the training thread, amortized over `checkpoint_every`;
 * sys: one system-metrics sample (sqd.trainer.system_metrics, in the sender thread) in µs, and as a share of the
   sampling interval (`SQD_TRAINER__SYSTEM_METRICS_S`, 5 s) — it runs during the monitored blocks, so the CPU A/B
@@ -26,6 +30,7 @@ import argparse
 import os
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -50,6 +55,18 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def helper_cpu_s() -> float:
+    """CPU seconds so far of the Monitor's own threads (probe worker, sender), by their per-thread clocks."""
+    total = 0.0
+    for t in threading.enumerate():
+        if t.ident is not None and t.name.startswith(("sqd-probe", "sqd-monitor-")):
+            try:
+                total += time.clock_gettime(time.pthread_getcpuclockid(t.ident))
+            except OSError:  # ended meanwhile
+                pass
+    return total
+
+
 def measure(preset: str, settings: Settings, rounds: int, block: int, threads: int) -> dict[str, float]:
     cfg = resolve_config(preset, {"train.threads": threads})
     trainer = build_trainer(cfg, settings)
@@ -61,12 +78,12 @@ def measure(preset: str, settings: Settings, rounds: int, block: int, threads: i
     for _ in range(5):  # warm-up: allocator, first-call overheads
         trainer.step(step)
         step += 1
-    plain_cpu, mon_cpu, plain_wall, mon_wall, in_loop, calls, call_cpu = [], [], [], [], [], [], []
+    plain_cpu, mon_cpu, plain_wall, mon_wall, in_loop, calls, call_cpu, helpers = [], [], [], [], [], [], [], []
     with mon:
         for _ in range(rounds):
             for monitored in (False, True):
                 sync(trainer.device)
-                c0, w0, inside = time.process_time(), time.perf_counter(), 0.0
+                c0, w0, inside, h0 = time.process_time(), time.perf_counter(), 0.0, helper_cpu_s()
                 for _ in range(block):
                     result = trainer.step(step)
                     if monitored:
@@ -80,6 +97,7 @@ def measure(preset: str, settings: Settings, rounds: int, block: int, threads: i
                 sync(trainer.device)
                 cpu, wall = (time.process_time() - c0) / block, (time.perf_counter() - w0) / block
                 if monitored:
+                    helpers.append((helper_cpu_s() - h0) / block)
                     mon_cpu.append(cpu)
                     mon_wall.append(wall)
                     in_loop.append(inside / block / max(wall - inside / block, 1e-12))
@@ -97,6 +115,7 @@ def measure(preset: str, settings: Settings, rounds: int, block: int, threads: i
             "wall_ab_hi": walls[(3 * len(walls)) // 4],
             "step_ms": 1e3 * step_s, "host_us": 1e6 * statistics.median(calls),
             "cpu_us": 1e6 * statistics.median(call_cpu),
+            "own_cpu_pct": 100 * (statistics.mean(call_cpu) + statistics.mean(helpers)) / statistics.median(plain_cpu),
             "in_loop_pct": 100 * statistics.median(in_loop),
             "cpu_ab_pct": statistics.median(paired), "cpu_ab_lo": paired[len(paired) // 4],
             "cpu_ab_hi": paired[(3 * len(paired)) // 4],
@@ -133,11 +152,13 @@ def main() -> None:
                   f"{args.threads} torch thread(s), {os.cpu_count()} cores, CPU steps measured "
                   f"{'in the training thread' if args.foreground else 'in the probe worker thread'})")
             print(f"{'preset':18} {'device':6} {'params G/D':>14} {'step ms':>8} {'host µs':>8} {'CPU µs':>7} "
-                  f"{'in-loop %':>9} {'CPU A/B % (IQR)':>22} {'wall A/B % (IQR)':>22} {'ckpt %':>7}")
+                  f"{'in-loop %':>9} {'Monitor CPU %':>13} {'CPU A/B % (IQR)':>22} {'wall A/B % (IQR)':>22} "
+                  f"{'ckpt %':>7}")
             for preset in args.presets:
                 r = measure(preset, settings, args.rounds, args.block, args.threads)
                 print(f"{preset:18} {r['device']:6} {r['params_g']:>7,}/{r['params_d']:<7,}"
                       f"{r['step_ms']:>8.1f} {r['host_us']:>8.0f} {r['cpu_us']:>7.0f} {r['in_loop_pct']:>9.2f} "
+                      f"{r['own_cpu_pct']:>13.2f} "
                       f"{r['cpu_ab_pct']:>7.2f} ({r['cpu_ab_lo']:>5.1f} to {r['cpu_ab_hi']:>4.1f}) "
                       f"{r['wall_ab_pct']:>7.2f} ({r['wall_ab_lo']:>5.1f} to {r['wall_ab_hi']:>4.1f}) "
                       f"{r['checkpoint_pct']:>7.2f}")

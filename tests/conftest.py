@@ -61,8 +61,10 @@ def stream_prefix(redis_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str, stream_prefix: str) -> Settings:
-    return Settings(home=tmp_path / "home", redis_url=redis_url,
-                    bus=BusSettings(prefix=stream_prefix, block_ms=100, min_idle_ms=500))
+    settings = Settings(home=tmp_path / "home", redis_url=redis_url,
+                        bus=BusSettings(prefix=stream_prefix, block_ms=100, min_idle_ms=500))
+    settings.trainer.monitor_thread = True  # the CPU Monitor's worker thread, whatever the cores: its path is tested
+    return settings
 
 
 @pytest.fixture

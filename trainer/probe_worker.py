@@ -16,6 +16,12 @@ Consistency, not locks: a job reads the parameters and gradients as they were at
   it, whose snapshot it took), never reported wrong. Writes through `p.data` are not counted by PyTorch: a loop
   that makes them between `Monitor.step` and its next optimizer step calls `fence()` first.
 
+Measured on a 2-core machine with one torch thread (bench/monitor_overhead.py), the training thread pays ~100 µs a
+step instead of ~620, but the process ~1 % more CPU (the worker reads weights and gradients another core has in its
+caches): worth it where a core would otherwise idle, not where every core trains. So by default (`spare_core()`) the
+Monitor uses the worker only when the process may use more cores than torch's threads; `SQD_TRAINER__MONITOR_THREAD`
+decides otherwise, and the agent turns it off for the CPU runs it gives all the cores to.
+
 `fence()` is public for loops that change weights some other way. A job's exception is kept and raised in the
 training thread by the next `Monitor` call, with the job's traceback chained.
 """
@@ -93,6 +99,12 @@ def worker() -> ProbeWorker:
         # wait only: a failed measurement is the Monitor's to report, at its next call, not the optimizer's
         _hook = register_optimizer_step_pre_hook(lambda *_: _worker.wait())
     return _worker
+
+
+def spare_core() -> bool:
+    """Whether this process may use more cores than torch's intra-op threads take (the worker's default)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores > torch.get_num_threads()
 
 
 def guard(nets: Iterable[nn.Module]) -> None:
