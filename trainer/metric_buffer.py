@@ -139,18 +139,19 @@ class MetricBuffer:
             else:
                 host[key] = value.item() if isinstance(value, torch.Tensor) else float(value)
         if tensors:
-            self.add_device(step, epoch, tuple(fields), torch.stack(tensors), host)
+            self.add_device(step, epoch, tuple(fields), torch.stack(tensors), host, wall_time)
         else:
             self.rows.append(_Row(step, epoch, time.time() if wall_time is None else wall_time, None, (), host))
 
     def add_device(self, step: int, epoch: int | None, fields: tuple[Field, ...], flat: torch.Tensor,
-                   host: dict[str, float]) -> None:
+                   host: dict[str, float], wall_time: float | None = None) -> None:
         """A row whose device values are `flat`, in the order of the fields' columns."""
         columns = tuple(c for f in fields for c in f.columns)
         self.values[self.device_rows].index_copy_(0, self._index(columns), flat.to(torch.float64))
         self.device_rows += 1
         self.counter.fill_(self.device_rows)
-        self.rows.append(_Row(step, epoch, time.time(), self.device_rows - 1, fields, host))
+        self.rows.append(_Row(step, epoch, time.time() if wall_time is None else wall_time, self.device_rows - 1,
+                              fields, host))
 
     def add_written(self, step: int, epoch: int | None, fields: tuple[Field, ...], host: dict[str, float]) -> None:
         """A row the step program has written itself at the device's `counter`."""

@@ -44,7 +44,7 @@ Job = Callable[[], None]
 
 class ProbeWorker:
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._idle = threading.Condition()
         self._pending = 0
         self._error: BaseException | None = None
