@@ -15,6 +15,8 @@ The zoo's real training step (`GANTrainer.step`) runs in alternating blocks with
   probe worker and sender threads' (per-thread CPU clocks) over the monitored blocks — as a share of a plain
   step's process CPU time: direct accounting, which resolves what the A/B's scatter hides (it leaves out indirect
   costs such as the caches the Monitor's copies evict);
+* first ms: the first `mon.step` of the process (with its flush), in the warm-up — on a CPU it loads the compiled
+  pass of sqd.trainer.host_sums (compiles it, the first time on a machine); not in the figures above;
 * checkpoint: one `torch.save` of the checkpoint dict in the training thread, amortized over `checkpoint_every`;
 * sys: one system-metrics sample (sqd.trainer.system_metrics, in the sender thread) in µs, and as a share of the
   sampling interval (`SQD_TRAINER__SYSTEM_METRICS_S`, 5 s) — it runs during the monitored blocks, so the CPU A/B
@@ -75,8 +77,13 @@ def measure(preset: str, settings: Settings, rounds: int, block: int, threads: i
                   flush_every=cfg.train.log_every, settings=settings)
     mon.batch_size = cfg.train.batch
     step = 0
-    for _ in range(5):  # warm-up: allocator, first-call overheads
-        trainer.step(step)
+    first_s = 0.0
+    for _ in range(5):  # warm-up: allocator, first-call overheads (the Monitor's: loading its compiled CPU pass)
+        result = trainer.step(step)
+        t = time.perf_counter()
+        mon.step(step, epoch=0, losses={"D": result.loss_d, "G": result.loss_g}, lr=trainer.lr, metrics=result.metrics)
+        mon.flush()
+        first_s = first_s or time.perf_counter() - t
         step += 1
     plain_cpu, mon_cpu, plain_wall, mon_wall, in_loop, calls, call_cpu, helpers = [], [], [], [], [], [], [], []
     with mon:
@@ -113,7 +120,7 @@ def measure(preset: str, settings: Settings, rounds: int, block: int, threads: i
     walls = sorted(100 * (m / p - 1) for m, p in zip(mon_wall, plain_wall, strict=True))
     return {"wall_ab_pct": statistics.median(walls), "wall_ab_lo": walls[len(walls) // 4],
             "wall_ab_hi": walls[(3 * len(walls)) // 4],
-            "step_ms": 1e3 * step_s, "host_us": 1e6 * statistics.median(calls),
+            "step_ms": 1e3 * step_s, "host_us": 1e6 * statistics.median(calls), "first_ms": 1e3 * first_s,
             "cpu_us": 1e6 * statistics.median(call_cpu),
             "own_cpu_pct": 100 * (statistics.mean(call_cpu) + statistics.mean(helpers)) / statistics.median(plain_cpu),
             "in_loop_pct": 100 * statistics.median(in_loop),
@@ -153,7 +160,7 @@ def main() -> None:
                   f"{'in the training thread' if args.foreground else 'in the probe worker thread'})")
             print(f"{'preset':18} {'device':6} {'params G/D':>14} {'step ms':>8} {'host µs':>8} {'CPU µs':>7} "
                   f"{'in-loop %':>9} {'Monitor CPU %':>13} {'CPU A/B % (IQR)':>22} {'wall A/B % (IQR)':>22} "
-                  f"{'ckpt %':>7}")
+                  f"{'ckpt %':>7} {'first ms':>8}")
             for preset in args.presets:
                 r = measure(preset, settings, args.rounds, args.block, args.threads)
                 print(f"{preset:18} {r['device']:6} {r['params_g']:>7,}/{r['params_d']:<7,}"
@@ -161,7 +168,7 @@ def main() -> None:
                       f"{r['own_cpu_pct']:>13.2f} "
                       f"{r['cpu_ab_pct']:>7.2f} ({r['cpu_ab_lo']:>5.1f} to {r['cpu_ab_hi']:>4.1f}) "
                       f"{r['wall_ab_pct']:>7.2f} ({r['wall_ab_lo']:>5.1f} to {r['wall_ab_hi']:>4.1f}) "
-                      f"{r['checkpoint_pct']:>7.2f}")
+                      f"{r['checkpoint_pct']:>7.2f} {r['first_ms']:>8.0f}")
             if SystemSampler is not None:
                 sample_us = system_sample_us()
                 print(f"system metrics: one sample {sample_us:.0f} µs in the sender thread, every "

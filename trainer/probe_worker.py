@@ -1,7 +1,7 @@
 """The thread that measures a CPU training step after `Monitor.step` has returned.
 
 On a CPU there is no device to queue work on, so the snapshot copy, the angle sums and the gradient norms of a step
-(~0.5 ms for the 135 k parameters of `sqd-nsgan-digits`) would all run in the training thread. `HostProbe` hands
+(~0.35 ms for the 135 k parameters of `sqd-nsgan-digits`) would all run in the training thread. `HostProbe` hands
 them to this one daemon thread instead: `Monitor.step` only notes what it must measure (~30 µs), and the work runs
 while the training thread computes its next forward and backward pass — on another core where there is one.
 
@@ -16,8 +16,8 @@ Consistency, not locks: a job reads the parameters and gradients as they were at
   it, whose snapshot it took), never reported wrong. Writes through `p.data` are not counted by PyTorch: a loop
   that makes them between `Monitor.step` and its next optimizer step calls `fence()` first.
 
-Measured on a 2-core machine with one torch thread (bench/monitor_overhead.py), the training thread pays ~100 µs a
-step instead of ~620, but the process ~1 % more CPU (the worker reads weights and gradients another core has in its
+Measured on a 2-core machine with one torch thread (bench/monitor_overhead.py), the training thread pays ~120 µs a
+step instead of ~380, but the process ~1 % more CPU (the worker reads weights and gradients another core has in its
 caches): worth it where a core would otherwise idle, not where every core trains. So by default (`spare_core()`) the
 Monitor uses the worker only when the process may use more cores than torch's threads; `SQD_TRAINER__MONITOR_THREAD`
 decides otherwise, and the agent turns it off for the CPU runs it gives all the cores to.

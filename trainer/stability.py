@@ -4,19 +4,24 @@
 cosine cannot resolve the 1e-5…1e-2 rad of one optimizer step; this form has no cancellation.
 
 `AngleTracker` is the per-step version for one network (the Monitor tracks all its networks at once with
-sqd.trainer.step_probe): flat float32 snapshots and three sums per angle (sqd.trainer.weight_sums), which agree
-with a 50-digit reference to 1e-5 relative at 1e-7 rad, also when the radial change is 10⁴× the tangential one.
+sqd.trainer.step_probe): snapshots and three float64 sums per angle (sqd.trainer.weight_sums on a device,
+sqd.trainer.host_sums on the CPU), which agree with a 50-digit reference to 1e-5 relative at 1e-7 rad, also when
+the radial change is 10⁵× the tangential one.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from sqd.trainer.weight_sums import WeightSnapshots, angle_from_sums, angle_from_sums_tensor
+
+if TYPE_CHECKING:
+    from sqd.trainer.host_sums import HostSnapshots
 
 TensorLike = torch.Tensor | nn.Module | Sequence[torch.Tensor]
 
@@ -60,8 +65,14 @@ class AngleTracker:
         params = list(params)
         if not params:
             raise ValueError("AngleTracker: the network has no trainable floating-point parameters")
-        self.snapshots = WeightSnapshots([params])
         self.host_math = params[0].device.type == "cpu" if host_math is None else host_math
+        self.snapshots: HostSnapshots | WeightSnapshots
+        if self.host_math and params[0].device.type == "cpu":
+            from sqd.trainer.host_sums import HostSnapshots  # numba: the CPU path only
+
+            self.snapshots = HostSnapshots([params])
+        else:
+            self.snapshots = WeightSnapshots([params])
 
     @property
     def has_snapshot(self) -> bool:
@@ -75,8 +86,10 @@ class AngleTracker:
     @torch.no_grad()
     def update(self) -> torch.Tensor | float | None:
         """The angle since the last snapshot (None the first time); the parameters now become the next snapshot."""
-        if self.host_math:
-            sums = self.snapshots.host_sums()
-            return None if sums is None else angle_from_sums(*sums[0])
-        device_sums = self.snapshots.device_sums()
-        return None if device_sums is None else angle_from_sums_tensor(device_sums[0])
+        if isinstance(self.snapshots, WeightSnapshots):
+            sums = self.snapshots.device_sums()
+            if sums is None:
+                return None
+            return angle_from_sums(*sums[0].tolist()) if self.host_math else angle_from_sums_tensor(sums[0])
+        angles, _ = self.snapshots.sums()
+        return None if angles is None else angle_from_sums(*angles[0])

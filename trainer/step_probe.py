@@ -2,9 +2,9 @@
 
 `make_probe` picks one of two implementations by the device of the first network's parameters:
 
-* `HostProbe` (CPU): one pass of float32 block sums over flat snapshots (sqd.trainer.weight_sums), one
-  `_foreach_norm` over all gradients, everything read as Python floats — there is no device to wait for. The
-  training thread only notes the step's values, gradients and version counters; the copy and the sums run in the
+* `HostProbe` (CPU): one compiled pass per parameter forms its angle sums, its new snapshot and its gradient's
+  squared norm (sqd.trainer.host_sums), everything read as Python floats — there is no device to wait for. The
+  training thread only notes the step's values, gradients and version counters; the passes run in the
   probe worker thread (sqd.trainer.probe_worker, which also says why they still see the step's weights), unless
   `background=False` (`SQD_TRAINER__MONITOR_THREAD=false`).
 * `DeviceProbe` (GPU): the host stacks the step's loss / metric tensors and the per-tensor gradient norms into
@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -37,6 +37,9 @@ from sqd.trainer.metric_buffer import Field, MetricBuffer, Value, Window, angle,
 from sqd.trainer.stability import trainable_parameters
 from sqd.trainer.step_program import Capture, GraphRunner, StepProgram, capture_cuda_graph
 from sqd.trainer.weight_sums import WeightSnapshots, angle_from_sums, fingerprint
+
+if TYPE_CHECKING:
+    from sqd.trainer.host_sums import HostSnapshots
 
 GRAPH_BLOCK = 4096  # snapshot values per Triton program on a GPU
 
@@ -68,16 +71,15 @@ class _Probe:
         self.registrations = _registrations[0]
         self.narrow = any(p.dtype not in (torch.float32, torch.float64) for p in self.params)
         self.device = self.params[0].device if self.params else torch.device("cpu")
-        self.steps = WeightSnapshots(self.groups, self.names, block=self._block())
-        self.epochs = WeightSnapshots(self.groups, self.names)
+        self.steps, self.epochs = self._snapshots(), self._snapshots(epochs=True)
         with torch.no_grad():
             self.steps.snapshot()
             self.epochs.snapshot()
         self.angle_valid = self.epoch_valid = continues
         self.buffer = MetricBuffer(self.device, capacity)
 
-    def _block(self) -> int:
-        return 1024
+    def _snapshots(self, epochs: bool = False) -> HostSnapshots | WeightSnapshots:
+        raise NotImplementedError
 
     def moved(self, relist: bool = False) -> bool:
         """Whether the parameters moved since the snapshots (a cheap check each step); `relist`: also whether the
@@ -102,15 +104,6 @@ class _Probe:
         self.wait()
         return self.buffer.take()
 
-    def grads(self) -> tuple[list[torch.Tensor], list[int]]:
-        """The gradients present, and per network how many."""
-        present, counts = [], []
-        for group in self.groups:
-            before = len(present)
-            present += [p.grad for p in group if p.grad is not None]
-            counts.append(len(present) - before)
-        return present, counts
-
 
 def _norms(grads: list[torch.Tensor], narrow: bool) -> list[torch.Tensor]:
     """The L2 norm of each gradient; `narrow` (bf16/fp16 parameters): computed and returned in float32."""
@@ -128,7 +121,14 @@ def _versions(tensors: Sequence[torch.Tensor]) -> list[int]:
     return [t._version for t in tensors]
 
 
+def _present_versions(tensors: Sequence[torch.Tensor | None] | None) -> list[int]:
+    return [t._version for t in tensors if t is not None] if tensors else []
+
+
 class HostProbe(_Probe):
+    steps: HostSnapshots
+    epochs: HostSnapshots
+
     def __init__(self, nets: Mapping[str, nn.Module], capacity: int, grad_norms: bool, continues: bool,
                  background: bool = True):
         super().__init__(nets, capacity, grad_norms, continues)
@@ -137,6 +137,11 @@ class HostProbe(_Probe):
             probe_worker.guard(self.nets.values())
         # steps handed to the worker / measured by it (each written by one thread only)
         self.submitted = self.measured = 0
+
+    def _snapshots(self, epochs: bool = False) -> HostSnapshots:
+        from sqd.trainer.host_sums import HostSnapshots  # numba: the CPU path only
+
+        return HostSnapshots(self.groups, self.names)
 
     def wait(self) -> None:
         if self.worker is not None:
@@ -155,47 +160,42 @@ class HostProbe(_Probe):
                 given[key] = value.item()
             elif value is not None:
                 given[key] = float(value)
-        grads, counts = self.grads() if self.grad_norms else ([], [])
+        grads = [p.grad for p in self.params] if self.grad_norms else None
         if self.worker is None:
-            with torch.no_grad():
-                self._measure(step, epoch, wall, given, grads, counts, None, None)
+            self._measure(step, epoch, wall, given, grads, None, None)
             return
         self.worker.fence()  # at most one step in flight, and a failed one is reported here
         self.submitted += 1
-        self.worker.submit(partial(self._measure, step, epoch, wall, given, grads, counts, _versions(self.params),
-                                   _versions(grads)))
+        self.worker.submit(partial(self._measure, step, epoch, wall, given, grads, _versions(self.params),
+                                   _present_versions(grads)))
 
     def _measure(self, step: int, epoch: int | None, wall: float, given: dict[str, float],
-                 grads: list[torch.Tensor], counts: list[int], weights_at: list[int] | None,
+                 grads: list[torch.Tensor | None] | None, weights_at: list[int] | None,
                  grads_at: list[int] | None) -> None:
-        """The step's row (in the worker thread when there is one); `weights_at` / `grads_at`: the tensors'
-        versions at `step` — a measurement that may have read a later value is left out."""
+        """The step's row (in the worker thread when there is one); `grads`: each parameter's gradient at `step`;
+        `weights_at` / `grads_at`: the tensors' versions then — a measurement that may have read a later value is
+        left out."""
         host: dict[str, float] = {}
-        sums = self.steps.host_sums()
+        angles, squares = self.steps.sums(grads)
         intact = weights_at is None or _versions(self.params) == weights_at
-        if sums is not None and self.angle_valid and intact:
-            for name, s in zip(self.names, sums, strict=True):
+        if angles is not None and self.angle_valid and intact:
+            for name, s in zip(self.names, angles, strict=True):
                 host[f"angle/{name}"] = angle_from_sums(*s)
         self.angle_valid = intact  # a snapshot taken after a change is no start for the next angle either
-        if grads:
-            squares = torch.stack(_norms(grads, self.narrow)).square().tolist()
-            if grads_at is None or _versions(grads) == grads_at:
-                start = 0
-                for name, n in zip(self.names, counts, strict=True):
-                    if n:
-                        host[f"grad_norm/{name}"] = math.sqrt(math.fsum(squares[start:start + n]))
-                    start += n
+        if grads_at is None or _present_versions(grads) == grads_at:
+            for name, square in zip(self.names, squares, strict=True):
+                if square is not None:
+                    host[f"grad_norm/{name}"] = math.sqrt(square)
         host.update(given)
         self.buffer.add(step, epoch, host, wall)
         self.measured += 1
 
-    @torch.no_grad()
     def end_epoch(self, step: int, epoch: int) -> None:
         self.wait()
-        sums = self.epochs.host_sums()
-        if sums is not None and self.epoch_valid:
+        angles, _ = self.epochs.sums()
+        if angles is not None and self.epoch_valid:
             self.buffer.add(step, epoch, {f"angle_epoch/{n}": angle_from_sums(*s)
-                                          for n, s in zip(self.names, sums, strict=True)})
+                                          for n, s in zip(self.names, angles, strict=True)})
         self.epoch_valid = True
 
 
@@ -209,8 +209,18 @@ class DeviceProbe(_Probe):
         self._zero = torch.zeros((), device=self.device)
         self._new_program()
 
-    def _block(self) -> int:
-        return GRAPH_BLOCK
+    def _snapshots(self, epochs: bool = False) -> WeightSnapshots:
+        return WeightSnapshots(self.groups, self.names) if epochs else \
+            WeightSnapshots(self.groups, self.names, block=GRAPH_BLOCK)
+
+    def grads(self) -> tuple[list[torch.Tensor], list[int]]:
+        """The gradients present, and per network how many."""
+        present, counts = [], []
+        for group in self.groups:
+            before = len(present)
+            present += [p.grad for p in group if p.grad is not None]
+            counts.append(len(present) - before)
+        return present, counts
 
     @property
     def graphed(self) -> bool:

@@ -8,17 +8,13 @@ With a the previous and b the current weights of a network and e = a − b (form
 large norms appears — S_ee is the size of the change itself — so the form resolves 1e-7 rad. The one cancellation
 left, S_bb·S_ee − S_be², only bites when the change is almost purely radial (a rescaling of the weights); with
 float64 sums it stays within 1e-7 relative of a 50-digit reference when the radial change is 10⁴× the tangential
-one, and within 1e-5 at 10⁵× (tests/trainer/test_weight_sums.py).
+one, and within 1e-5 at 10⁵× (tests/trainer/test_stability.py).
 
-`WeightSnapshots` keeps two flat rows (previous / current, alternating, so a step copies the weights once), each
-network's segment padded to a multiple of `block` with zeros (zeros add nothing to any sum):
-
-* `host_sums()` — the CPU path: float32 sums inside blocks (one batched 2 × 2 Gram product per block, a single
-  pass over both rows), float64 across blocks, then, for a network
-  whose change is mostly radial (S_bb·S_ee − S_be² < REFINE·S_bb·S_ee, where float32 block sums would lose
-  digits), the sums again in float64. Python floats; the CPU has nothing to wait for.
-* `device_sums()` — float64 throughout, on the device, no host synchronisation: what a GPU uses eagerly (the CUDA
-  graph of sqd.trainer.step_program computes the same sums with one fused kernel).
+`WeightSnapshots` is the device side: two flat rows (previous / current, alternating, so a step copies the weights
+once), each network's segment padded to a multiple of `block` with zeros (zeros add nothing to any sum);
+`device_sums()` gives the sums in float64 on the device with no host synchronisation — what a GPU uses eagerly (the
+CUDA graph of sqd.trainer.step_program computes the same sums with one fused kernel). The CPU forms them in one
+compiled pass per parameter (sqd.trainer.host_sums).
 
 Failure modes: a network without trainable floating-point parameters → ValueError naming it; zero or non-finite
 weights → NaN angles (reported as non-finite points, never an exception).
@@ -32,7 +28,6 @@ from collections.abc import Sequence
 import torch
 
 BLOCK = 1024
-REFINE = 0.1  # below this share of tangential change, the float32 block sums are redone in float64
 
 
 def angle_from_sums(bb: float, ee: float, be: float) -> float:
@@ -55,6 +50,15 @@ def fingerprint(params: Sequence[torch.Tensor]) -> tuple[int, ...]:
     return tuple(map(torch.Tensor.data_ptr, params))
 
 
+def check_groups(groups: Sequence[Sequence[torch.Tensor]], names: Sequence[str] | None) -> list[list[torch.Tensor]]:
+    """The parameter groups as lists; ValueError naming a network that has none."""
+    names = list(names) if names is not None else [str(i) for i in range(len(groups))]
+    for name, group in zip(names, groups, strict=True):
+        if not group:
+            raise ValueError(f"network {name!r} has no trainable floating-point parameters to take angles of")
+    return [list(g) for g in groups]
+
+
 def _padded(n: int, block: int) -> int:
     return -(-n // block) * block
 
@@ -64,11 +68,7 @@ class WeightSnapshots:
                  block: int = BLOCK, dtype: torch.dtype | None = None):
         """`groups`: the trainable parameters of each network (one angle each); `dtype`: of the snapshots (default
         float32, which holds bf16/fp16 exactly, or float64 when every parameter is float64)."""
-        names = list(names) if names is not None else [str(i) for i in range(len(groups))]
-        for name, group in zip(names, groups, strict=True):
-            if not group:
-                raise ValueError(f"network {name!r} has no trainable floating-point parameters to take angles of")
-        self.groups = [list(g) for g in groups]
+        self.groups = check_groups(groups, names)
         self.params = [p for g in self.groups for p in g]
         self.block = block
         self.device = self.params[0].device
@@ -108,28 +108,6 @@ class WeightSnapshots:
         torch._foreach_copy_(self.views[self.latest], self.params)
         self.has_snapshot = True
         return self.latest
-
-    def host_sums(self) -> list[tuple[float, float, float]] | None:
-        """(S_bb, S_ee, S_be) per network since the previous snapshot (None the first time); snapshots now."""
-        had = self.has_snapshot
-        cur = self.snapshot()
-        if not had:
-            return None
-        rows = self.rows
-        b, e = rows[cur], rows[cur ^ 1].sub_(rows[cur])  # the old snapshot is spent: e in place
-        blocks = rows.view(2, -1, self.block).transpose(0, 1)
-        # the 2 × 2 Gram matrix of (row 0, row 1) in each block: one pass over both rows → (4, blocks)
-        gram = torch.bmm(blocks, blocks.transpose(1, 2)).view(-1, 4).T.tolist()
-        bb_blocks, ee_blocks, be_blocks = gram[3 * cur], gram[3 * (cur ^ 1)], gram[1]
-        out = []
-        for i in range(len(self.groups)):
-            lo, hi = self.block_starts[i], self.block_starts[i + 1]
-            bb, ee, be = sum(bb_blocks[lo:hi]), sum(ee_blocks[lo:hi]), sum(be_blocks[lo:hi])  # float64 sums
-            if bb * ee - be * be < REFINE * bb * ee:  # mostly radial: redo this network's sums in float64
-                b64, e64 = b[self.starts[i]:self.starts[i + 1]].double(), e[self.starts[i]:self.starts[i + 1]].double()
-                bb, ee, be = float(b64 @ b64), float(e64 @ e64), float(b64 @ e64)
-            out.append((bb, ee, be))
-        return out
 
     def device_sums(self) -> torch.Tensor | None:
         """(networks, 3) float64 device tensor of (S_bb, S_ee, S_be) since the previous snapshot (None the first

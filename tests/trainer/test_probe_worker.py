@@ -21,15 +21,15 @@ class Delay:
     """Makes a probe's measurements wait (in the worker) until `release` is set; `done` is set once one ran."""
 
     def __init__(self, probe: HostProbe) -> None:
-        self.release, self.done, sums = threading.Event(), threading.Event(), probe.steps.host_sums
+        self.release, self.done, sums = threading.Event(), threading.Event(), probe.steps.sums
 
-        def later() -> Any:
+        def later(*args: Any) -> Any:
             self.release.wait(10)
-            out = sums()
+            out = sums(*args)
             self.done.set()
             return out
 
-        probe.steps.host_sums = later  # type: ignore[method-assign]
+        probe.steps.sums = later  # type: ignore[method-assign]
 
 
 def points_of(probe: HostProbe) -> dict[tuple[str, int], float]:

@@ -1,0 +1,162 @@
+"""The CPU side of the weight angles (SPEC §1): per parameter, one compiled pass that forms the three sums of an
+angle against the previous snapshot, takes the new snapshot and sums the gradient's squares.
+
+With a the previous and b the current weights and e = a − b, a pass reads b and a, writes b over a, and adds
+S_bb, S_ee, S_be (sqd.trainer.weight_sums has the angle they give) and ‖grad‖². Torch needs four passes and a
+dozen launches for the same (snapshot copy, subtraction, block Gram product, `_foreach_norm`), which made the
+Monitor's CPU cost ~2 % of a digits step; numba (`nogil`, so a probe worker thread runs beside training) fuses them.
+
+Every product and sum is float64: the difference of two float32 values is exact in float64, so S_ee is the size
+of the change itself and the form resolves 1e-7 rad also when the change is mostly radial, without a refinement
+pass. The loops may reassociate their sums (vectorised), never assume finite values: a NaN or ±inf weight gives
+NaN sums, hence a NaN angle. Elements are read in memory order (a sum of squares does not depend on the order), so
+channels_last weights need no copy; bf16/fp16 weights and non-dense tensors are read through a float32 copy.
+
+numba is imported here only: a GPU run measures on its device (sqd.trainer.step_program) and needs none of this.
+Failure modes: a network without trainable floating-point parameters → ValueError naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+import torch
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from sqd.trainer.weight_sums import check_groups, fingerprint
+
+_REASSOCIATE = {"reassoc", "contract"}  # vectorised sums; NaN and ±inf keep their IEEE meaning
+_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+
+
+@intrinsic
+def _pointer(typingctx: Any, address: Any) -> Any:
+    """An integer address as a void pointer (for numba.carray)."""
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+
+    return types.voidptr(address), codegen
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_REASSOCIATE, error_model="numpy")
+def _passes(weights: tuple[np.ndarray, ...], snapshots: tuple[np.ndarray, ...], grads: np.ndarray) -> np.ndarray:
+    """(S_bb, S_ee, S_be, ‖grad‖²) per tensor; each snapshot becomes its weights. `grads`: the address of each
+    tensor's gradient, a dense block of as many values of the weights' dtype (0: none). One call for all the
+    tensors of one dtype, gradients by address: numba checks each array argument of a call (~1 µs) and a
+    gradient is a new tensor each step, ~2.5 µs to make an array of — more than its sum."""
+    out = np.empty((len(weights), 4))
+    for j in range(len(weights)):
+        w, s = weights[j], snapshots[j]
+        bb = ee = be = 0.0
+        for i in range(w.size):
+            b = np.float64(w[i])
+            e = np.float64(s[i]) - b
+            s[i] = w[i]
+            bb += b * b
+            ee += e * e
+            be += b * e
+        gg = 0.0
+        if grads[j]:
+            g = numba.carray(_pointer(grads[j]), w.size, w.dtype)
+            for i in range(w.size):
+                x = np.float64(g[i])
+                gg += x * x
+        out[j, 0], out[j, 1], out[j, 2], out[j, 3] = bb, ee, be, gg
+    return out
+
+
+def _memory_order(t: torch.Tensor) -> torch.Tensor | None:
+    """A 1-D view of `t`'s elements in the order they lie in memory, or None when they are not one dense block."""
+    if t.is_contiguous():
+        return t.view(-1)
+    permuted = t.permute(sorted(range(t.dim()), key=t.stride, reverse=True))
+    return permuted.view(-1) if permuted.is_contiguous() else None
+
+
+def _array(t: torch.Tensor) -> tuple[np.ndarray, bool]:
+    """`t`'s elements as a flat float32/float64 array, and whether it is a view of `t` (not a copy)."""
+    t = t.detach()
+    flat = _memory_order(t)
+    view = flat is not None
+    if flat is None:
+        flat = t.reshape(-1).contiguous()  # reshape may give a strided 1-D view
+    if flat.dtype not in (torch.float32, torch.float64):
+        flat, view = flat.float(), False
+    return flat.numpy(), view
+
+
+def _grad_address(g: torch.Tensor | None, dtype: torch.dtype, keep: list[torch.Tensor]) -> int:
+    """Where `g`'s values lie as one dense block of `dtype` (0: no gradient); a copy when they do not, kept alive
+    in `keep` until the pass ran."""
+    if g is None:
+        return 0
+    if g.dtype == dtype and g.is_contiguous():
+        return g.data_ptr()
+    flat = _memory_order(g.detach()) if g.dtype == dtype else None  # channels_last: dense, no copy
+    if flat is None:
+        flat = g.detach().reshape(-1).contiguous().to(dtype)  # reshape may give a strided 1-D view
+        keep.append(flat)
+    return flat.data_ptr()
+
+
+@dataclass
+class _DtypeGroup:
+    """The tensors whose flat arrays have one dtype (a float32 model: all of them), passed in one call."""
+    indices: list[int]
+    dtype: torch.dtype
+    snapshots: tuple[np.ndarray, ...]
+    weights: tuple[np.ndarray, ...] | None  # views, valid while the storage is; None: read again each pass
+
+
+class HostSnapshots:
+    """Snapshots of the parameters of one or several networks (one angle each), on the CPU."""
+
+    def __init__(self, groups: Sequence[Sequence[torch.Tensor]], names: Sequence[str] | None = None):
+        self.groups = check_groups(groups, names)
+        self.params = [p for g in self.groups for p in g]
+        self.starts = np.cumsum([0] + [len(g) for g in self.groups[:-1]])
+        arrays = [_array(p) for p in self.params]
+        self.dtype_groups = []
+        for dtype in dict.fromkeys(a.dtype for a, _ in arrays):
+            indices = [i for i, (a, _) in enumerate(arrays) if a.dtype == dtype]
+            views = all(arrays[i][1] for i in indices)
+            self.dtype_groups.append(_DtypeGroup(indices, _TORCH_DTYPES[dtype],
+                                                 tuple(np.empty_like(arrays[i][0]) for i in indices),
+                                                 tuple(arrays[i][0] for i in indices) if views else None))
+        self.fingerprint = fingerprint(self.params)
+        self.has_snapshot = False
+
+    def _weights(self, group: _DtypeGroup) -> tuple[np.ndarray, ...]:
+        return group.weights if group.weights is not None else tuple(_array(self.params[i])[0] for i in group.indices)
+
+    def snapshot(self) -> None:
+        """Remember the weights as they are now (the start of the next angle)."""
+        for group in self.dtype_groups:
+            for snapshot, weights in zip(group.snapshots, self._weights(group), strict=True):
+                np.copyto(snapshot, weights)
+        self.has_snapshot = True
+
+    def sums(self, grads: Sequence[torch.Tensor | None] | None = None
+             ) -> tuple[list[tuple[float, float, float]] | None, list[float | None]]:
+        """Per network (S_bb, S_ee, S_be) since the previous snapshot (None the first time) and, given the gradient
+        of each parameter (None where it has none), the squared gradient norm (None where no parameter has one).
+        Snapshots now."""
+        had, self.has_snapshot = self.has_snapshot, True
+        per_param = np.empty((len(self.params), 4))
+        keep: list[torch.Tensor] = []
+        for group in self.dtype_groups:
+            addresses = np.zeros(len(group.indices), np.int64)
+            if grads is not None:
+                addresses[:] = [_grad_address(grads[i], group.dtype, keep) for i in group.indices]
+            per_param[group.indices] = _passes(self._weights(group), group.snapshots, addresses)
+        per_net = np.add.reduceat(per_param, self.starts).tolist()
+        angles = [(bb, ee, be) for bb, ee, be, _ in per_net]
+        present = [grads is not None and any(grads[i] is not None for i in range(lo, lo + len(g)))
+                   for lo, g in zip(self.starts.tolist(), self.groups, strict=True)]
+        return (angles if had else None), [row[3] if has else None for row, has in zip(per_net, present, strict=True)]
