@@ -22,12 +22,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numba
 import numpy as np
 import torch
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
+
+try:
+    import numba
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+except ImportError as exc:  # an install of sqd without its trainer extra, beside a torch of its own
+    raise ImportError(f"the Monitor on a CPU needs numba ({exc}): pip install 'sqd[trainer]' (or pip install "
+                      f"numba)") from exc
 
 from sqd.trainer.weight_sums import check_groups, fingerprint
 

@@ -4,6 +4,8 @@ the gradient norm of the float64 reference, the snapshot taken, non-finite weigh
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -68,3 +70,11 @@ def test_non_finite_weights_give_nan_angles(bad: float) -> None:
 def test_a_network_without_parameters_is_named() -> None:
     with pytest.raises(ValueError, match="'D' has no trainable"):
         HostSnapshots([[nn.Parameter(torch.ones(2))], []], ["G", "D"])
+
+
+def test_without_numba_the_error_says_what_to_install() -> None:
+    code = ("import sys; sys.modules['numba'] = None\n"
+            "from sqd.trainer.host_sums import HostSnapshots")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "the Monitor on a CPU needs numba" in out.stderr and "pip install 'sqd[trainer]'" in out.stderr
