@@ -18,7 +18,7 @@ Failure modes: a network without trainable floating-point parameters → ValueEr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ except ImportError as exc:  # an install of sqd without its trainer extra, besid
 from sqd.trainer.weight_sums import check_groups, fingerprint
 
 _REASSOCIATE = {"reassoc", "contract"}  # vectorised sums; NaN and ±inf keep their IEEE meaning
-_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 @intrinsic
@@ -49,17 +49,31 @@ def _pointer(typingctx: Any, address: Any) -> Any:
     return types.voidptr(address), codegen
 
 
-@numba.njit(nogil=True, cache=True, fastmath=_REASSOCIATE, error_model="numpy")
-def _passes(weights: tuple[np.ndarray, ...], snapshots: tuple[np.ndarray, ...], grads: np.ndarray) -> np.ndarray:
-    """(S_bb, S_ee, S_be, ‖grad‖²) per tensor; each snapshot becomes its weights. `grads`: the address of each
-    tensor's gradient, a dense block of as many values of the weights' dtype (0: none). One call for all the
-    tensors of one dtype, gradients by address: numba checks each array argument of a call (~1 µs) and a
-    gradient is a new tensor each step, ~2.5 µs to make an array of — more than its sum."""
-    out = np.empty((len(weights), 4))
-    for j in range(len(weights)):
-        w, s = weights[j], snapshots[j]
+def _compiled(fn: Callable[..., Any]) -> Any:
+    """`fn` compiled by numba, cached on disk (next to this file, else in the user's cache directory); where neither
+    can be written (a read-only install without a home) numba refuses to cache, and each process compiles (~1 s)."""
+    options: dict[str, Any] = {"nogil": True, "fastmath": _REASSOCIATE, "error_model": "numpy"}
+    try:
+        return numba.njit(cache=True, **options)(fn)
+    except RuntimeError:  # "cannot cache function …: no locator available"
+        return numba.njit(**options)(fn)
+
+
+@_compiled
+def _passes(like: np.ndarray, weights: np.ndarray, snapshots: np.ndarray, grads: np.ndarray, sizes: np.ndarray
+            ) -> np.ndarray:
+    """(S_bb, S_ee, S_be, ‖grad‖²) per tensor; each snapshot becomes its weights. Tensor j is `sizes[j]` values of
+    `like`'s dtype at address `weights[j]`, its snapshot at `snapshots[j]`, its gradient at `grads[j]` (0: none),
+    each one dense block that the caller keeps alive. Addresses, not arrays: one compiled version per dtype
+    whatever the number of tensors (a tuple of arrays is compiled per length: 6 s for 150 tensors, 99 s for 600),
+    and a gradient, a new tensor each step, costs ~2.5 µs to make an array of — more than its sum."""
+    out = np.empty((sizes.size, 4))
+    for j in range(sizes.size):
+        n = sizes[j]
+        w = numba.carray(_pointer(weights[j]), n, like.dtype)
+        s = numba.carray(_pointer(snapshots[j]), n, like.dtype)
         bb = ee = be = 0.0
-        for i in range(w.size):
+        for i in range(n):
             b = np.float64(w[i])
             e = np.float64(s[i]) - b
             s[i] = w[i]
@@ -68,8 +82,8 @@ def _passes(weights: tuple[np.ndarray, ...], snapshots: tuple[np.ndarray, ...], 
             be += b * e
         gg = 0.0
         if grads[j]:
-            g = numba.carray(_pointer(grads[j]), w.size, w.dtype)
-            for i in range(w.size):
+            g = numba.carray(_pointer(grads[j]), n, like.dtype)
+            for i in range(n):
                 x = np.float64(g[i])
                 gg += x * x
         out[j, 0], out[j, 1], out[j, 2], out[j, 3] = bb, ee, be, gg
@@ -84,8 +98,8 @@ def _memory_order(t: torch.Tensor) -> torch.Tensor | None:
     return permuted.view(-1) if permuted.is_contiguous() else None
 
 
-def _array(t: torch.Tensor) -> tuple[np.ndarray, bool]:
-    """`t`'s elements as a flat float32/float64 array, and whether it is a view of `t` (not a copy)."""
+def _flat(t: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """`t`'s elements as one dense float32/float64 block, and whether it is a view of `t` (not a copy)."""
     t = t.detach()
     flat = _memory_order(t)
     view = flat is not None
@@ -93,7 +107,7 @@ def _array(t: torch.Tensor) -> tuple[np.ndarray, bool]:
         flat = t.reshape(-1).contiguous()  # reshape may give a strided 1-D view
     if flat.dtype not in (torch.float32, torch.float64):
         flat, view = flat.float(), False
-    return flat.numpy(), view
+    return flat, view
 
 
 def _grad_address(g: torch.Tensor | None, dtype: torch.dtype, keep: list[torch.Tensor]) -> int:
@@ -105,18 +119,26 @@ def _grad_address(g: torch.Tensor | None, dtype: torch.dtype, keep: list[torch.T
         return g.data_ptr()
     flat = _memory_order(g.detach()) if g.dtype == dtype else None  # channels_last: dense, no copy
     if flat is None:
-        flat = g.detach().reshape(-1).contiguous().to(dtype)  # reshape may give a strided 1-D view
+        flat = g.detach().reshape(-1).contiguous().to(dtype)
         keep.append(flat)
     return flat.data_ptr()
 
 
+def _addresses(tensors: Sequence[torch.Tensor]) -> np.ndarray:
+    return np.array([t.data_ptr() for t in tensors], np.int64)
+
+
 @dataclass
 class _DtypeGroup:
-    """The tensors whose flat arrays have one dtype (a float32 model: all of them), passed in one call."""
+    """The tensors whose flat blocks have one dtype (a float32 model: all of them), passed in one call."""
     indices: list[int]
+    like: np.ndarray  # empty, of their numpy dtype
     dtype: torch.dtype
-    snapshots: tuple[np.ndarray, ...]
-    weights: tuple[np.ndarray, ...] | None  # views, valid while the storage is; None: read again each pass
+    sizes: np.ndarray
+    snapshots: list[torch.Tensor]
+    snapshot_addresses: np.ndarray
+    weights: list[torch.Tensor] | None  # views (valid while the storage is: `fingerprint`); None: copies, each pass
+    weight_addresses: np.ndarray | None
 
 
 class HostSnapshots:
@@ -126,25 +148,33 @@ class HostSnapshots:
         self.groups = check_groups(groups, names)
         self.params = [p for g in self.groups for p in g]
         self.starts = np.cumsum([0] + [len(g) for g in self.groups[:-1]])
-        arrays = [_array(p) for p in self.params]
+        flats = [_flat(p) for p in self.params]
         self.dtype_groups = []
-        for dtype in dict.fromkeys(a.dtype for a, _ in arrays):
-            indices = [i for i, (a, _) in enumerate(arrays) if a.dtype == dtype]
-            views = all(arrays[i][1] for i in indices)
-            self.dtype_groups.append(_DtypeGroup(indices, _TORCH_DTYPES[dtype],
-                                                 tuple(np.empty_like(arrays[i][0]) for i in indices),
-                                                 tuple(arrays[i][0] for i in indices) if views else None))
+        for dtype in dict.fromkeys(f.dtype for f, _ in flats):
+            indices = [i for i, (f, _) in enumerate(flats) if f.dtype == dtype]
+            snapshots = [torch.empty_like(flats[i][0]) for i in indices]
+            weights = [flats[i][0] for i in indices] if all(flats[i][1] for i in indices) else None
+            self.dtype_groups.append(_DtypeGroup(
+                indices, np.empty(0, _NUMPY_DTYPES[dtype]), dtype,
+                np.array([self.params[i].numel() for i in indices], np.int64), snapshots, _addresses(snapshots),
+                weights, None if weights is None else _addresses(weights)))
         self.fingerprint = fingerprint(self.params)
         self.has_snapshot = False
 
-    def _weights(self, group: _DtypeGroup) -> tuple[np.ndarray, ...]:
-        return group.weights if group.weights is not None else tuple(_array(self.params[i])[0] for i in group.indices)
+    def _weights(self, group: _DtypeGroup) -> list[torch.Tensor]:
+        return group.weights if group.weights is not None else [_flat(self.params[i])[0] for i in group.indices]
+
+    def _weight_addresses(self, group: _DtypeGroup, keep: list[torch.Tensor]) -> np.ndarray:
+        if group.weight_addresses is not None:
+            return group.weight_addresses
+        copies = self._weights(group)
+        keep += copies
+        return _addresses(copies)
 
     def snapshot(self) -> None:
         """Remember the weights as they are now (the start of the next angle)."""
         for group in self.dtype_groups:
-            for snapshot, weights in zip(group.snapshots, self._weights(group), strict=True):
-                np.copyto(snapshot, weights)
+            torch._foreach_copy_(group.snapshots, self._weights(group))
         self.has_snapshot = True
 
     def sums(self, grads: Sequence[torch.Tensor | None] | None = None
@@ -154,12 +184,14 @@ class HostSnapshots:
         Snapshots now."""
         had, self.has_snapshot = self.has_snapshot, True
         per_param = np.empty((len(self.params), 4))
-        keep: list[torch.Tensor] = []
+        keep: list[torch.Tensor] = []  # copies read by address: alive until the pass ran
         for group in self.dtype_groups:
-            addresses = np.zeros(len(group.indices), np.int64)
+            weight_addresses = self._weight_addresses(group, keep)
+            grad_addresses = np.zeros(len(group.indices), np.int64)
             if grads is not None:
-                addresses[:] = [_grad_address(grads[i], group.dtype, keep) for i in group.indices]
-            per_param[group.indices] = _passes(self._weights(group), group.snapshots, addresses)
+                grad_addresses[:] = [_grad_address(grads[i], group.dtype, keep) for i in group.indices]
+            per_param[group.indices] = _passes(group.like, weight_addresses, group.snapshot_addresses,
+                                               grad_addresses, group.sizes)
         per_net = np.add.reduceat(per_param, self.starts).tolist()
         angles = [(bb, ee, be) for bb, ee, be, _ in per_net]
         present = [grads is not None and any(grads[i] is not None for i in range(lo, lo + len(g)))

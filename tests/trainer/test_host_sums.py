@@ -78,3 +78,13 @@ def test_without_numba_the_error_says_what_to_install() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "the Monitor on a CPU needs numba" in out.stderr and "pip install 'sqd[trainer]'" in out.stderr
+
+
+def test_where_no_cache_can_be_written_it_compiles_each_time() -> None:
+    code = ("import numba.core.caching as c; c.CacheImpl._locator_classes = []  # no writable cache location\n"
+            "import torch\n"
+            "from sqd.trainer.host_sums import HostSnapshots\n"
+            "s = HostSnapshots([[torch.nn.Parameter(torch.ones(3))]]); s.snapshot(); print(s.sums()[0])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[(3.0, 0.0, 0.0)]"
