@@ -9,8 +9,9 @@ The zoo's real training step (`GANTrainer.step`) runs in alternating blocks with
 * CPU A/B: process CPU time per step with the Monitor (its sender and probe worker threads included) / without,
   minus 1, each monitored block against the plain block before it (median and interquartile range over the
   rounds) — CPU time, not wall time, so that other load on a shared machine does not swamp a 1 % effect;
-* wall A/B: the same with wall time per step — what training pays when the probe worker thread (CPU) has a core
-  of its own (`--foreground`: measure in the training thread, as `SQD_TRAINER__MONITOR_THREAD=false` does);
+* wall A/B: the same with wall time per step — what training pays (by default the step is measured in the
+  training thread; `--worker`: in the probe worker thread on another core, as `SQD_TRAINER__MONITOR_THREAD=true`
+  does);
 * Monitor CPU: the CPU time the Monitor itself spends per step — the training thread's inside `mon.step` plus its
   probe worker and sender threads' (per-thread CPU clocks) over the monitored blocks — as a share of a plain
   step's process CPU time: direct accounting, which resolves what the A/B's scatter hides (it leaves out indirect
@@ -22,7 +23,7 @@ The zoo's real training step (`GANTrainer.step`) runs in alternating blocks with
   sampling interval (`SQD_TRAINER__SYSTEM_METRICS_S`, 5 s) — it runs during the monitored blocks, so the CPU A/B
   includes it.
 
-usage: .venv/bin/python bench/monitor_overhead.py [--rounds 12] [--block 25] [--threads 1] [--presets …] [--foreground]
+usage: .venv/bin/python bench/monitor_overhead.py [--rounds 12] [--block 25] [--threads 1] [--presets …] [--worker]
 On a GPU machine the presets run on cuda (step times are synchronised at block ends only).
 """
 
@@ -147,17 +148,17 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=25)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
-    parser.add_argument("--foreground", action="store_true", help="CPU: measure in the training thread")
+    parser.add_argument("--worker", action="store_true", help="CPU: measure in the probe worker thread")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sqd-bench-", dir="/tmp") as home:
         valkey = EmbeddedRedis(Path(home) / "valkey")
         url = valkey.start()
         try:
             settings = Settings(home=Path(home), redis_url=url)
-            settings.trainer.monitor_thread = not args.foreground
+            settings.trainer.monitor_thread = args.worker
             print(f"Monitor overhead ({args.rounds} rounds × {args.block} steps each way, "
                   f"{args.threads} torch thread(s), {os.cpu_count()} cores, CPU steps measured "
-                  f"{'in the training thread' if args.foreground else 'in the probe worker thread'})")
+                  f"{'in the probe worker thread' if args.worker else 'in the training thread'})")
             print(f"{'preset':18} {'device':6} {'params G/D':>14} {'step ms':>8} {'host µs':>8} {'CPU µs':>7} "
                   f"{'in-loop %':>9} {'Monitor CPU %':>13} {'CPU A/B % (IQR)':>22} {'wall A/B % (IQR)':>22} "
                   f"{'ckpt %':>7} {'first ms':>8}")

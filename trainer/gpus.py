@@ -50,8 +50,5 @@ class Slots:
         if device == CPU:
             # hide GPUs and share the cores between the concurrent CPU runs
             n = threads or max(1, (os.cpu_count() or 1) // self.per_device)
-            env = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}
-            if n * self.per_device >= (os.cpu_count() or 1):  # no core left for the Monitor's probe worker
-                env["SQD_TRAINER__MONITOR_THREAD"] = "false"
-            return env
+            return {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}
         return {"CUDA_VISIBLE_DEVICES": device}

@@ -39,7 +39,6 @@ from sqd.artifacts import ArtifactStore
 from sqd.bus import INGEST, Bus
 from sqd.protocol import TAGS_ADAPTER, RunFinished, RunStarted, new_id
 from sqd.settings import Settings, get_settings
-from sqd.trainer import probe_worker
 from sqd.trainer.metric_buffer import Value
 from sqd.trainer.publisher import CheckpointJob, EventsJob, NonFiniteError, Publisher
 from sqd.trainer.spool import Outbox
@@ -118,8 +117,7 @@ class Monitor:
         outbox = Outbox(bus, settings.home / "spool" / self.run_id, settings.trainer.spool_max_events)
         self._agent = settings.trainer.agent_id
         self._graphs = settings.trainer.cuda_graphs
-        thread = settings.trainer.monitor_thread
-        self._background = probe_worker.spare_core() if thread is None else thread
+        self._background = settings.trainer.monitor_thread
         self.probe: HostProbe | DeviceProbe = make_probe(self.nets, self.flush_every, self.grad_norms,
                                                          graphs=self._graphs, background=self._background)
         device = self.probe.device

@@ -1,9 +1,9 @@
 """The thread that measures a CPU training step after `Monitor.step` has returned.
 
 On a CPU there is no device to queue work on, so the snapshot copy, the angle sums and the gradient norms of a step
-(~0.35 ms for the 135 k parameters of `sqd-nsgan-digits`) would all run in the training thread. `HostProbe` hands
-them to this one daemon thread instead: `Monitor.step` only notes what it must measure (~30 µs), and the work runs
-while the training thread computes its next forward and backward pass — on another core where there is one.
+(~0.3 ms for the 135 k parameters of `sqd-nsgan-digits`) run in the training thread by default. With the worker,
+`HostProbe` hands them to this one daemon thread instead: `Monitor.step` only notes what it must measure, and the
+work runs while the training thread computes its next forward and backward pass, on another core.
 
 Consistency, not locks: a job reads the parameters and gradients as they were at its `Monitor.step` because
 
@@ -16,11 +16,11 @@ Consistency, not locks: a job reads the parameters and gradients as they were at
   it, whose snapshot it took), never reported wrong. Writes through `p.data` are not counted by PyTorch: a loop
   that makes them between `Monitor.step` and its next optimizer step calls `fence()` first.
 
-Measured on a 2-core machine with one torch thread (bench/monitor_overhead.py), the training thread pays ~120 µs a
-step instead of ~380, but the process ~1 % more CPU (the worker reads weights and gradients another core has in its
-caches): worth it where a core would otherwise idle, not where every core trains. So by default (`spare_core()`) the
-Monitor uses the worker only when the process may use more cores than torch's threads; `SQD_TRAINER__MONITOR_THREAD`
-decides otherwise, and the agent turns it off for the CPU runs it gives all the cores to.
+It is opt-in (`SQD_TRAINER__MONITOR_THREAD=true`). Measured on a 2-core machine with one torch thread and a core
+to spare (bench/monitor_overhead.py, 3 × 40 rounds each way), the training thread pays ~105 µs a step instead of
+~345, but training is no faster (wall time per step +1.9–3.4 % over a plain loop, against +1.7–3.1 % measuring
+in the training thread) and the process spends ~1.2 % more CPU: the worker reads weights and gradients that the
+training core has in its caches, and the next optimizer step takes them back.
 
 `fence()` is public for loops that change weights some other way. A job's exception is kept and raised in the
 training thread by the next `Monitor` call, with the job's traceback chained.
@@ -99,12 +99,6 @@ def worker() -> ProbeWorker:
         # wait only: a failed measurement is the Monitor's to report, at its next call, not the optimizer's
         _hook = register_optimizer_step_pre_hook(lambda *_: _worker.wait())
     return _worker
-
-
-def spare_core() -> bool:
-    """Whether this process may use more cores than torch's intra-op threads take (the worker's default)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return cores > torch.get_num_threads()
 
 
 def guard(nets: Iterable[nn.Module]) -> None:

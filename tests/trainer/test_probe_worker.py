@@ -3,7 +3,6 @@ the training thread, and a measurement that could have seen a later value is lef
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import Any
@@ -149,16 +148,3 @@ def test_load_state_dict_into_a_monitored_network_waits_for_the_measurement() ->
     points = points_of(probe)
     assert points[("angle/G", 1)] == pytest.approx(weight_angle(start, list(G.parameters())), rel=1e-6)
     assert points[("angle/G", 2)] == pytest.approx(0, abs=1e-6)  # every weight doubled: no turn at all
-
-
-def test_the_worker_is_used_by_default_only_with_a_spare_core() -> None:
-    cores = len(os.sched_getaffinity(0))
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(cores)
-        assert not probe_worker.spare_core()
-        if cores > 1:
-            torch.set_num_threads(cores - 1)
-            assert probe_worker.spare_core()
-    finally:
-        torch.set_num_threads(before)
