@@ -10,10 +10,12 @@ Every product and sum is float64: the difference of two float32 values is exact 
 of the change itself and the form resolves 1e-7 rad also when the change is mostly radial, without a refinement
 pass. The loops may reassociate their sums (vectorised), never assume finite values: a NaN or ±inf weight gives
 NaN sums, hence a NaN angle. Elements are read in memory order (a sum of squares does not depend on the order), so
-channels_last weights need no copy; bf16/fp16 weights and non-dense tensors are read through a float32 copy.
+channels_last weights need no copy; non-dense tensors are read through a copy, bf16/fp16 ones through a float32
+copy.
 
 numba is imported here only: a GPU run measures on its device (sqd.trainer.step_program) and needs none of this.
-Failure modes: a network without trainable floating-point parameters → ValueError naming it.
+Failure modes: a network without trainable floating-point parameters → ValueError naming it; numba missing →
+ImportError saying what to install.
 """
 
 from __future__ import annotations
