@@ -3,10 +3,10 @@
 `make_probe` picks one of two implementations by the device of the first network's parameters:
 
 * `HostProbe` (CPU): one compiled pass per parameter forms its angle sums, its new snapshot and its gradient's
-  squared norm (sqd.trainer.host_sums), everything read as Python floats — there is no device to wait for. The
-  training thread only notes the step's values, gradients and version counters; the passes run in the
-  probe worker thread (sqd.trainer.probe_worker, which also says why they still see the step's weights), unless
-  `background=False` (`SQD_TRAINER__MONITOR_THREAD=false`).
+  squared norm (sqd.trainer.host_sums), everything read as Python floats — there is no device to wait for. With
+  `background=True` (`SQD_TRAINER__MONITOR_THREAD=true`) the training thread only notes the step's values,
+  gradients and version counters, and the passes run in the probe worker thread (sqd.trainer.probe_worker, which
+  also says why they still see the step's weights).
 * `DeviceProbe` (GPU): the host stacks the step's loss / metric tensors and the per-tensor gradient norms into
   static slots (two launches), then one CUDA graph replay does the rest (sqd.trainer.step_program): snapshot copy,
   block sums, the metric-buffer row. Nothing synchronises. Loss tensors may live anywhere and have any float dtype;
@@ -130,7 +130,7 @@ class HostProbe(_Probe):
     epochs: HostSnapshots
 
     def __init__(self, nets: Mapping[str, nn.Module], capacity: int, grad_norms: bool, continues: bool,
-                 background: bool = True):
+                 background: bool = False):
         super().__init__(nets, capacity, grad_norms, continues)
         self.worker = probe_worker.worker() if background else None
         if self.worker is not None:
@@ -309,9 +309,9 @@ class DeviceProbe(_Probe):
 
 
 def make_probe(nets: Mapping[str, nn.Module], capacity: int, grad_norms: bool, continues: bool = True,
-               graphs: bool = True, background: bool = True) -> HostProbe | DeviceProbe:
-    """The probe for where the networks live: CPU → HostProbe (measuring in the probe worker thread unless
-    `background=False`); a GPU → DeviceProbe, with CUDA graphs unless `graphs=False`."""
+               graphs: bool = True, background: bool = False) -> HostProbe | DeviceProbe:
+    """The probe for where the networks live: CPU → HostProbe (measuring in the probe worker thread if
+    `background`); a GPU → DeviceProbe, with CUDA graphs unless `graphs=False`."""
     first = next((p for net in nets.values() for p in trainable_parameters(net)), None)
     if first is None:
         raise ValueError("Monitor: the networks have no trainable floating-point parameters to take angles of")

@@ -50,7 +50,7 @@ def test_background_rows_equal_the_training_thread_rows() -> None:
 
 def test_wall_time_is_the_steps_not_the_workers() -> None:
     G, D = nets()
-    probe = HostProbe({"G": G, "D": D}, 8, True, True)
+    probe = HostProbe({"G": G, "D": D}, 8, True, True, background=True)
     delay = Delay(probe)
     probe.step(0, 0, {"x": 1.0})
     stepped = time.time()
@@ -62,7 +62,7 @@ def test_wall_time_is_the_steps_not_the_workers() -> None:
 
 def test_an_in_place_change_before_the_measurement_drops_that_angle_and_the_next() -> None:
     G, D = nets()
-    probe = HostProbe({"G": G, "D": D}, 64, True, True)
+    probe = HostProbe({"G": G, "D": D}, 64, True, True, background=True)
     opt = torch.optim.Adam([*G.parameters(), *D.parameters()], 1e-3)
     angles = []
     for step in range(5):
@@ -85,7 +85,7 @@ def test_an_in_place_change_before_the_measurement_drops_that_angle_and_the_next
 
 def test_gradients_zeroed_in_place_before_the_measurement_drop_the_norms() -> None:
     G, D = nets()
-    probe = HostProbe({"G": G, "D": D}, 8, True, True)
+    probe = HostProbe({"G": G, "D": D}, 8, True, True, background=True)
     D(G(torch.randn(4, 8))).mean().backward()
     delay = Delay(probe)
     probe.step(0, 0, {})
@@ -100,7 +100,7 @@ def test_gradients_zeroed_in_place_before_the_measurement_drop_the_norms() -> No
 
 def test_an_optimizer_step_waits_for_the_measurement() -> None:
     G, D = nets()
-    probe = HostProbe({"G": G, "D": D}, 64, True, True)
+    probe = HostProbe({"G": G, "D": D}, 64, True, True, background=True)
     opt = torch.optim.SGD(G.parameters(), 0.1)
     D(G(torch.randn(4, 8))).mean().backward()
     probe.step(0, 0, {})
@@ -118,7 +118,7 @@ def test_an_optimizer_step_waits_for_the_measurement() -> None:
 
 def test_a_failed_measurement_is_raised_in_the_training_thread_once() -> None:
     G, D = nets()
-    probe = HostProbe({"G": G, "D": D}, 8, False, True)
+    probe = HostProbe({"G": G, "D": D}, 8, False, True, background=True)
 
     def fail(*_: Any) -> None:
         raise ArithmeticError("boom")
@@ -133,7 +133,7 @@ def test_a_failed_measurement_is_raised_in_the_training_thread_once() -> None:
 
 def test_load_state_dict_into_a_monitored_network_waits_for_the_measurement() -> None:
     G, D = nets()
-    probe = HostProbe({"G": G, "D": D}, 64, False, True)
+    probe = HostProbe({"G": G, "D": D}, 64, False, True, background=True)
     probe.step(0, 0, {})
     probe.wait()  # an in-place change outside an optimizer must wait for the step before it (fence())
     start = [p.detach().clone() for p in G.parameters()]
