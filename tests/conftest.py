@@ -63,7 +63,9 @@ def stream_prefix(redis_url: str) -> Iterator[str]:
 def settings(tmp_path: Path, redis_url: str, stream_prefix: str) -> Settings:
     settings = Settings(home=tmp_path / "home", redis_url=redis_url,
                         bus=BusSettings(prefix=stream_prefix, block_ms=100, min_idle_ms=500))
-    settings.trainer.monitor_thread = True  # the CPU Monitor's worker thread, whatever the cores: its path is tested
+    # the CPU Monitor's worker thread is off by default: the in-process tests run its path (test_probe_worker compares
+    # it with the default's, row for row)
+    settings.trainer.monitor_thread = True
     return settings
 
 

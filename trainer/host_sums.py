@@ -116,11 +116,12 @@ def _grad_address(g: torch.Tensor | None, dtype: torch.dtype, keep: list[torch.T
     in `keep` until the pass ran."""
     if g is None:
         return 0
-    if g.dtype == dtype and g.is_contiguous():
+    if g.dtype == dtype and g.is_contiguous():  # the usual case, checked first: this runs per tensor and step
         return g.data_ptr()
-    flat = _memory_order(g.detach()) if g.dtype == dtype else None  # channels_last: dense, no copy
-    if flat is None:
-        flat = g.detach().reshape(-1).contiguous().to(dtype)
+    flat, view = _flat(g)  # channels_last: a view
+    if flat.dtype != dtype:
+        flat, view = flat.to(dtype), False
+    if not view:
         keep.append(flat)
     return flat.data_ptr()
 
