@@ -62,14 +62,16 @@ def _compiled(fn: Callable[..., Any]) -> Any:
 
 
 @_compiled
-def _passes(like: np.ndarray, weights: np.ndarray, snapshots: np.ndarray, grads: np.ndarray, sizes: np.ndarray
-            ) -> np.ndarray:
-    """(S_bb, S_ee, S_be, ‖grad‖²) per tensor; each snapshot becomes its weights. Tensor j is `sizes[j]` values of
-    `like`'s dtype at address `weights[j]`, its snapshot at `snapshots[j]`, its gradient at `grads[j]` (0: none),
-    each one dense block that the caller keeps alive. Addresses, not arrays: one compiled version per dtype
-    whatever the number of tensors (a tuple of arrays is compiled per length: 6 s for 150 tensors, 99 s for 600),
-    and a gradient, a new tensor each step, costs ~2.5 µs to make an array of — more than its sum."""
-    out = np.empty((sizes.size, 4))
+def _passes(like: np.ndarray, weights: np.ndarray, snapshots: np.ndarray, grads: np.ndarray, sizes: np.ndarray,
+            nets: np.ndarray, n_nets: int) -> np.ndarray:
+    """Per network (S_bb, S_ee, S_be, ‖grad‖², gradients present); each snapshot becomes its weights. Tensor j
+    belongs to network `nets[j]` and is `sizes[j]` values of `like`'s dtype at address `weights[j]`, its snapshot at
+    `snapshots[j]`, its gradient at `grads[j]` (0: none), each one dense block that the caller keeps alive.
+    Addresses, not arrays: one compiled version per dtype whatever the number of tensors (a tuple of arrays is
+    compiled per length: 6 s for 150 tensors, 99 s for 600), and a gradient, a new tensor each step, costs ~2.5 µs
+    to make an array of — more than its sum. Totals per network, not per tensor: each Python operation after a
+    training step runs on cold caches (~10× its usual time), so the caller is left as little as possible to do."""
+    out = np.zeros((n_nets, 5))
     for j in range(sizes.size):
         n = sizes[j]
         w = numba.carray(_pointer(weights[j]), n, like.dtype)
@@ -87,7 +89,13 @@ def _passes(like: np.ndarray, weights: np.ndarray, snapshots: np.ndarray, grads:
             ee += e * e
             be += b * e
             gg += x * x
-        out[j, 0], out[j, 1], out[j, 2], out[j, 3] = bb, ee, be, gg if grads[j] else 0.0
+        row = out[nets[j]]
+        row[0] += bb
+        row[1] += ee
+        row[2] += be
+        if grads[j]:
+            row[3] += gg
+            row[4] += 1.0
     return out
 
 
@@ -111,19 +119,23 @@ def _flat(t: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return flat, view
 
 
-def _grad_address(g: torch.Tensor | None, dtype: torch.dtype, keep: list[torch.Tensor]) -> int:
-    """Where `g`'s values lie as one dense block of `dtype` (0: no gradient); a copy when they do not, kept alive
-    in `keep` until the pass ran."""
-    if g is None:
-        return 0
-    if g.dtype == dtype and g.is_contiguous():  # the usual case, checked first: this runs per tensor and step
-        return g.data_ptr()
-    flat, view = _flat(g)  # channels_last: a view
+def _dense_address(g: torch.Tensor, dtype: torch.dtype, keep: list[torch.Tensor]) -> int:
+    """Where a gradient that is not one contiguous block of `dtype` lies as one: a memory-order view
+    (channels_last), else a copy kept alive in `keep` until the pass ran."""
+    flat, view = _flat(g)
     if flat.dtype != dtype:
         flat, view = flat.to(dtype), False
     if not view:
         keep.append(flat)
     return flat.data_ptr()
+
+
+def _grad_addresses(grads: Sequence[torch.Tensor | None], dtype: torch.dtype, keep: list[torch.Tensor]
+                    ) -> np.ndarray:
+    """Where each gradient's values lie as one dense block of `dtype` (0: no gradient). The usual case — a
+    contiguous gradient of the weights' dtype — is checked inline: this runs per tensor and step."""
+    return np.array([0 if g is None else g.data_ptr() if g.dtype == dtype and g.is_contiguous()
+                     else _dense_address(g, dtype, keep) for g in grads], np.int64)
 
 
 def _addresses(tensors: Sequence[torch.Tensor]) -> np.ndarray:
@@ -133,7 +145,8 @@ def _addresses(tensors: Sequence[torch.Tensor]) -> np.ndarray:
 @dataclass
 class _DtypeGroup:
     """The tensors whose flat blocks have one dtype (a float32 model: all of them), passed in one call."""
-    indices: list[int]
+    indices: list[int] | None  # into the parameters; None: all of them, in order
+    nets: np.ndarray  # each tensor's network
     like: np.ndarray  # empty, of their numpy dtype
     dtype: torch.dtype
     sizes: np.ndarray
@@ -141,6 +154,10 @@ class _DtypeGroup:
     snapshot_addresses: np.ndarray
     weights: list[torch.Tensor] | None  # views (valid while the storage is: `fingerprint`); None: copies, each pass
     weight_addresses: np.ndarray | None
+    no_grads: np.ndarray  # zeros: the addresses of a pass without gradients
+
+    def pick(self, items: Sequence[Any]) -> Sequence[Any]:
+        return items if self.indices is None else [items[i] for i in self.indices]
 
 
 class HostSnapshots:
@@ -149,7 +166,7 @@ class HostSnapshots:
     def __init__(self, groups: Sequence[Sequence[torch.Tensor]], names: Sequence[str] | None = None):
         self.groups = check_groups(groups, names)
         self.params = [p for g in self.groups for p in g]
-        self.starts = np.cumsum([0] + [len(g) for g in self.groups[:-1]])
+        net_of = [k for k, g in enumerate(self.groups) for _ in g]
         flats = [_flat(p) for p in self.params]
         self.dtype_groups = []
         for dtype in dict.fromkeys(f.dtype for f, _ in flats):
@@ -157,14 +174,15 @@ class HostSnapshots:
             snapshots = [torch.empty_like(flats[i][0]) for i in indices]
             weights = [flats[i][0] for i in indices] if all(flats[i][1] for i in indices) else None
             self.dtype_groups.append(_DtypeGroup(
-                indices, np.empty(0, _NUMPY_DTYPES[dtype]), dtype,
+                None if len(indices) == len(flats) else indices, np.array([net_of[i] for i in indices], np.int64),
+                np.empty(0, _NUMPY_DTYPES[dtype]), dtype,
                 np.array([self.params[i].numel() for i in indices], np.int64), snapshots, _addresses(snapshots),
-                weights, None if weights is None else _addresses(weights)))
+                weights, None if weights is None else _addresses(weights), np.zeros(len(indices), np.int64)))
         self.fingerprint = fingerprint(self.params)
         self.has_snapshot = False
 
     def _weights(self, group: _DtypeGroup) -> list[torch.Tensor]:
-        return group.weights if group.weights is not None else [_flat(self.params[i])[0] for i in group.indices]
+        return group.weights if group.weights is not None else [_flat(p)[0] for p in group.pick(self.params)]
 
     def _weight_addresses(self, group: _DtypeGroup, keep: list[torch.Tensor]) -> np.ndarray:
         if group.weight_addresses is not None:
@@ -185,17 +203,13 @@ class HostSnapshots:
         of each parameter (None where it has none), the squared gradient norm (None where no parameter has one).
         Snapshots now."""
         had, self.has_snapshot = self.has_snapshot, True
-        per_param = np.empty((len(self.params), 4))
         keep: list[torch.Tensor] = []  # copies read by address: alive until the pass ran
+        total: np.ndarray | None = None
         for group in self.dtype_groups:
-            weight_addresses = self._weight_addresses(group, keep)
-            grad_addresses = np.zeros(len(group.indices), np.int64)
-            if grads is not None:
-                grad_addresses[:] = [_grad_address(grads[i], group.dtype, keep) for i in group.indices]
-            per_param[group.indices] = _passes(group.like, weight_addresses, group.snapshot_addresses,
-                                               grad_addresses, group.sizes)
-        per_net = np.add.reduceat(per_param, self.starts).tolist()
-        angles = [(bb, ee, be) for bb, ee, be, _ in per_net]
-        present = [grads is not None and any(grads[i] is not None for i in range(lo, lo + len(g)))
-                   for lo, g in zip(self.starts.tolist(), self.groups, strict=True)]
-        return (angles if had else None), [row[3] if has else None for row, has in zip(per_net, present, strict=True)]
+            grad_addresses = group.no_grads if grads is None else _grad_addresses(group.pick(grads), group.dtype, keep)
+            part = _passes(group.like, self._weight_addresses(group, keep), group.snapshot_addresses, grad_addresses,
+                           group.sizes, group.nets, len(self.groups))
+            total = part if total is None else total + part
+        rows = total.tolist()  # type: ignore[union-attr]  # check_groups: at least one tensor
+        return ([(bb, ee, be) for bb, ee, be, _, _ in rows] if had else None), [gg if present else None
+                                                                                for _, _, _, gg, present in rows]

@@ -141,7 +141,11 @@ class MetricBuffer:
         if tensors:
             self.add_device(step, epoch, tuple(fields), torch.stack(tensors), host, wall_time)
         else:
-            self.rows.append(_Row(step, epoch, time.time() if wall_time is None else wall_time, None, (), host))
+            self.add_host(step, epoch, host, time.time() if wall_time is None else wall_time)
+
+    def add_host(self, step: int, epoch: int | None, host: dict[str, float], wall_time: float) -> None:
+        """A row of Python floats only (the CPU probe's: no value to look at again)."""
+        self.rows.append(_Row(step, epoch, wall_time, None, (), host))
 
     def add_device(self, step: int, epoch: int | None, fields: tuple[Field, ...], flat: torch.Tensor,
                    host: dict[str, float], wall_time: float | None = None) -> None:

@@ -187,7 +187,7 @@ class HostProbe(_Probe):
                 if square is not None:
                     host[f"grad_norm/{name}"] = math.sqrt(square)
         host.update(given)
-        self.buffer.add(step, epoch, host, wall)
+        self.buffer.add_host(step, epoch, host, wall)
         self.measured += 1
 
     def end_epoch(self, step: int, epoch: int) -> None:
