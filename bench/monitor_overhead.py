@@ -19,11 +19,14 @@ The zoo's real training step (`GANTrainer.step`) runs in alternating blocks with
 * first ms: the first `mon.step` of the process (with its flush), in the warm-up — on a CPU it loads the compiled
   pass of sqd.trainer.host_sums (compiles it, the first time on a machine); not in the figures above;
 * checkpoint: one `torch.save` of the checkpoint dict in the training thread, amortized over `checkpoint_every`;
+* `--phases`: then one more block with timing wrappers around the phases of `mon.step` (bench/gpu/phases.py),
+  printed as one line per preset — where the host time goes (each wrapper adds ~1 µs);
 * sys: one system-metrics sample (sqd.trainer.system_metrics, in the sender thread) in µs, and as a share of the
   sampling interval (`SQD_TRAINER__SYSTEM_METRICS_S`, 5 s) — it runs during the monitored blocks, so the CPU A/B
   includes it.
 
 usage: .venv/bin/python bench/monitor_overhead.py [--rounds 12] [--block 25] [--threads 1] [--presets …] [--worker]
+       [--phases]
 On a GPU machine the presets run on cuda (step times are synchronised at block ends only).
 """
 
@@ -36,8 +39,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
+from gpu.phases import describe, phase_times
 
 from sqd.embedded_redis import EmbeddedRedis
 from sqd.presets import resolve_config
@@ -70,7 +75,8 @@ def helper_cpu_s() -> float:
     return total
 
 
-def measure(preset: str, settings: Settings, rounds: int, block: int, threads: int) -> dict[str, float]:
+def measure(preset: str, settings: Settings, rounds: int, block: int, threads: int, phases: bool
+            ) -> dict[str, Any]:
     cfg = resolve_config(preset, {"train.threads": threads})
     trainer = build_trainer(cfg, settings)
     mon = Monitor(trainer.G, trainer.D, name=f"bench {preset}", config=cfg.model_dump(mode="json"),
@@ -112,6 +118,15 @@ def measure(preset: str, settings: Settings, rounds: int, block: int, threads: i
                 else:
                     plain_cpu.append(cpu)
                     plain_wall.append(wall)
+        breakdown = ""
+        if phases:
+            with phase_times() as times:
+                for _ in range(block):
+                    result = trainer.step(step)
+                    mon.step(step, epoch=0, losses={"D": result.loss_d, "G": result.loss_g}, lr=trainer.lr,
+                             metrics=result.metrics)
+                    step += 1
+            breakdown = describe(times, block)
         t = time.perf_counter()
         mon.checkpoint(step)
         checkpoint_s = time.perf_counter() - t
@@ -129,7 +144,8 @@ def measure(preset: str, settings: Settings, rounds: int, block: int, threads: i
             "cpu_ab_hi": paired[(3 * len(paired)) // 4],
             "checkpoint_pct": 100 * checkpoint_s / (cfg.train.checkpoint_every * step_s),
             "params_g": sum(p.numel() for p in trainer.G.parameters()),
-            "params_d": sum(p.numel() for p in trainer.D.parameters()), "device": str(trainer.device)}
+            "params_d": sum(p.numel() for p in trainer.D.parameters()), "device": str(trainer.device),
+            "phases": breakdown}
 
 
 def system_sample_us(n: int = 50) -> float:
@@ -149,6 +165,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--worker", action="store_true", help="CPU: measure in the probe worker thread")
+    parser.add_argument("--phases", action="store_true", help="also time the phases of mon.step (one more block)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sqd-bench-", dir="/tmp") as home:
         valkey = EmbeddedRedis(Path(home) / "valkey")
@@ -163,13 +180,15 @@ def main() -> None:
                   f"{'in-loop %':>9} {'Monitor CPU %':>13} {'CPU A/B % (IQR)':>22} {'wall A/B % (IQR)':>22} "
                   f"{'ckpt %':>7} {'first ms':>8}")
             for preset in args.presets:
-                r = measure(preset, settings, args.rounds, args.block, args.threads)
+                r = measure(preset, settings, args.rounds, args.block, args.threads, args.phases)
                 print(f"{preset:18} {r['device']:6} {r['params_g']:>7,}/{r['params_d']:<7,}"
                       f"{r['step_ms']:>8.1f} {r['host_us']:>8.0f} {r['cpu_us']:>7.0f} {r['in_loop_pct']:>9.2f} "
                       f"{r['own_cpu_pct']:>13.2f} "
                       f"{r['cpu_ab_pct']:>7.2f} ({r['cpu_ab_lo']:>5.1f} to {r['cpu_ab_hi']:>4.1f}) "
                       f"{r['wall_ab_pct']:>7.2f} ({r['wall_ab_lo']:>5.1f} to {r['wall_ab_hi']:>4.1f}) "
                       f"{r['checkpoint_pct']:>7.2f} {r['first_ms']:>8.0f}")
+                if r["phases"]:
+                    print(f"  phases (median µs per call): {r['phases']}")
             if SystemSampler is not None:
                 sample_us = system_sample_us()
                 print(f"system metrics: one sample {sample_us:.0f} µs in the sender thread, every "

@@ -8,6 +8,8 @@ Printed per preset and per mode (CUDA graph on; eager, i.e. SQD_TRAINER__CUDA_GR
 
 * plain and monitored step time (median of the blocks), wall overhead = monitored / plain − 1 per adjacent pair
   of blocks (median and interquartile range), and the host µs inside one `mon.step` (median);
+* a note with that host time by phase (phases.py: moved check, gradient norms, input slots, graph replay, row,
+  flush), from one more monitored block with timing wrappers — what to look at before changing the probe;
 
 then two checks: the graph path's angles against `weight_angle` in float64 (a real training run, and a rotation
 of 1e-7 rad with a 10⁴× larger radial change), and that moving the parameters makes the Monitor take fresh
@@ -28,6 +30,7 @@ from typing import Any
 from unittest import mock
 
 import torch
+from phases import describe, phase_times
 from report import Context, Report
 from torch import nn
 
@@ -139,10 +142,16 @@ def measure(label: str, preset: str, goal_pct: float, ctx: Context, report: Repo
                 step += 1
             res = paired(trainer, mon, pairs, block, step)
             step = res["step"]
+            with phase_times() as times:
+                for _ in range(block):
+                    r = trainer.step(step)
+                    mon.step(step, epoch=0, losses={"D": r.loss_d, "G": r.loss_g}, lr=trainer.lr, metrics=r.metrics)
+                    step += 1
             probe = mon.probe
         mode = ("graph" if probe.graphed else "eager") if isinstance(probe, DeviceProbe) else "CPU path"
         if graphs and isinstance(probe, DeviceProbe) and not probe.graphed:
             report.note(f"monitor {label}: CUDA graph capture failed, eager fallback: {probe.runner.failed}")
+        report.note(f"monitor {label}, {mode}: host time by phase, median per call: {describe(times, block)}")
         med, lo, hi = res["over"]
         is_cuda = ctx.device == "cuda"
         times = f"{1e3 * res['plain']:.2f} / {1e3 * res['mon']:.2f} ms"
