@@ -7,9 +7,11 @@
   `background=True` (`SQD_TRAINER__MONITOR_THREAD=true`) the training thread only notes the step's values,
   gradients and version counters, and the passes run in the probe worker thread (sqd.trainer.probe_worker, which
   also says why they still see the step's weights).
-* `DeviceProbe` (GPU): the host stacks the step's loss / metric tensors and the per-tensor gradient norms into
-  static slots (two launches), then one CUDA graph replay does the rest (sqd.trainer.step_program): snapshot copy,
-  block sums, the metric-buffer row. Nothing synchronises. Loss tensors may live anywhere and have any float dtype;
+* `DeviceProbe` (GPU): the host copies the step's loss / metric tensors and its gradients into static slots (two
+  launches; no tensor per parameter for Python to handle), then one CUDA graph replay does the rest
+  (sqd.trainer.step_program): gradient norms, snapshot copy, block sums, the metric-buffer row. Nothing
+  synchronises. Networks over step_program.GRAD_COPY_BYTES get no gradient copies: their norms are launched from
+  here, as they were before the copies. Loss tensors may live anywhere and have any float dtype;
   Python numbers and CPU tensors go to the host side of the row.
 
 A probe is bound to the parameters it was built on. `moved()` tells when they changed: storage moved (`.to()`,
@@ -23,6 +25,7 @@ trainable floating-point parameters → ValueError.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -32,10 +35,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from sqd.trainer import probe_worker, step_kernels
+from sqd.trainer import probe_worker, step_kernels, step_program
 from sqd.trainer.metric_buffer import Field, MetricBuffer, Value, Window, angle, norm, plain
 from sqd.trainer.stability import trainable_parameters
-from sqd.trainer.step_program import Capture, GraphRunner, StepProgram, capture_cuda_graph
+from sqd.trainer.step_program import Capture, GraphRunner, StepProgram, capture_cuda_graph, grad_norms
 from sqd.trainer.weight_sums import WeightSnapshots, angle_from_sums, fingerprint
 
 if TYPE_CHECKING:
@@ -103,13 +106,6 @@ class _Probe:
         """The buffered rows, as `MetricBuffer.take`, once every step is measured."""
         self.wait()
         return self.buffer.take()
-
-
-def _norms(grads: list[torch.Tensor], narrow: bool) -> list[torch.Tensor]:
-    """The L2 norm of each gradient; `narrow` (bf16/fp16 parameters): computed and returned in float32."""
-    if narrow:
-        return list(torch._foreach_norm(grads, 2, dtype=torch.float32))
-    return list(torch._foreach_norm(grads))
 
 
 def _not_one_value(key: str, value: torch.Tensor) -> None:
@@ -207,20 +203,17 @@ class DeviceProbe(_Probe):
         self.input_dtype = torch.float32
         self.runner = GraphRunner(capture, step_kernels.triton_available(self.device) if triton is None else triton)
         self._zero = torch.zeros((), device=self.device)
+        size = sum(p.numel() * p.element_size() for p in self.params)
+        # the program takes the gradient norms from copies of the gradients (step_program), up to a size
+        self.grad_copies = [torch.empty_like(p) for p in self.params] \
+            if grad_norms and size <= step_program.GRAD_COPY_BYTES else None
+        ends = list(itertools.accumulate(len(g) for g in self.groups))
+        self.net_ranges = list(zip([0, *ends[:-1]], ends, strict=True))  # each network's slice of self.params
         self._new_program()
 
     def _snapshots(self, epochs: bool = False) -> WeightSnapshots:
         return WeightSnapshots(self.groups, self.names) if epochs else \
             WeightSnapshots(self.groups, self.names, block=GRAPH_BLOCK)
-
-    def grads(self) -> tuple[list[torch.Tensor], list[int]]:
-        """The gradients present, and per network how many."""
-        present, counts = [], []
-        for group in self.groups:
-            before = len(present)
-            present += [p.grad for p in group if p.grad is not None]
-            counts.append(len(present) - before)
-        return present, counts
 
     @property
     def graphed(self) -> bool:
@@ -236,7 +229,7 @@ class DeviceProbe(_Probe):
         input_cols = [f.columns[0] for f in self.input_fields.values()] + [c for f in self.grad_fields
                                                                           for c in f.columns]
         self.program = StepProgram(self.steps, buf, [c for f in self.angle_fields for c in f.columns], input_cols,
-                                   self.input_dtype)
+                                   self.input_dtype, self.grad_copies, self.narrow)
         self.runner.reset()
         self._fields: dict[tuple[Any, ...], tuple[Field, ...]] = {}
 
@@ -259,18 +252,17 @@ class DeviceProbe(_Probe):
                 tensors[key] = value.reshape(()).to(self.device, non_blocking=True)
         inputs = self._inputs(tensors)
         grads_present: tuple[bool, ...] = ()
+        grads: list[torch.Tensor | None] | None = None
         if self.grad_norms:
-            present, counts = self.grads()
-            grads_present = tuple(n > 0 for n in counts)
-            if len(present) == len(self.params):
-                inputs += _norms(present, self.narrow)
-            else:  # a zero for each missing gradient: the norm of the others
-                norms = iter(_norms(present, self.narrow) if present else [])
-                inputs += [next(norms) if p.grad is not None else self._zero for p in self.params]
+            grads = [p.grad for p in self.params]
+            grads_present = tuple(any(g is not None for g in grads[lo:hi]) for lo, hi in self.net_ranges)
+            if self.grad_copies is None:  # too large to copy: the norms from here (a zero for a missing gradient)
+                present = [g for g in grads if g is not None]
+                norms = iter(grad_norms(present, self.narrow) if present else [])
+                inputs += [next(norms) if g is not None else self._zero for g in grads]
         if self.program.generation != self.buffer.generation:  # the metric table grew: write into the new one
             self._new_program()
-        if inputs:
-            torch.stack(inputs, out=self.program.inputs)
+        self.program.load(inputs, grads)
         parity = self.steps.latest ^ 1
         self.runner.run(self.program, parity)
         self.steps.latest = parity

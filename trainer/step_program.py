@@ -2,8 +2,15 @@
 
 `StepProgram.run(parity)` copies the weights into snapshot row `parity`, takes the block sums against the other
 row and writes one metric-buffer row (the angle sums of every network, then the step's inputs: losses, metrics,
-gradient norms, which the host stacks into `inputs` just before). Every tensor it touches is allocated once, and
-the row index lives on the device (`MetricBuffer.counter`), so the same launches are valid step after step.
+gradient norms). Every tensor it touches is allocated once, and the row index lives on the device
+(`MetricBuffer.counter`), so the same launches are valid step after step.
+
+The step's own tensors — losses, metrics, gradients — are new every step, so a graph cannot read them where they
+are: `load` copies them into the program's static slots just before (two launches: a `torch.stack` of the values,
+a `_foreach_copy_` of the gradients), and the program takes the gradient norms from those copies (`grad_copies`,
+one per parameter). The copies cost device memory the size of the parameters, so above GRAD_COPY_BYTES the probe
+leaves them out and gives `load` the norms, launched on the host side (`grad_norms`): a tensor per parameter for
+Python to handle, the host time the copies save.
 
 `GraphRunner` captures one CUDA graph per parity (the rows alternate) the first time it is needed and replays it
 from then on: one host call for the whole step. Whatever breaks a capture (an op that syncs, an old driver, an
@@ -31,22 +38,58 @@ Replay = Callable[[], None]
 Capture = Callable[[Callable[[], None], Sequence[torch.Tensor], Any], tuple[Replay, Any]]
 
 
+GRAD_COPY_BYTES = 256 << 20  # parameters up to this size get static gradient copies (the same again in memory)
+
+
+def grad_norms(grads: list[torch.Tensor], narrow: bool) -> list[torch.Tensor]:
+    """The L2 norm of each gradient; `narrow` (bf16/fp16 parameters): computed and returned in float32."""
+    if narrow:
+        return list(torch._foreach_norm(grads, 2, dtype=torch.float32))
+    return list(torch._foreach_norm(grads))
+
+
 class StepProgram:
     def __init__(self, snapshots: WeightSnapshots, buffer: MetricBuffer, angle_columns: Sequence[int],
-                 input_columns: Sequence[int], input_dtype: torch.dtype):
+                 input_columns: Sequence[int], input_dtype: torch.dtype,
+                 grad_copies: Sequence[torch.Tensor] | None = None, narrow: bool = False):
+        """`input_columns`: the step's values, then (with `grad_copies`, one per parameter, whose norms the program
+        takes) a gradient norm per parameter; `narrow`: bf16/fp16 parameters."""
         device = snapshots.device
         self.snapshots, self.buffer = snapshots, buffer
         self.n_nets = len(snapshots.groups)
         n_blocks = snapshots.block_starts[-1]
         self.partials = torch.zeros(n_blocks, 3, dtype=torch.float64, device=device)
         self.inputs = torch.zeros(len(input_columns), dtype=input_dtype, device=device)
+        self.grad_copies = list(grad_copies) if grad_copies is not None else None
+        self.narrow = narrow
+        n_values = len(input_columns) - (len(self.grad_copies) if self.grad_copies is not None else 0)
+        self.value_part = self.inputs[:n_values]
+        self.norm_part = self.inputs[n_values:]
         self.columns = torch.tensor([*angle_columns, *input_columns], dtype=torch.int64, device=device)
         starts = torch.tensor(snapshots.block_starts, dtype=torch.int64, device=device)
         self.block_net = torch.repeat_interleave(torch.arange(self.n_nets, device=device), torch.diff(starts))
         self.generation = buffer.generation  # the metric table this program writes into
 
+    def load(self, values: list[torch.Tensor], grads: Sequence[torch.Tensor | None] | None) -> None:
+        """The step's tensors into the static slots: `values` (losses, metrics, and without gradient copies the
+        gradient norms) in one launch, and with copies each parameter's gradient in one more (None: its copy is
+        zeroed, a norm of 0 as the host path gives)."""
+        if values:
+            torch.stack(values, out=self.value_part)
+        if self.grad_copies is None or grads is None:
+            return
+        if any(g is None for g in grads):
+            torch._foreach_zero_([c for c, g in zip(self.grad_copies, grads, strict=True) if g is None])
+            pairs = [(c, g) for c, g in zip(self.grad_copies, grads, strict=True) if g is not None]
+            if pairs:
+                torch._foreach_copy_([c for c, _ in pairs], [g for _, g in pairs])
+        else:
+            torch._foreach_copy_(self.grad_copies, list(grads))  # type: ignore[arg-type]
+
     @torch.no_grad()
     def run(self, parity: int, triton: bool) -> None:
+        if self.grad_copies is not None:
+            torch.stack(grad_norms(self.grad_copies, self.narrow), out=self.norm_part)
         snaps = self.snapshots
         torch._foreach_copy_(snaps.views[parity], snaps.params)
         cur, prev = snaps.rows[parity], snaps.rows[parity ^ 1]

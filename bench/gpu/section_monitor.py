@@ -8,8 +8,9 @@ Printed per preset and per mode (CUDA graph on; eager, i.e. SQD_TRAINER__CUDA_GR
 
 * plain and monitored step time (median of the blocks), wall overhead = monitored / plain − 1 per adjacent pair
   of blocks (median and interquartile range), and the host µs inside one `mon.step` (median);
-* a note with that host time by phase (phases.py: moved check, gradient norms, input slots, graph replay, row,
-  flush), from one more monitored block with timing wrappers — what to look at before changing the probe;
+* a note with that host time by phase (phases.py: moved check, input keys, the copy into the static slots,
+  graph replay, row, flush), from one more monitored block with timing wrappers — what to look at before
+  changing the probe;
 
 then two checks: the graph path's angles against `weight_angle` in float64 (a real training run, and a rotation
 of 1e-7 rad with a 10⁴× larger radial change), and that moving the parameters makes the Monitor take fresh

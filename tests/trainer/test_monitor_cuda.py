@@ -1,6 +1,7 @@
 """The Monitor's GPU path on a real GPU (skipped without one; the integrator runs these on the GPU machine):
-CUDA-graph angles equal the eager ones and the float64 reference, parameters that move are captured again,
-bf16 parameters and autocast losses."""
+CUDA-graph angles equal the eager ones and the float64 reference, gradient norms read inside the graph from the
+copies the host makes each step (new gradient tensors every step), parameters that move are captured again, bf16
+parameters and autocast losses."""
 
 from __future__ import annotations
 
@@ -60,6 +61,30 @@ def test_graph_angles_equal_eager_and_the_reference(triton: bool) -> None:
     got = angles_of(eager)
     for step, angle in enumerate(reference, start=8):
         assert got[step] == pytest.approx(angle, rel=1e-9)
+
+
+def test_graph_gradient_norms_follow_new_gradient_tensors() -> None:
+    G, D = nets()
+    probe = make_probe({"G": G, "D": D}, 64, True)
+    assert isinstance(probe, DeviceProbe) and probe.grad_copies is not None
+    opt = torch.optim.Adam([*G.parameters(), *D.parameters()], 1e-3)
+    norms = []
+    for step in range(6):
+        loss = D(G(torch.randn(64, 16, device="cuda"))).square().mean()
+        opt.zero_grad(set_to_none=True)  # new gradient tensors every step
+        loss.backward()
+        if step == 4:
+            D[0].weight.grad = None  # a missing gradient counts 0, as on the host path
+        norms.append((torch.cat([p.grad.double().flatten() for p in G.parameters()]).norm().item(),
+                      torch.cat([p.grad.double().flatten() for p in D.parameters() if p.grad is not None])
+                      .norm().item()))
+        opt.step()
+        probe.step(step, 0, {"loss/G": loss})
+    assert probe.graphed and probe.runner.captures == 2, probe.runner.failed
+    points = {(k, s): v for k, s, v, _, _ in probe.take().points()}
+    for step, (g, d) in enumerate(norms):
+        assert points[("grad_norm/G", step)] == pytest.approx(g, rel=1e-5)
+        assert points[("grad_norm/D", step)] == pytest.approx(d, rel=1e-5)
 
 
 def test_moving_parameters_is_captured_again() -> None:

@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 
+from sqd.trainer import step_program
 from sqd.trainer.stability import weight_angle
 from sqd.trainer.step_probe import DeviceProbe, HostProbe
 from sqd.trainer.step_program import Replay
@@ -76,8 +77,17 @@ def device_probe(G: nn.Module, D: nn.Module, graphs: Graphs | None = None) -> De
     return DeviceProbe({"G": G, "D": D}, 64, True, True, capture=graphs or Graphs(), triton=False)
 
 
+@pytest.fixture(params=["copies", "host-norms"])
+def grad_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The device path's two ways to the gradient norms: from copies of the gradients inside the program, or (too
+    large to copy) launched by the host before it."""
+    if request.param == "host-norms":
+        monkeypatch.setattr(step_program, "GRAD_COPY_BYTES", 0)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("kind", ["host", "device"])
-def test_angles_norms_and_losses_equal_the_reference(kind: str) -> None:
+def test_angles_norms_and_losses_equal_the_reference(kind: str, grad_path: str) -> None:
     G, D = nets()
     probe = HostProbe({"G": G, "D": D}, 64, True, True) if kind == "host" else device_probe(G, D)
     points, angles, norms = run(probe, G, D)
@@ -126,16 +136,17 @@ def test_missing_new_and_float64_inputs_keep_their_columns() -> None:
     assert graphs.captures > 2  # new layouts were captured again
 
 
-def test_bf16_losses_and_bf16_parameters() -> None:
+def test_bf16_losses_and_bf16_parameters(grad_path: str) -> None:
     G, D = nets(dtype=torch.bfloat16)
     probe = device_probe(G, D)
 
     def bf16_loss(step: int) -> dict[str, Any]:
         return {"loss/bf16": torch.tensor(0.3, dtype=torch.bfloat16)}
 
-    points, angles, _ = run(probe, G, D, steps=3, extra=bf16_loss)
-    for step, angle in enumerate(angles):
+    points, angles, norms = run(probe, G, D, steps=3, extra=bf16_loss)
+    for step, (angle, norm) in enumerate(zip(angles, norms, strict=True)):
         assert points[("angle/G", step)] == pytest.approx(angle, rel=1e-9)  # bf16 weights are exact in the snapshots
+        assert points[("grad_norm/G", step)] == pytest.approx(norm, rel=1e-5)  # summed in float32
     assert points[("loss/bf16", 0)] == pytest.approx(0.3, rel=1e-2)
     host = HostProbe({"G": G, "D": D}, 64, True, True)
     hp, angles, _ = run(host, G, D, steps=2, extra=bf16_loss)
@@ -198,9 +209,10 @@ def test_a_vector_instead_of_a_number_names_the_key() -> None:
             probe.step(0, 0, {"loss/G": torch.ones(3)})
 
 
-def test_missing_gradients_are_left_out() -> None:
+def test_missing_gradients_are_left_out(grad_path: str) -> None:
     G, D = nets()
     for probe in (HostProbe({"G": G, "D": D}, 8, True, True), device_probe(G, D)):
+        assert isinstance(probe, HostProbe) or (probe.grad_copies is not None) == (grad_path == "copies")
         D(G(torch.randn(4, 8))).mean().backward()
         for p in G.parameters():
             p.grad = None
