@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from gpu.phases import describe, phase_times
+from gpu.phases import monitored_phases
 
 from sqd.embedded_redis import EmbeddedRedis
 from sqd.presets import resolve_config
@@ -120,13 +120,7 @@ def measure(preset: str, settings: Settings, rounds: int, block: int, threads: i
                     plain_wall.append(wall)
         breakdown = ""
         if phases:
-            with phase_times() as times:
-                for _ in range(block):
-                    result = trainer.step(step)
-                    mon.step(step, epoch=0, losses={"D": result.loss_d, "G": result.loss_g}, lr=trainer.lr,
-                             metrics=result.metrics)
-                    step += 1
-            breakdown = describe(times, block)
+            breakdown, step = monitored_phases(trainer, mon, step, block)
         t = time.perf_counter()
         mon.checkpoint(step)
         checkpoint_s = time.perf_counter() - t

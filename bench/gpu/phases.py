@@ -26,12 +26,12 @@ PHASES = (
     ("gradient norms on the host side (no gradient copies)", "sqd.trainer.step_probe", "grad_norms"),
     ("values and gradients into the slots", "sqd.trainer.step_program", "StepProgram.load"),
     ("graph replay / eager program", "sqd.trainer.step_program", "GraphRunner.run"),
-    ("row", "sqd.trainer.metric_buffer", "MetricBuffer.add_written"),
+    ("row (device)", "sqd.trainer.metric_buffer", "MetricBuffer.add_written"),
     ("probe.step (CPU)", "sqd.trainer.step_probe", "HostProbe.step"),
     ("sums", "sqd.trainer.host_sums", "HostSnapshots.sums"),
     ("gradient addresses", "sqd.trainer.host_sums", "_grad_addresses"),
     ("compiled pass", "sqd.trainer.host_sums", "_passes"),
-    ("row", "sqd.trainer.metric_buffer", "MetricBuffer.add_host"),
+    ("row (CPU)", "sqd.trainer.metric_buffer", "MetricBuffer.add_host"),
     ("recorded (flush check)", "sqd.trainer.monitor", "Monitor._recorded"),
     ("flush", "sqd.trainer.monitor", "Monitor.flush"),
 )
@@ -62,7 +62,7 @@ def phase_times() -> Iterator[dict[str, list[float]]]:
             *outer, attr = path.split(".")
             for name in outer:
                 owner = getattr(owner, name)
-            into = times.setdefault(f"{label}|{path}", [])
+            into = times.setdefault(label, [])
             stack.enter_context(mock.patch.object(owner, attr, _timed(getattr(owner, attr), into)))
         yield times
 
@@ -71,9 +71,19 @@ def describe(times: dict[str, list[float]], steps: int) -> str:
     """One line: per phase that ran (in the order of PHASES: each inside the one before it that encloses it),
     its median µs per call and, where not one, its calls per step."""
     parts = []
-    for key, xs in times.items():
+    for label, xs in times.items():
         if xs:
-            label = key.split("|")[0]
             per_step = f" × {len(xs) / steps:.2g}/step" if len(xs) != steps else ""
             parts.append(f"{label} {1e6 * statistics.median(xs):.0f} µs{per_step}")
     return "; ".join(parts)
+
+
+def monitored_phases(trainer: Any, mon: Any, step: int, steps: int) -> tuple[str, int]:
+    """`steps` training steps from `step`, each recorded by `mon.step` as the benches do, under the wrappers: the
+    `describe` line and the next step."""
+    with phase_times() as times:
+        for _ in range(steps):
+            r = trainer.step(step)
+            mon.step(step, epoch=0, losses={"D": r.loss_d, "G": r.loss_g}, lr=trainer.lr, metrics=r.metrics)
+            step += 1
+    return describe(times, steps), step

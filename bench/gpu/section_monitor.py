@@ -31,7 +31,7 @@ from typing import Any
 from unittest import mock
 
 import torch
-from phases import describe, phase_times
+from phases import monitored_phases
 from report import Context, Report
 from torch import nn
 
@@ -143,16 +143,12 @@ def measure(label: str, preset: str, goal_pct: float, ctx: Context, report: Repo
                 step += 1
             res = paired(trainer, mon, pairs, block, step)
             step = res["step"]
-            with phase_times() as times:
-                for _ in range(block):
-                    r = trainer.step(step)
-                    mon.step(step, epoch=0, losses={"D": r.loss_d, "G": r.loss_g}, lr=trainer.lr, metrics=r.metrics)
-                    step += 1
+            phases, step = monitored_phases(trainer, mon, step, block)
             probe = mon.probe
         mode = ("graph" if probe.graphed else "eager") if isinstance(probe, DeviceProbe) else "CPU path"
         if graphs and isinstance(probe, DeviceProbe) and not probe.graphed:
             report.note(f"monitor {label}: CUDA graph capture failed, eager fallback: {probe.runner.failed}")
-        report.note(f"monitor {label}, {mode}: host time by phase, median per call: {describe(times, block)}")
+        report.note(f"monitor {label}, {mode}: host time by phase, median per call: {phases}")
         med, lo, hi = res["over"]
         is_cuda = ctx.device == "cuda"
         times = f"{1e3 * res['plain']:.2f} / {1e3 * res['mon']:.2f} ms"
