@@ -38,7 +38,8 @@ from sqd.server.context import ServerContext
 from sqd.server.store import runs_store
 from sqd.server.store.chunk_codec import Points
 from sqd.server.store.chunk_read import iter_window
-from sqd.server.store.models import Checkpoint, Evaluation, Run, Series, run_ref
+from sqd.server.store.models import Checkpoint, Evaluation, Run
+from sqd.server.store.series_catalog import SeriesEntry, series_of
 
 log = logging.getLogger(__name__)
 MAX_READ = 100_000  # points of one key read per batch; a run with more to catch up continues next batch
@@ -50,7 +51,7 @@ class PointReader:
     """New points of one run's series, read once per key per transaction for every consumer."""
 
     session: Session
-    series: dict[str, tuple[int, int | None]]  # key → (series id, last step)
+    series: dict[str, tuple[SeriesEntry, int | None]]  # key → (the series, last step to read)
     cache: dict[str, tuple[int, tuple[np.ndarray, np.ndarray, list[int | None]]]] = field(default_factory=dict)
     held_until: float | None = None  # evaluations are held back until then (see `for_run`)
 
@@ -62,8 +63,7 @@ class PointReader:
         evaluations out of order, and a later evaluation read first would put the earlier one behind every
         cursor, unseen by the detector and the rules. `held_until` says when that hold lapses (an evaluation
         that never comes holds nothing back for longer)."""
-        rows = session.execute(select(Series.key, Series.id, Series.last_step).where(Series.run_ref == run_ref(run_id)))
-        reader = cls(session, {key: (sid, last) for key, sid, last in rows})
+        reader = cls(session, {e.key: (e, e.last_step) for e in series_of(session, run_id)})
         if eval_wait_s > 0:
             reader._hold_evaluations(run_id, time.time() if now is None else now, eval_wait_s)
         return reader
@@ -81,9 +81,9 @@ class PointReader:
         if pending is None:
             return
         horizon, announced = pending
-        for key, (sid, last) in self.series.items():
+        for key, (entry, last) in self.series.items():
             if key.startswith("eval/") and last is not None and last >= horizon:
-                self.series[key] = (sid, horizon - 1 if horizon > 0 else None)
+                self.series[key] = (entry, horizon - 1 if horizon > 0 else None)
                 self.held_until = announced + wait_s
 
     def has_new(self, key: str, after: int | None) -> bool:
@@ -100,8 +100,8 @@ class PointReader:
         for key, after in todo.items():
             # up to the last step read with the series rows: one snapshot for every key (PostgreSQL's READ
             # COMMITTED gives each statement its own, so a batch committed meanwhile must not show in some keys)
-            sid, last = self.series[key]
-            parts = list(iter_window(self.session, sid, lo=after + 1, hi=last, limit=MAX_READ))
+            entry, last = self.series[key]
+            parts = list(iter_window(self.session, entry, lo=after + 1, hi=last, limit=MAX_READ))
             p = Points.concat(parts).take(slice(0, MAX_READ)) if parts else Points.empty()
             epochs = p.epoch.tolist()
             self.cache[key] = (after, (p.step, p.value, [None if e < 0 else e for e in epochs]))

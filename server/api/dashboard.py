@@ -17,7 +17,8 @@ from sqd.server.api.deps import CtxDep, ReadDep, RunDep, SessionDep, bearer
 from sqd.server.auth import reads_are_open, token_is_valid
 from sqd.server.schemas import AlertPublic, Schema
 from sqd.server.store.chunk_read import last_points, window_points
-from sqd.server.store.models import Alert, RunRef, Series, run_ref, run_refs_of
+from sqd.server.store.models import Alert
+from sqd.server.store.series_catalog import run_keys, run_series, series_of
 
 router = APIRouter(tags=["dashboard"])
 
@@ -80,12 +81,8 @@ def whoami(ctx: CtxDep, credentials: Annotated[HTTPAuthorizationCredentials | No
 def summarize(session: Session, run_ids: list[str], keys: list[str]) -> list[RunSummary]:
     """Per run: each key's value at its last step (one index lookup per series) and the alerts raised."""
     latest: dict[str, dict[str, LatestValue]] = {r: {} for r in run_ids}
-    series = session.execute(select(Series.id, RunRef.run_id, Series.key).join(RunRef, RunRef.ref == Series.run_ref)
-                             .where(RunRef.run_id.in_(run_ids), Series.key.in_(keys))).all()
-    last = last_points(session, [sid for sid, _, _ in series])
-    for sid, run_id, key in series:
-        if sid in last:
-            latest[run_id][key] = LatestValue(step=last[sid][0], value=last[sid][1])
+    for entry, (step, value) in last_points(session, run_series(session, run_ids, keys)).items():
+        latest[entry.run_id][entry.key] = LatestValue(step=step, value=value)
     by_severity: dict[str, dict[str, int]] = {r: {} for r in run_ids}
     for run_id, severity, n in session.execute(select(Alert.run_id, Alert.severity, func.count())
                                                .where(Alert.run_id.in_(run_ids))
@@ -116,25 +113,22 @@ def metric_keys(session: SessionDep,
                 run_id: Annotated[list[str], Query(max_length=1000, description="repeatable or a,b")]) -> KeysPublic:
     """The metric keys any of these runs has, sorted (at most 2,000)."""
     ids = _split(run_id)[:1000]
-    keys = list(session.scalars(select(Series.key).where(Series.run_ref.in_(run_refs_of(ids))).distinct()
-                                .order_by(Series.key).limit(MAX_KEYS)))
+    keys = run_keys(session, ids, MAX_KEYS)
     return KeysPublic(data=keys, count=len(keys))
 
 
 def epoch_ends(session: Session, run_id: str) -> EpochsPublic:
     """The last step of every epoch, read from the per-epoch angle series when the run has one (a point per
     epoch), else from its longest series (one scan of that series)."""
-    series = session.execute(select(Series.id, Series.key, Series.n_points).where(
-        Series.run_ref == run_ref(run_id))).all()
-    ranked = sorted(series, key=lambda s: (s.key not in EPOCH_SOURCES, -s.n_points))
-    for sid, key, _n in ranked[:3]:
-        p = window_points(session, sid)
+    ranked = sorted(series_of(session, run_id), key=lambda e: (e.key not in EPOCH_SOURCES, -e.n_points))
+    for entry in ranked[:3]:
+        p = window_points(session, entry)
         has = p.epoch >= 0
         if has.any():
             order = np.lexsort((p.step[has], p.epoch[has]))
             e, s = p.epoch[has][order], p.step[has][order]
             last = np.r_[e[1:] != e[:-1], True]  # each epoch's largest step
-            return EpochsPublic(run_id=run_id, key=key, epoch=e[last].tolist(), last_step=s[last].tolist())
+            return EpochsPublic(run_id=run_id, key=entry.key, epoch=e[last].tolist(), last_step=s[last].tolist())
     return EpochsPublic(run_id=run_id, epoch=[], last_step=[])
 
 

@@ -6,7 +6,8 @@ buckets of 2^level steps reading as little as it can: a chunk that lies inside o
 columns, a chunk with rollups at a level ≤ the target answers from those (decoded for all chunks at once), and only
 the rest (sparse chunks, whose points are few) is decoded. A downsampled chunk (width > 1) holds one point per
 rollup bucket — the bucket's last — so its points are its finest rollups; readers that want per-point detail get
-those kept points. A series a finished run packed (packs.py) has no chunks: its points come from the pack, whole.
+those kept points. Readers name a series by its entry (series_catalog.py): a series a finished run packed
+(packs.py) has no chunks, and its points come from the pack, whole; a bare integer is a chunk series' id.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from sqd.server.store.chunk_codec import (
     decode_rollups,
     merge_buckets,
 )
-from sqd.server.store.models import Chunk, Series, run_ref
+from sqd.server.store.models import Chunk
 from sqd.server.store.packs import packed_points
+from sqd.server.store.series_catalog import SeriesEntry, series_of
 
 IN_LIMIT = 500  # ids per IN (...) list
 
@@ -73,23 +75,20 @@ def tail_chunks(session: Session, series_ids: Sequence[int], below: int) -> dict
     return out
 
 
-def last_points(session: Session, series_ids: Sequence[int]) -> dict[int, tuple[int, float]]:
-    """series id → (last step, value there), from each series' last chunk's summary columns (a packed series:
-    from its series row, which packing leaves as it was)."""
+def last_points(session: Session, entries: Sequence[SeriesEntry]) -> dict[SeriesEntry, tuple[int, float]]:
+    """entry → (last step, value there) for the series that have points: from each series' last chunk's summary
+    columns, a packed series' from its directory entry."""
     t = Chunk.__table__
     later = aliased(Chunk)
-    out: dict[int, tuple[int, float]] = {}
-    ids = sorted(series_ids)
+    out = {e: (e.last_step, np.nan if e.last_value is None else e.last_value) for e in entries
+           if e.packed and e.last_step is not None}
+    by_id = {e.id: e for e in entries if not e.packed}
+    ids = sorted(by_id)
     for i in range(0, len(ids), IN_LIMIT):
         last = select(func.max(later.first_step)).where(later.series_id == t.c.series_id).scalar_subquery()
         rows = session.connection().execute(select(t.c.series_id, t.c.last_step, t.c.last_value).where(
             t.c.series_id.in_(ids[i:i + IN_LIMIT]), t.c.first_step == last))
-        out.update({sid: (step, np.nan if value is None else value) for sid, step, value in rows})
-    missing = [sid for sid in ids if sid not in out]
-    for i in range(0, len(missing), IN_LIMIT):
-        packed = session.execute(select(Series.id, Series.last_step, Series.last_value).where(
-            Series.id.in_(missing[i:i + IN_LIMIT]), Series.packed, Series.last_step.is_not(None)))
-        out.update({sid: (step, np.nan if value is None else value) for sid, step, value in packed})
+        out.update({by_id[sid]: (step, np.nan if value is None else value) for sid, step, value in rows})
     return out
 
 
@@ -104,12 +103,28 @@ def _clip(p: Points, lo: int | None, hi: int | None) -> Points:
     return p.take(slice(a, b))
 
 
-def iter_window(session: Session, series_id: int, lo: int | None = None, hi: int | None = None,
+def _packed(session: Session, series: int | SeriesEntry, lo: int | None, hi: int | None) -> Points | None:
+    """A packed series' points in the window; None for a series in chunks."""
+    if isinstance(series, SeriesEntry) and series.packed:
+        return _clip(packed_points(session, series.run_id, series.id), lo, hi)
+    return None
+
+
+def _chunk_id(series: int | SeriesEntry) -> int:
+    return series.id if isinstance(series, SeriesEntry) else series
+
+
+def iter_window(session: Session, series: int | SeriesEntry, lo: int | None = None, hi: int | None = None,
                 limit: int | None = None) -> Iterator[Points]:
     """The points of one series with lo ≤ step ≤ hi, chunk by chunk in step order (at least `limit` points in
     all when there are that many, then it stops)."""
+    packed = _packed(session, series, lo, hi)
+    if packed is not None:
+        yield packed
+        return
     t = Chunk.__table__
-    query = select(t.c.data).where(t.c.series_id == series_id, *_in_window(lo, hi)).order_by(t.c.first_step)
+    query = (select(t.c.data).where(t.c.series_id == _chunk_id(series), *_in_window(lo, hi))
+             .order_by(t.c.first_step))
     seen = 0
     with session.connection().execute(query, execution_options={"yield_per": 16}) as result:  # closed if stopped
         for (data,) in result:
@@ -118,23 +133,17 @@ def iter_window(session: Session, series_id: int, lo: int | None = None, hi: int
             yield p
             if limit is not None and seen >= limit:
                 return
-    if not seen:  # looked up only when the chunks hold nothing: most series are not packed
-        packed = packed_points(session, series_id)
-        if packed is not None:
-            yield _clip(packed, lo, hi)
 
 
-def window_points(session: Session, series_id: int, lo: int | None = None, hi: int | None = None) -> Points:
-    parts = list(iter_window(session, series_id, lo, hi))
+def window_points(session: Session, series: int | SeriesEntry, lo: int | None = None, hi: int | None = None
+                  ) -> Points:
+    parts = list(iter_window(session, series, lo, hi))
     return Points.concat(parts) if parts else Points.empty()
 
 
 def run_points(session: Session, run_id: str, keys: Sequence[str] | None = None) -> dict[str, Points]:
     """key → every stored point of the run's series (tests, tools; the API streams instead)."""
-    query = select(Series.id, Series.key).where(Series.run_ref == run_ref(run_id))
-    if keys is not None:
-        query = query.where(Series.key.in_(keys))
-    return {key: window_points(session, sid) for sid, key in session.execute(query)}
+    return {e.key: window_points(session, e) for e in series_of(session, run_id, keys)}
 
 
 def _summary(rows: Sequence[Sequence[object]], level: int) -> Buckets:
@@ -165,17 +174,19 @@ def _from_rollups(rows: Sequence[Sequence[object]], level: int) -> tuple[Buckets
     return b, np.flatnonzero(best < 0).tolist()
 
 
-def window_buckets(session: Session, series_id: int, lo: int, hi: int, level: int) -> Buckets:
+def window_buckets(session: Session, series: int | SeriesEntry, lo: int, hi: int, level: int) -> Buckets:
     """Aggregates per aligned bucket of 2^level steps over the whole buckets covering [lo, hi], sorted."""
     t = Chunk.__table__
     blo, bhi = (lo >> level) << level, (((hi >> level) + 1) << level) - 1
+    packed = _packed(session, series, blo, bhi)
+    if packed is not None:
+        return bucketize(packed.step, packed.value, level)
+    series_id = _chunk_id(series)
     rows = session.connection().execute(select(
         t.c.first_step, t.c.last_step, t.c.n, t.c.n_nan, t.c.vmin, t.c.vmax, t.c.last_value, t.c.width, t.c.rollups)
         .where(t.c.series_id == series_id, *_in_window(blo, bhi)).order_by(t.c.first_step)).all()
     if not rows:
-        packed = packed_points(session, series_id)
-        p = Points.empty() if packed is None else _clip(packed, blo, bhi)
-        return bucketize(p.step, p.value, level)
+        return bucketize(np.empty(0, np.int64), np.empty(0), level)
     whole = [r for r in rows if r.first_step >> level == r.last_step >> level]
     split = [r for r in rows if r.first_step >> level != r.last_step >> level]
     parts = [_summary(whole, level)] if whole else []

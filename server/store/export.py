@@ -12,12 +12,11 @@ from collections.abc import Iterator
 
 import numpy as np
 import orjson
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from sqd.server.store.chunk_codec import Points
 from sqd.server.store.chunk_read import iter_window
-from sqd.server.store.models import Series, run_ref
+from sqd.server.store.series_catalog import series_of
 
 NONFINITE = {"nan": b"NaN", "inf": b"Infinity", "-inf": b"-Infinity"}
 
@@ -46,12 +45,9 @@ def epoch_texts(epoch: np.ndarray, none: bytes) -> list[bytes]:
 
 
 def _chunks(session: Session, run_id: str, keys: list[str] | None) -> Iterator[tuple[str, Points]]:
-    query = select(Series.key, Series.id).where(Series.run_ref == run_ref(run_id))
-    if keys is not None:
-        query = query.where(Series.key.in_(keys))
-    for key, sid in session.execute(query.order_by(Series.key)).all():
-        for p in iter_window(session, sid):
-            yield key, p
+    for e in series_of(session, run_id, keys):
+        for p in iter_window(session, e):
+            yield e.key, p
 
 
 def csv_chunks(sessions: sessionmaker[Session], run_id: str, keys: list[str] | None) -> Iterator[bytes]:

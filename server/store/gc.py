@@ -60,11 +60,13 @@ def purge_run(session: Session, run_id: str) -> DataGc:
             func.coalesce(func.sum(Chunk.n), 0)).where(Chunk.series_id.in_(sids))).one()
         report.chunks, report.chunk_bytes, report.points, report.series = int(n), int(size), int(points), len(sids)
         session.execute(delete(Chunk).where(Chunk.series_id.in_(sids)))
-        packed = session.execute(select(func.coalesce(func.sum(func.length(Pack.data)), 0),
-                                        func.coalesce(func.sum(Pack.n_points), 0)).where(Pack.run_id == run_id)).one()
-        report.chunk_bytes, report.points = report.chunk_bytes + int(packed[0]), report.points + int(packed[1])
-        session.execute(delete(Pack).where(Pack.run_id == run_id))
         session.execute(delete(Series).where(Series.id.in_(sids)))
+    packed = session.execute(select(*(func.coalesce(func.sum(c), 0) for c in (func.length(Pack.data), Pack.n_points,
+                                                                           Pack.n_series)))
+                             .where(Pack.run_id == run_id)).one()
+    report.chunk_bytes, report.points = report.chunk_bytes + int(packed[0]), report.points + int(packed[1])
+    report.series += int(packed[2])
+    session.execute(delete(Pack).where(Pack.run_id == run_id))
     report.evaluations = _count(session, Evaluation, Evaluation.run_id == run_id)
     report.alerts = _count(session, Alert, Alert.run_id == run_id)
     others = (AlertAction, AlertRule, RuleState, TurningState)

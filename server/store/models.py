@@ -8,7 +8,8 @@ count, min/max over the non-NaN values, the value at `last_step`) store NaN as N
 inside the blobs NaN is kept bit for bit.
 
 `series.last_value` is the value at `series.last_step` (NULL = NaN, or no point yet when `n_points` is 0): the
-per-series summary that run filters and sorts on metrics read (`eval/fid < 50`).
+per-series summary that run filters and sorts on metrics read (`eval/fid < 50`). A finished run's small series
+have no `series` row: their run's `packs` row holds their points and the same summary (server/store/packs.py).
 A run's lifecycle (migration 0004): `tags` (a JSON list of labels), `notes`, `archived_at` (hidden from the
 default listing) and `deleted_at` (a soft delete: hidden everywhere but recoverable until `gc` erases it).
 """
@@ -22,7 +23,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
-    Boolean,
     Float,
     ForeignKey,
     Integer,
@@ -30,7 +30,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    false,
     select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -105,7 +104,6 @@ class Series(Base):
     last_step: Mapped[int | None] = mapped_column(BigInteger)
     n_points: Mapped[int] = mapped_column(BigInteger, default=0)
     last_value: Mapped[float | None] = mapped_column(Float)  # at last_step; NULL = NaN (or no point yet)
-    packed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # points in packs, not chunks
 
 class Chunk(Base):
     __tablename__ = "chunks"
@@ -125,13 +123,17 @@ class Chunk(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 class Pack(Base):
-    """The points of a finished run's small series, in one blob (server/store/packs.py)."""
+    """A finished run's small series, whole (server/store/packs.py): their points in one blob, and in `directory`
+    what a `series` row says of each — key → [its number in the blob, first step, last step, points, last value
+    (null = NaN; "Infinity" / "-Infinity")]. Packed series have no `series` row: one per series cost more than
+    their points."""
 
     __tablename__ = "packs"
 
     run_id: Mapped[str] = mapped_column(RUN_ID, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     n_series: Mapped[int] = mapped_column(Integer)
     n_points: Mapped[int] = mapped_column(BigInteger)
+    directory: Mapped[dict[str, Any]] = mapped_column()
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 

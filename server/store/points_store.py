@@ -17,7 +17,8 @@ time), for each series:
   chunk (retention.py) are dropped: that range keeps only its rollups.
 
 The merged region is re-cut into full chunks plus one remainder, so chunks stay non-overlapping and sorted. A
-series a finished run packed (packs.py) first gets its chunk back, so everything here deals in chunks only.
+series a finished run packed (packs.py) first gets its `series` row and chunk back, under a lock on the batch's
+runs rows that packing takes too, so everything here deals in chunks only.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from sqd.protocol import NO_EPOCH, MetricBatch, PackedMetrics
 from sqd.server.store import packs
 from sqd.server.store.chunk_codec import Points, chunk_row
 from sqd.server.store.chunk_read import StoredChunk, chunk_points, tail_chunks
-from sqd.server.store.models import Chunk, RunRef, Series
+from sqd.server.store.models import Chunk, Run, RunRef, Series
 
 CHUNK_POINTS = 16384
 OPEN_POINTS = 4096
@@ -54,7 +55,6 @@ def insert_ignore(session: Session, model: type[Any], rows: list[dict[str, Any]]
 class SeriesRef(NamedTuple):
     id: int
     last_step: int | None
-    packed: bool
 
 
 def ensure_run_refs(session: Session, run_ids: set[str]) -> dict[str, int]:
@@ -73,12 +73,21 @@ def ensure_run_refs(session: Session, run_ids: set[str]) -> dict[str, int]:
     return refs
 
 
+def _lock_runs(session: Session, run_ids: set[str]) -> None:
+    """Hold the runs' rows, as pack_run does before it moves series out of `series` (ingest's consumer already
+    holds them; SQLite has one writer at a time)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Run.id).where(Run.id.in_(sorted(run_ids))).order_by(Run.id).with_for_update())
+
+
 def ensure_series(session: Session, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], SeriesRef]:
-    """(run_id, key) → its series, creating missing series and locking them for this transaction (in id order,
-    so concurrent consumers cannot deadlock)."""
+    """(run_id, key) → its series, creating missing series (giving packed ones their row and chunk back) and
+    locking them for this transaction (in id order, so concurrent consumers cannot deadlock)."""
     if not pairs:
         return {}
     refs = ensure_run_refs(session, {r for r, _ in pairs})
+    _lock_runs(session, set(refs))
+    packs.restore_series(session, refs, pairs)
     run_of = {ref: run_id for run_id, ref in refs.items()}
     ref_ids, keys = sorted(refs.values()), sorted({k for _, k in pairs})
     found: dict[tuple[str, str], SeriesRef] = {}
@@ -86,10 +95,10 @@ def ensure_series(session: Session, pairs: set[tuple[str, str]]) -> dict[tuple[s
         for start in range(0, len(keys), 500):
             # `run_ref IN … AND key IN …`, not a row-value IN list: PostgreSQL plans that as an OR of index probes,
             # or, once its statistics say so, as a sequential scan of `series` per batch; these use the index
-            rows = session.execute(select(Series.run_ref, Series.key, Series.id, Series.last_step, Series.packed)
+            rows = session.execute(select(Series.run_ref, Series.key, Series.id, Series.last_step)
                                    .where(Series.run_ref.in_(ref_ids), Series.key.in_(keys[start:start + 500]))
                                    .order_by(Series.id).with_for_update())
-            found.update({(run_of[r.run_ref], r.key): SeriesRef(r.id, r.last_step, r.packed) for r in rows
+            found.update({(run_of[r.run_ref], r.key): SeriesRef(r.id, r.last_step) for r in rows
                           if (run_of[r.run_ref], r.key) in pairs})
         if len(found) == len(pairs):
             break
@@ -295,7 +304,6 @@ def store_points(session: Session, batches: Sequence[MetricBatch | PackedMetrics
     ids = ensure_series(session, {(b.run_id, k) for b in batches for k in b.keys})
     series = {ref.id: pair for pair, ref in ids.items()}
     last_step = {ref.id: ref.last_step for ref in ids.values()}
-    packs.unpack_series(session, [ref.id for ref in ids.values() if ref.packed])  # chunks again, to merge into
     cols = _first_per_pair(batches_columns(batches, ids))
     groups = cols.groups()
     appends = {sid for sid, a, _ in groups if last_step[sid] is None or cols.points.step[a] > last_step[sid]}

@@ -19,6 +19,7 @@ token and its position, like syntax errors, so the API answers both the same way
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from sqd.server.store.filter_syntax import BoolOp, Comparison, FilterError, Node, Token
-from sqd.server.store.models import Run, RunRef, Series
+from sqd.server.store.models import Pack, Run, RunRef, Series
 
 STATUSES = ("queued", "running", "cancelling", "finished", "failed", "cancelled")
 KINDS = ("launched", "external")
@@ -125,6 +126,10 @@ def _json_array(dialect: str) -> Any:
     return func.json_each(Run.tags).table_valued("value")
 
 
+def sqlite_json_path(path: tuple[str, ...], index: str = "") -> str:
+    return "$" + "".join('."' + part.replace('"', '""') + '"' for part in path) + index
+
+
 @dataclass(frozen=True)
 class ConfigField:
     path: tuple[str, ...]
@@ -136,7 +141,7 @@ class ConfigField:
         return func.json_type(Run.config, self._sqlite_path()).in_(types)
 
     def _sqlite_path(self) -> str:
-        return "$" + "".join('."' + part.replace('"', '""') + '"' for part in self.path)
+        return sqlite_json_path(self.path)
 
     def number(self, dialect: str) -> SQLExpr:
         raw = (func.json_extract_path_text(Run.config, *self.path).cast(Float) if dialect == "postgresql"
@@ -175,17 +180,29 @@ class ConfigField:
 class MetricField:
     key: str
 
-    def last_value(self) -> SQLExpr:
-        return (select(Series.last_value).join(RunRef, RunRef.ref == Series.run_ref)
-                .where(RunRef.run_id == Run.id, Series.key == self.key)
-                .scalar_subquery())
+    def _packed_last_value(self, dialect: str) -> SQLExpr:
+        """The key's last value in the run's pack directory (packs.PackedSeries: element 4; ±inf by name)."""
+        value: SQLExpr
+        if dialect == "postgresql":
+            value = func.json_extract_path_text(Pack.directory, self.key, "4").cast(Float)
+        else:
+            raw = func.json_extract(Pack.directory, sqlite_json_path((self.key,), "[4]"))
+            value = case((raw == "Infinity", math.inf), (raw == "-Infinity", -math.inf), else_=raw)
+        return select(value).where(Pack.run_id == Run.id).scalar_subquery()
+
+    def last_value(self, dialect: str) -> SQLExpr:
+        """The value at the key's last step: from its `series` row, or from the run's pack where it is packed."""
+        in_series = (select(Series.last_value).join(RunRef, RunRef.ref == Series.run_ref)
+                     .where(RunRef.run_id == Run.id, Series.key == self.key)
+                     .scalar_subquery())
+        return func.coalesce(in_series, self._packed_last_value(dialect))
 
     def where(self, name: str, c: Comparison, dialect: str) -> SQLExpr:
         _check_op(name, c, NUMBER_OPS)
-        return _compare(self.last_value(), c.op, _numbers(name, c))
+        return _compare(self.last_value(dialect), c.op, _numbers(name, c))
 
     def order(self, dialect: str) -> list[SQLExpr]:
-        return [self.last_value()]
+        return [self.last_value(dialect)]
 
 
 Field = TextField | NumberField | TagField | ConfigField | MetricField

@@ -15,12 +15,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from sqd.server.store.chunk_codec import Buckets
 from sqd.server.store.chunk_read import window_buckets
-from sqd.server.store.models import Series, run_ref
+from sqd.server.store.series_catalog import series_of
 
 
 @dataclass
@@ -50,27 +49,22 @@ def bucket_level(lo: int, hi: int, max_points: int) -> int:
 def query_series(session: Session, run_id: str, keys: list[str] | None, max_points: int,
                  start: int | None = None, end: int | None = None) -> dict[str, SeriesData]:
     """key → downsampled data for the run's series (all of them when `keys` is None); unknown keys are absent."""
-    query = select(Series.id, Series.key, Series.first_step, Series.last_step, Series.n_points).where(
-        Series.run_ref == run_ref(run_id))
-    if keys is not None:
-        query = query.where(Series.key.in_(bindparam("keys", expanding=True)))
-    rows = session.execute(query.order_by(Series.key), {"keys": keys} if keys is not None else {}).all()
     out: dict[str, SeriesData] = {}
-    for sid, key, first, last, n_points in rows:
-        if first is None:
-            out[key] = SeriesData()
+    for e in series_of(session, run_id, keys):
+        if e.first_step is None or e.last_step is None:
+            out[e.key] = SeriesData()
             continue
-        lo, hi = max(first, start if start is not None else first), min(last, end if end is not None else last)
+        lo = max(e.first_step, start if start is not None else e.first_step)
+        hi = min(e.last_step, end if end is not None else e.last_step)
         if lo > hi:
-            out[key] = SeriesData()
+            out[e.key] = SeriesData()
         else:
-            full = n_points <= max_points or hi - lo + 1 <= max_points
+            full = e.n_points <= max_points or hi - lo + 1 <= max_points
             level = 0 if full else bucket_level(lo, hi, max_points)
-            out[key] = _series_data(window_buckets(session, sid, lo, hi, level), 1 << level)
+            out[e.key] = _series_data(window_buckets(session, e, lo, hi, level), 1 << level)
     return out
 
 
 def list_keys(session: Session, run_id: str) -> list[dict[str, object]]:
-    rows = session.execute(select(Series.key, Series.first_step, Series.last_step, Series.n_points)
-                           .where(Series.run_ref == run_ref(run_id)).order_by(Series.key))
-    return [{"key": k, "first_step": f, "last_step": la, "points": n} for k, f, la, n in rows]
+    return [{"key": e.key, "first_step": e.first_step, "last_step": e.last_step, "points": e.n_points}
+            for e in series_of(session, run_id)]

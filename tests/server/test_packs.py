@@ -1,6 +1,7 @@
 """Run packs (server/store/packs.py) against real SQLite and PostgreSQL: a finished run's small series move into one
-blob and read back exactly as from chunks (queries, export, last points), a late point moves its series back to
-chunks without loss or doubling, gc erases packs, and a damaged pack is refused by name."""
+blob and a directory, leaving `chunks` and `series`, and read back exactly as before (queries, export, last points,
+run filters), a late point moves its series back without loss or doubling, gc erases packs, and a damaged pack is
+refused by name."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
 from sqd.protocol import MetricBatch
+from sqd.server.schemas import RunFilter
 from sqd.server.store import migrate, runs_store
 from sqd.server.store.chunk_codec import CorruptChunk, Points, decode_points, encode_axes, encode_values
 from sqd.server.store.chunk_read import last_points, run_points, window_points
@@ -26,6 +28,7 @@ from sqd.server.store.models import Chunk, Pack, Run, Series, run_ref
 from sqd.server.store.pack_codec import decode_pack, encode_pack
 from sqd.server.store.packs import PACK_POINTS, pack_run, runs_to_pack
 from sqd.server.store.points_store import store_points
+from sqd.server.store.series_catalog import series_of
 from sqd.server.store.series_query import query_series
 
 
@@ -106,20 +109,22 @@ def snapshot(sessions, run="run"):
     with sessions() as s:
         points = run_points(s, run)
         queried = query_series(s, run, None, max_points=16)
-        sids = dict(s.execute(select(Series.key, Series.id).where(Series.run_ref == run_ref(run))).all())
-        last = last_points(s, list(sids.values()))
+        last = {e.key: v for e, v in last_points(s, series_of(s, run)).items()}
+        filters = [RunFilter(filter=f"metric.{key} {op} 0", sort=f"metric.{key}")
+                   for key in ("eval/fid", "loss/3", "long") for op in (">", "<=")]
+        filtered = [[r.id for r in runs_store.list_runs(s, f).data] for f in filters]
     export = b"".join(csv_chunks(sessions, run, None))
-    return points, queried, {k: last[sid] for k, sid in sorted(sids.items())}, export
+    return points, queried, dict(sorted(last.items())), export, filtered
 
 
 def same(a, b) -> bool:
-    pa, qa, la, ea = a
-    pb, qb, lb, eb = b
+    pa, qa, la, ea, fa = a
+    pb, qb, lb, eb, fb = b
     fields = ("step", "epoch", "wall_time")
     return (ea == eb and pa.keys() == pb.keys()
             and all(np.array_equal(pa[k].value.view(np.int64), pb[k].value.view(np.int64))
                     and all(np.array_equal(getattr(pa[k], f), getattr(pb[k], f)) for f in fields) for k in pa)
-            and repr(qa) == repr(qb) and repr(la) == repr(lb))
+            and repr(qa) == repr(qb) and repr(la) == repr(lb) and fa == fb)
 
 
 def test_packing_moves_small_series_and_every_reader_answers_the_same(sessions):
@@ -133,15 +138,17 @@ def test_packing_moves_small_series_and_every_reader_answers_the_same(sessions):
     assert (report.series, report.points) == (21, 2010)
     assert report.pack_bytes < report.bytes_before
     with sessions() as s:
-        packed = dict(s.execute(select(Series.key, Series.packed).where(Series.run_ref == run_ref("run"))).all())
+        packed = {e.key: e.packed for e in series_of(s, "run")}
         assert sum(packed.values()) == 21 and not packed["long"]  # past PACK_POINTS: stays in chunks
+        assert s.scalars(select(Series.key).where(Series.run_ref == run_ref("run"))).all() == ["long"]
         assert s.scalar(select(Pack.n_points).where(Pack.run_id == "run")) == 2010
         assert runs_to_pack(s, finished_before=2.0) == []  # packed: not due again
         with_chunks = s.scalars(select(Series.key).join(Chunk, Chunk.series_id == Series.id)
                                 .where(Series.run_ref == run_ref("run")).distinct()).all()
         assert with_chunks == ["long"]
-        assert window_points(s, s.scalar(select(Series.id).where(Series.key == "eval/fid")), 20, 40
-                             ).step.tolist() == [20, 30, 40]
+        fid = series_of(s, "run", ["eval/fid"])[0]
+        assert window_points(s, fid, 20, 40).step.tolist() == [20, 30, 40]
+        assert (fid.first_step, fid.last_step, fid.n_points) == (0, 90, 10)
     assert same(snapshot(sessions), before)
     with sessions() as s:  # packing again moves nothing and changes nothing
         assert pack_run(s, "run").series == 0
@@ -158,12 +165,14 @@ def test_a_late_point_unpacks_its_series_and_nothing_is_lost_or_doubled(sessions
     assert store(sessions, "run", [("loss/3", 50, 123.0, 5, 0.0)]) == 0  # a redelivery: the stored value wins
     assert store(sessions, "run", [("loss/3", 100, 7.0, 10, 1.7e9 + 5), ("eval/fid", 55, 1.0, 5, 1.7e9)]) == 2
     with sessions() as s:
-        packed = dict(s.execute(select(Series.key, Series.packed).where(Series.run_ref == run_ref("run"))).all())
+        packed = {e.key: e.packed for e in series_of(s, "run")}
         assert not packed["loss/3"] and not packed["eval/fid"] and sum(packed.values()) == 19
+        assert sorted(s.scalars(select(Series.key).where(Series.run_ref == run_ref("run")))) == [
+            "eval/fid", "long", "loss/3"]
         assert s.scalar(select(Pack.n_series).where(Pack.run_id == "run")) == 19
         assert s.scalar(select(Run.packed_at).where(Run.id == "run")) is None  # due for packing again
         points = run_points(s, "run")
-        n_points = dict(s.execute(select(Series.key, Series.n_points).where(Series.run_ref == run_ref("run"))).all())
+        n_points = {e.key: e.n_points for e in series_of(s, "run")}
     assert points["loss/3"].step.tolist() == list(range(101)) and points["loss/3"].value[-1] == 7.0
     assert points["eval/fid"].step.tolist() == [0, 10, 20, 30, 40, 50, 55, 60, 70, 80, 90]
     assert all(len(points[k]) == n_points[k] for k in points)
@@ -284,7 +293,7 @@ def test_packing_while_ingest_runs_loses_and_doubles_nothing(sessions):
     assert not errors and sent["steps"] == 400 and packed > 0
     with sessions() as s:
         points = run_points(s, "run")
-        counts = dict(s.execute(select(Series.key, Series.n_points).where(Series.run_ref == run_ref("run"))).all())
+        counts = {e.key: e.n_points for e in series_of(s, "run")}
     for k in keys:
         assert points[k].step.tolist() == list(range(400)) and counts[k] == 400
 
@@ -352,8 +361,29 @@ def test_a_damaged_pack_is_named_and_skipped_and_other_runs_still_pack(sessions,
     assert "run run cannot be packed" in caplog.text
     assert pack_finished(ctx, now=10.0) == {}  # not tried again every pass
     with sessions() as s:
-        sid = s.scalar(select(Series.id).where(Series.run_ref == run_ref("run"), Series.key == "loss/3"))
         with pytest.raises(CorruptChunk, match="run pack: the blob does not match its CRC-32"):
-            window_points(s, sid)
+            window_points(s, series_of(s, "run", ["loss/3"])[0])
         assert len(run_points(s, "run", ["long"])["long"]) == PACK_POINTS + 1  # what is in chunks still reads
         assert len(run_points(s, "other")) == 22
+
+
+def test_run_filters_read_infinite_last_values_from_a_pack(sessions):
+    store(sessions, "run", [("eval/up", 0, 1.0, 0, 0.0), ("eval/up", 1, float("inf"), 0, 1.0),
+                            ("eval/down", 0, float("-inf"), 0, 0.0), ("eval/nan", 0, float("nan"), 0, 0.0)])
+    finish(sessions)
+
+    def matches():
+        with sessions() as s:
+            return [[r.id for r in runs_store.list_runs(s, RunFilter(filter=f)).data]
+                    for f in ("eval/up > 1e308", "eval/down < -1e308", "eval/nan < 0", "eval/nan >= 0")]
+
+    assert matches() == [["run"], ["run"], [], []]
+    with sessions() as s:
+        assert pack_run(s, "run").series == 3
+        s.commit()
+        assert s.scalar(select(Series.id)) is None
+    assert matches() == [["run"], ["run"], [], []]
+    with sessions() as s:
+        last = {e.key: v for e, v in last_points(s, series_of(s, "run")).items()}
+    assert last["eval/up"] == (1, float("inf")) and last["eval/down"] == (0, float("-inf"))
+    assert np.isnan(last["eval/nan"][1])

@@ -1,0 +1,62 @@
+"""Which series runs have, wherever their points are: `series` rows (points in `chunks`) and the directories of
+run packs (packs.py). Every reader starts here and reads points through chunk_read.py with the entries it got.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
+
+from sqd.server.store.models import Pack, RunRef, Series
+from sqd.server.store.packs import directory_of
+
+
+@dataclass(frozen=True)
+class SeriesEntry:
+    run_id: str
+    key: str
+    id: int  # chunks.series_id; for a packed series its number in the run's pack
+    first_step: int | None  # None: no point yet
+    last_step: int | None
+    n_points: int
+    last_value: float | None  # at last_step; None = NaN (or no point yet)
+    packed: bool
+
+
+def run_series(session: Session, run_ids: Collection[str], keys: Collection[str] | None = None
+               ) -> list[SeriesEntry]:
+    """The series of these runs (those with these keys, when given), sorted by run and key."""
+    runs = sorted(set(run_ids))
+    if not runs:
+        return []
+    query = (select(RunRef.run_id, Series.key, Series.id, Series.first_step, Series.last_step, Series.n_points,
+                    Series.last_value).join(RunRef, RunRef.ref == Series.run_ref)
+             .where(RunRef.run_id.in_(bindparam("runs", expanding=True))))
+    params: dict[str, list[str]] = {"runs": runs}
+    if keys is not None:
+        query = query.where(Series.key.in_(bindparam("keys", expanding=True)))
+        params["keys"] = sorted(set(keys))
+    out = [SeriesEntry(*row, packed=False) for row in session.execute(query, params)]
+    wanted = None if keys is None else set(keys)
+    for run_id, directory in session.execute(select(Pack.run_id, Pack.directory).where(Pack.run_id.in_(runs))):
+        out += [SeriesEntry(run_id, key, e.number, e.first_step, e.last_step, e.n_points, e.last_value, True)
+                for key, e in directory_of(run_id, directory).items() if wanted is None or key in wanted]
+    return sorted(out, key=lambda e: (e.run_id, e.key))
+
+
+def series_of(session: Session, run_id: str, keys: Collection[str] | None = None) -> list[SeriesEntry]:
+    """One run's series, sorted by key."""
+    return run_series(session, [run_id], keys)
+
+
+def run_keys(session: Session, run_ids: Collection[str], limit: int) -> list[str]:
+    """The metric keys any of these runs has, sorted, at most `limit`."""
+    runs = sorted(set(run_ids))
+    keys = set(session.scalars(select(Series.key).join(RunRef, RunRef.ref == Series.run_ref)
+                               .where(RunRef.run_id.in_(runs)).distinct()))
+    for directory in session.scalars(select(Pack.directory).where(Pack.run_id.in_(runs))):
+        keys.update(directory)
+    return sorted(keys)[:limit]
