@@ -160,12 +160,15 @@ def restore_series(session: Session, refs: dict[str, int], pairs: Collection[tup
     wanted: dict[str, set[str]] = {}
     for run_id, key in pairs:
         wanted.setdefault(run_id, set()).add(key)
-    found = session.scalars(select(Pack).where(Pack.run_id.in_(sorted(wanted))).order_by(Pack.run_id)
-                            .with_for_update()).all()
-    for pack in found:
-        keys = sorted(wanted[pack.run_id] & set(pack.directory))
-        if not keys:
+    # the directories first (most batches go to runs without a pack, or to keys not in it); a blob only where a
+    # key of the batch is packed
+    packed = {run_id: sorted(wanted[run_id] & set(directory)) for run_id, directory in session.execute(
+        select(Pack.run_id, Pack.directory).where(Pack.run_id.in_(sorted(wanted))))}
+    for run_id in sorted(r for r, keys in packed.items() if keys):
+        pack = _pack_row(session, run_id)
+        if pack is None:
             continue
+        keys = sorted(wanted[run_id] & set(pack.directory))
         directory, points = _contents(pack)
         ref = refs[pack.run_id]
         session.execute(insert(Series), [
