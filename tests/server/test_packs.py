@@ -387,3 +387,21 @@ def test_run_filters_read_infinite_last_values_from_a_pack(sessions):
         last = {e.key: v for e, v in last_points(s, series_of(s, "run")).items()}
     assert last["eval/up"] == (1, float("inf")) and last["eval/down"] == (0, float("-inf"))
     assert np.isnan(last["eval/nan"][1])
+
+
+def test_a_damaged_directory_is_named_and_the_points_of_other_runs_still_read(sessions):
+    fill(sessions)
+    fill(sessions, "other")
+    finish(sessions)
+    with sessions() as s:
+        pack_run(s, "run")
+        s.execute(update(Pack).where(Pack.run_id == "run").values(directory={"loss/3": "not an entry"}))
+        s.commit()
+    with sessions() as s:
+        with pytest.raises(CorruptChunk, match="run pack of run: its directory does not parse"):
+            series_of(s, "run")
+        assert len(run_points(s, "other")) == 22
+    with pytest.raises(CorruptChunk, match="its directory does not parse"):  # ingest refuses, stores nothing
+        store(sessions, "run", [("loss/3", 100, 1.0, 10, 0.0)])
+    with sessions() as s:
+        assert s.scalar(select(Series.id).where(Series.run_ref == run_ref("run"), Series.key == "loss/3")) is None
