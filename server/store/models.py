@@ -32,10 +32,12 @@ from sqlalchemy import (
     UniqueConstraint,
     select,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.selectable import ScalarSelect, Select
 
 RUN_ID = String(64)
+DIRECTORY = JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
@@ -124,16 +126,16 @@ class Chunk(Base):
 
 class Pack(Base):
     """A finished run's small series, whole (server/store/packs.py): their points in one blob, and in `directory`
-    what a `series` row says of each — key → [its number in the blob, first step, last step, points, last value
-    (null = NaN; "Infinity" / "-Infinity")]. Packed series have no `series` row: one per series cost more than
-    their points."""
+    (jsonb on PostgreSQL: run filters read one key of it) what a `series` row says of each — key → [its number in
+    the blob, first step, last step, points, last value (null = NaN; "Infinity" / "-Infinity")]. Packed series
+    have no `series` row: one per series cost more than their points."""
 
     __tablename__ = "packs"
 
     run_id: Mapped[str] = mapped_column(RUN_ID, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     n_series: Mapped[int] = mapped_column(Integer)
     n_points: Mapped[int] = mapped_column(BigInteger)
-    directory: Mapped[dict[str, Any]] = mapped_column()
+    directory: Mapped[dict[str, Any]] = mapped_column(DIRECTORY)
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 

@@ -184,7 +184,7 @@ class MetricField:
         """The key's last value in the run's pack directory (packs.PackedSeries: element 4; ±inf by name)."""
         value: SQLExpr
         if dialect == "postgresql":
-            value = func.json_extract_path_text(Pack.directory, self.key, "4").cast(Float)
+            value = func.jsonb_extract_path_text(Pack.directory, self.key, "4").cast(Float)
         else:
             raw = func.json_extract(Pack.directory, sqlite_json_path((self.key,), "[4]"))
             value = case((raw == "Infinity", math.inf), (raw == "-Infinity", -math.inf), else_=raw)

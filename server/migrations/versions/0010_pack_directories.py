@@ -15,6 +15,7 @@ import logging
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision = "0010"
 down_revision = "0009"
@@ -23,7 +24,8 @@ depends_on = None
 
 log = logging.getLogger(__name__)
 
-_packs = sa.table("packs", sa.column("run_id"), sa.column("data"), sa.column("directory", sa.JSON()))
+_DIRECTORY = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+_packs = sa.table("packs", sa.column("run_id"), sa.column("data"), sa.column("directory", _DIRECTORY))
 _series = sa.table("series", *(sa.column(c) for c in ("id", "run_ref", "key", "first_step", "last_step",
                                                        "n_points", "last_value", "packed")))
 
@@ -32,7 +34,7 @@ def upgrade() -> None:
     from sqd.server.store.pack_codec import decode_pack, encode_pack
     from sqd.server.store.packs import PackedSeries
 
-    op.add_column("packs", sa.Column("directory", sa.JSON(), nullable=False, server_default="{}"))
+    op.add_column("packs", sa.Column("directory", _DIRECTORY, nullable=False, server_default="{}"))
     conn = op.get_bind()
     moved: list[int] = []
     for run_id, data in conn.execute(sa.text("SELECT run_id, data FROM packs")).all():
