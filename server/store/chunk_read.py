@@ -29,7 +29,7 @@ from sqd.server.store.chunk_codec import (
     decode_rollups,
     merge_buckets,
 )
-from sqd.server.store.models import Chunk
+from sqd.server.store.models import Chunk, Series, run_ref
 from sqd.server.store.packs import packed_points
 from sqd.server.store.series_catalog import SeriesEntry, series_of
 
@@ -103,28 +103,41 @@ def _clip(p: Points, lo: int | None, hi: int | None) -> Points:
     return p.take(slice(a, b))
 
 
-def _packed(session: Session, series: int | SeriesEntry, lo: int | None, hi: int | None) -> Points | None:
-    """A packed series' points in the window; None for a series in chunks."""
-    if isinstance(series, SeriesEntry) and series.packed:
-        return _clip(packed_points(session, series.run_id, series.id), lo, hi)
+def _chunk_series(session: Session, run_id: str, key: str) -> int | None:
+    return session.scalar(select(Series.id).where(Series.run_ref == run_ref(run_id), Series.key == key))
+
+
+def _located(session: Session, series: int | SeriesEntry) -> int | Points:
+    """A series' chunk series id, or its points when its run's pack holds them. An entry listed before its series
+    moved (a late point gave it its chunk back, or the packer packed it) is looked up again by key."""
+    if not isinstance(series, SeriesEntry):
+        return series
+    if not series.packed:
+        return series.id
+    points = packed_points(session, series.run_id, series.key)
+    if points is not None:
+        return points
+    sid = _chunk_series(session, series.run_id, series.key)
+    return Points.empty() if sid is None else sid
+
+
+def _packed_since(session: Session, series: int | SeriesEntry) -> Points | None:
+    """For a chunk series whose window came back empty: its points, when the packer has packed it since."""
+    if isinstance(series, SeriesEntry) and not series.packed:
+        return packed_points(session, series.run_id, series.key)
     return None
-
-
-def _chunk_id(series: int | SeriesEntry) -> int:
-    return series.id if isinstance(series, SeriesEntry) else series
 
 
 def iter_window(session: Session, series: int | SeriesEntry, lo: int | None = None, hi: int | None = None,
                 limit: int | None = None) -> Iterator[Points]:
     """The points of one series with lo ≤ step ≤ hi, chunk by chunk in step order (at least `limit` points in
     all when there are that many, then it stops)."""
-    packed = _packed(session, series, lo, hi)
-    if packed is not None:
-        yield packed
+    where = _located(session, series)
+    if isinstance(where, Points):
+        yield _clip(where, lo, hi)
         return
     t = Chunk.__table__
-    query = (select(t.c.data).where(t.c.series_id == _chunk_id(series), *_in_window(lo, hi))
-             .order_by(t.c.first_step))
+    query = select(t.c.data).where(t.c.series_id == where, *_in_window(lo, hi)).order_by(t.c.first_step)
     seen = 0
     with session.connection().execute(query, execution_options={"yield_per": 16}) as result:  # closed if stopped
         for (data,) in result:
@@ -133,6 +146,10 @@ def iter_window(session: Session, series: int | SeriesEntry, lo: int | None = No
             yield p
             if limit is not None and seen >= limit:
                 return
+    if not seen:
+        packed = _packed_since(session, series)
+        if packed is not None:
+            yield _clip(packed, lo, hi)
 
 
 def window_points(session: Session, series: int | SeriesEntry, lo: int | None = None, hi: int | None = None
@@ -178,15 +195,18 @@ def window_buckets(session: Session, series: int | SeriesEntry, lo: int, hi: int
     """Aggregates per aligned bucket of 2^level steps over the whole buckets covering [lo, hi], sorted."""
     t = Chunk.__table__
     blo, bhi = (lo >> level) << level, (((hi >> level) + 1) << level) - 1
-    packed = _packed(session, series, blo, bhi)
-    if packed is not None:
-        return bucketize(packed.step, packed.value, level)
-    series_id = _chunk_id(series)
+    where = _located(session, series)
+    if isinstance(where, Points):
+        p = _clip(where, blo, bhi)
+        return bucketize(p.step, p.value, level)
+    series_id = where
     rows = session.connection().execute(select(
         t.c.first_step, t.c.last_step, t.c.n, t.c.n_nan, t.c.vmin, t.c.vmax, t.c.last_value, t.c.width, t.c.rollups)
         .where(t.c.series_id == series_id, *_in_window(blo, bhi)).order_by(t.c.first_step)).all()
     if not rows:
-        return bucketize(np.empty(0, np.int64), np.empty(0), level)
+        packed = _packed_since(session, series)
+        p = Points.empty() if packed is None else _clip(packed, blo, bhi)
+        return bucketize(p.step, p.value, level)
     whole = [r for r in rows if r.first_step >> level == r.last_step >> level]
     split = [r for r in rows if r.first_step >> level != r.last_step >> level]
     parts = [_summary(whole, level)] if whole else []

@@ -74,8 +74,8 @@ class PackedSeries:
     def entry(self, number: int) -> list[Any]:
         # JSON has no ±inf (PostgreSQL's json type refuses them): their names, which float() reads back
         v = self.last_value
-        return [number, self.first_step, self.last_step, self.n_points,
-                v if v is None or math.isfinite(v) else ("Infinity" if v > 0 else "-Infinity")]
+        named = None if v is None or math.isnan(v) else v if math.isfinite(v) else "Infinity" if v > 0 else "-Infinity"
+        return [number, self.first_step, self.last_step, self.n_points, named]
 
 
 def directory_of(run_id: str, directory: dict[str, Any]) -> dict[str, PackedSeries]:
@@ -181,12 +181,19 @@ def restore_series(session: Session, refs: dict[str, int], pairs: Collection[tup
         session.execute(update(Run).where(Run.id == pack.run_id).values(packed_at=None))  # packed again when quiet
 
 
-def packed_points(session: Session, run_id: str, number: int) -> Points:
-    """The points of the series numbered `number` in the run's pack (empty when there is none)."""
-    data = session.execute(select(Pack.data).where(Pack.run_id == run_id)).scalar()
-    if data is None:
-        return Points.empty()
-    return decode_pack(data, only={number}).get(number, Points.empty())
+def packed_points(session: Session, run_id: str, key: str) -> Points | None:
+    """The points of the run's packed series `key`; None when its pack does not hold that key (any more: a reader
+    that listed the series before a late point gave it its chunk back looks again). By key, in one statement with
+    the directory: a pack renumbers its series whenever it is written."""
+    row = session.execute(select(Pack.directory, Pack.data).where(Pack.run_id == run_id)).first()
+    if row is None or key not in row.directory:
+        return None
+    number = directory_of(run_id, {key: row.directory[key]})[key].number
+    points = decode_pack(row.data, only={number})
+    if number not in points:
+        raise CorruptChunk(f"run pack of {run_id}: its directory names series {number} for {key!r}, which the blob "
+                           f"does not hold")
+    return points[number]
 
 
 def runs_to_pack(session: Session, finished_before: float, limit: int | None = 100) -> list[str]:

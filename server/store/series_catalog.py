@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, null, select, union_all
 from sqlalchemy.orm import Session
 
 from sqd.server.store.models import Pack, RunRef, Series
@@ -28,22 +28,30 @@ class SeriesEntry:
 
 def run_series(session: Session, run_ids: Collection[str], keys: Collection[str] | None = None
                ) -> list[SeriesEntry]:
-    """The series of these runs (those with these keys, when given), sorted by run and key."""
+    """The series of these runs (those with these keys, when given), sorted by run and key. One statement reads
+    the `series` rows and the pack directories, so a series that moves between them meanwhile (packed, or given
+    its chunk back by a late point) is listed once, not twice or never."""
     runs = sorted(set(run_ids))
     if not runs:
         return []
-    query = (select(RunRef.run_id, Series.key, Series.id, Series.first_step, Series.last_step, Series.n_points,
-                    Series.last_value).join(RunRef, RunRef.ref == Series.run_ref)
-             .where(RunRef.run_id.in_(bindparam("runs", expanding=True))))
+    # the packs' part first: its `directory` column sets the result's type (decoded JSON on both databases)
+    packed = select(Pack.run_id, Pack.directory, *(null() for _ in range(6))).where(
+        Pack.run_id.in_(bindparam("runs", expanding=True)))
+    rows = (select(RunRef.run_id, null(), Series.key, Series.id, Series.first_step, Series.last_step,
+                   Series.n_points, Series.last_value).join(RunRef, RunRef.ref == Series.run_ref)
+            .where(RunRef.run_id.in_(bindparam("runs", expanding=True))))
     params: dict[str, list[str]] = {"runs": runs}
     if keys is not None:
-        query = query.where(Series.key.in_(bindparam("keys", expanding=True)))
+        rows = rows.where(Series.key.in_(bindparam("keys", expanding=True)))
         params["keys"] = sorted(set(keys))
-    out = [SeriesEntry(*row, packed=False) for row in session.execute(query, params)]
     wanted = None if keys is None else set(keys)
-    for run_id, directory in session.execute(select(Pack.run_id, Pack.directory).where(Pack.run_id.in_(runs))):
-        out += [SeriesEntry(run_id, key, e.number, e.first_step, e.last_step, e.n_points, e.last_value, True)
-                for key, e in directory_of(run_id, directory).items() if wanted is None or key in wanted]
+    out = []
+    for run_id, directory, key, sid, first, last, n, value in session.execute(union_all(packed, rows), params):
+        if directory is None:
+            out.append(SeriesEntry(run_id, key, sid, first, last, n, value, packed=False))
+            continue
+        out += [SeriesEntry(run_id, k, e.number, e.first_step, e.last_step, e.n_points, e.last_value, True)
+                for k, e in directory_of(run_id, directory).items() if wanted is None or k in wanted]
     return sorted(out, key=lambda e: (e.run_id, e.key))
 
 

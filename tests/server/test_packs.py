@@ -405,3 +405,37 @@ def test_a_damaged_directory_is_named_and_the_points_of_other_runs_still_read(se
         store(sessions, "run", [("loss/3", 100, 1.0, 10, 0.0)])
     with sessions() as s:
         assert s.scalar(select(Series.id).where(Series.run_ref == run_ref("run"), Series.key == "loss/3")) is None
+
+
+def test_a_reader_that_listed_series_before_they_moved_still_reads_each_key_its_own_points(sessions):
+    """Series listed, then moved before their points are read: a late point gives `a` its chunk back (the pack
+    renumbers `b` and `c`), the packer packs the series listed as chunks. Each key still reads its own points."""
+    pts = [(k, st, float(v * 100 + st), 0, 1.0) for v, k in enumerate("abc") for st in range(5)]
+    store(sessions, "run", pts)
+    finish(sessions)
+    with sessions() as s:
+        pack_run(s, "run")
+        s.commit()
+    expected = {k: [float(v * 100 + st) for st in range(5)] for v, k in enumerate("abc")}
+    with sessions() as reader:
+        listed = {e.key: e for e in series_of(reader, "run")}
+        assert all(e.packed for e in listed.values())
+        store(sessions, "run", [("a", 9, 9.0, 0, 1.0)])  # committed by another session
+        assert {k: window_points(reader, e).value.tolist() for k, e in listed.items()} == {
+            **expected, "a": expected["a"] + [9.0]}
+        assert query_series(reader, "run", ["b"], max_points=16)["b"].value == expected["b"]
+    with sessions() as reader:
+        listed = {e.key: e for e in series_of(reader, "run")}
+        assert not listed["a"].packed
+        with sessions() as s:
+            pack_run(s, "run")
+            s.commit()
+        assert window_points(reader, listed["a"]).value.tolist() == expected["a"] + [9.0]
+
+
+def test_a_directory_entry_names_infinities_and_stores_nan_as_null():
+    from sqd.server.store.packs import PackedSeries
+
+    entries = [PackedSeries(0, 0, 9, 10, v).entry(3) for v in (1.5, float("inf"), float("-inf"), float("nan"), None)]
+    assert [e[4] for e in entries] == [1.5, "Infinity", "-Infinity", None, None] and entries[0][0] == 3
+    assert [PackedSeries.of(e).last_value for e in entries[:3]] == [1.5, float("inf"), float("-inf")]

@@ -25,7 +25,8 @@ depends_on = None
 log = logging.getLogger(__name__)
 
 _DIRECTORY = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-_packs = sa.table("packs", sa.column("run_id"), sa.column("data"), sa.column("directory", _DIRECTORY))
+_packs = sa.table("packs", sa.column("run_id"), sa.column("n_series"), sa.column("n_points"), sa.column("data"),
+                  sa.column("directory", _DIRECTORY))
 _series = sa.table("series", *(sa.column(c) for c in ("id", "run_ref", "key", "first_step", "last_step",
                                                        "n_points", "last_value", "packed")))
 
@@ -51,7 +52,9 @@ def upgrade() -> None:
         directory = {r.key: PackedSeries(i, r.first_step, r.last_step, r.n_points, r.last_value).entry(i)
                      for i, r in enumerate(present)}
         if present:
-            conn.execute(_packs.update().where(_packs.c.run_id == run_id).values(data=blob, directory=directory))
+            n_points = sum(len(points[r.id]) for r in present)
+            conn.execute(_packs.update().where(_packs.c.run_id == run_id).values(
+                data=blob, directory=directory, n_series=len(present), n_points=n_points))
         else:
             conn.execute(_packs.delete().where(_packs.c.run_id == run_id))
         moved += [r.id for r in present]
