@@ -17,7 +17,6 @@ default listing) and `deleted_at` (a soft delete: hidden everywhere but recovera
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import (
@@ -34,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.sql.selectable import ScalarSelect, Select
+from sqlalchemy.sql.selectable import ScalarSelect
 
 RUN_ID = String(64)
 DIRECTORY = JSON().with_variant(postgresql.JSONB(), "postgresql")
@@ -88,10 +87,6 @@ class RunRef(Base):
 def run_ref(run_id: str) -> ScalarSelect[int]:
     """The `run_refs.ref` of a run id, for `Series.run_ref == run_ref(run_id)`."""
     return select(RunRef.ref).where(RunRef.run_id == run_id).scalar_subquery()
-
-
-def run_refs_of(run_ids: Collection[str]) -> Select[int]:
-    return select(RunRef.ref).where(RunRef.run_id.in_(run_ids))
 
 
 class Series(Base):
