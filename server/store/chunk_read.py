@@ -81,8 +81,8 @@ def last_points(session: Session, entries: Sequence[SeriesEntry]) -> dict[Series
     t = Chunk.__table__
     later = aliased(Chunk)
     out = {e: (e.last_step, np.nan if e.last_value is None else e.last_value) for e in entries
-           if e.packed and e.last_step is not None}
-    by_id = {e.id: e for e in entries if not e.packed}
+           if e.id is None and e.last_step is not None}
+    by_id = {e.id: e for e in entries if e.id is not None}
     ids = sorted(by_id)
     for i in range(0, len(ids), IN_LIMIT):
         last = select(func.max(later.first_step)).where(later.series_id == t.c.series_id).scalar_subquery()
@@ -112,7 +112,7 @@ def _located(session: Session, series: int | SeriesEntry) -> int | Points:
     moved (a late point gave it its chunk back, or the packer packed it) is looked up again by key."""
     if not isinstance(series, SeriesEntry):
         return series
-    if not series.packed:
+    if series.id is not None:
         return series.id
     points = packed_points(session, series.run_id, series.key)
     if points is not None:

@@ -18,12 +18,15 @@ from sqd.server.store.packs import directory_of
 class SeriesEntry:
     run_id: str
     key: str
-    id: int  # chunks.series_id; for a packed series its number in the run's pack
+    id: int | None  # chunks.series_id; None for a packed series (read by key from its run's pack)
     first_step: int | None  # None: no point yet
     last_step: int | None
     n_points: int
     last_value: float | None  # at last_step; None = NaN (or no point yet)
-    packed: bool
+
+    @property
+    def packed(self) -> bool:
+        return self.id is None
 
 
 def run_series(session: Session, run_ids: Collection[str], keys: Collection[str] | None = None
@@ -48,9 +51,9 @@ def run_series(session: Session, run_ids: Collection[str], keys: Collection[str]
     out = []
     for run_id, directory, key, sid, first, last, n, value in session.execute(union_all(packed, rows), params):
         if directory is None:
-            out.append(SeriesEntry(run_id, key, sid, first, last, n, value, packed=False))
+            out.append(SeriesEntry(run_id, key, sid, first, last, n, value))
             continue
-        out += [SeriesEntry(run_id, k, e.number, e.first_step, e.last_step, e.n_points, e.last_value, True)
+        out += [SeriesEntry(run_id, k, None, e.first_step, e.last_step, e.n_points, e.last_value)
                 for k, e in directory_of(run_id, directory).items() if wanted is None or k in wanted]
     return sorted(out, key=lambda e: (e.run_id, e.key))
 
