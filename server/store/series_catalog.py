@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, null, select, union_all
+from sqlalchemy import bindparam, cast, null, select, union_all
 from sqlalchemy.orm import Session
 
 from sqd.server.store.models import Pack, RunRef, Series
@@ -64,10 +64,13 @@ def series_of(session: Session, run_id: str, keys: Collection[str] | None = None
 
 
 def run_keys(session: Session, run_ids: Collection[str], limit: int) -> list[str]:
-    """The metric keys any of these runs has, sorted, at most `limit`."""
-    runs = sorted(set(run_ids))
-    keys = set(session.scalars(select(Series.key).join(RunRef, RunRef.ref == Series.run_ref)
-                               .where(RunRef.run_id.in_(runs)).distinct()))
-    for directory in session.scalars(select(Pack.directory).where(Pack.run_id.in_(runs))):
-        keys.update(directory)
+    """The metric keys any of these runs has, sorted, at most `limit` (one statement, as in run_series)."""
+    runs = {"runs": sorted(set(run_ids))}
+    directories = select(Pack.directory, null()).where(Pack.run_id.in_(bindparam("runs", expanding=True)))
+    # typed: PostgreSQL types an untyped NULL under DISTINCT as text, which no union with jsonb takes
+    names = (select(cast(null(), Pack.directory.type), Series.key).join(RunRef, RunRef.ref == Series.run_ref)
+             .where(RunRef.run_id.in_(bindparam("runs", expanding=True))).distinct())
+    keys: set[str] = set()
+    for directory, key in session.execute(union_all(directories, names), runs):
+        keys.update([key] if directory is None else directory)
     return sorted(keys)[:limit]

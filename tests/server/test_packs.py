@@ -28,7 +28,7 @@ from sqd.server.store.models import Chunk, Pack, Run, Series, run_ref
 from sqd.server.store.pack_codec import decode_pack, encode_pack
 from sqd.server.store.packs import PACK_POINTS, pack_run, runs_to_pack
 from sqd.server.store.points_store import store_points
-from sqd.server.store.series_catalog import series_of
+from sqd.server.store.series_catalog import run_keys, series_of
 from sqd.server.store.series_query import query_series
 
 
@@ -113,6 +113,7 @@ def snapshot(sessions, run="run"):
         filters = [RunFilter(filter=f"metric.{key} {op} 0", sort=f"metric.{key}")
                    for key in ("eval/fid", "loss/3", "long") for op in (">", "<=")]
         filtered = [[r.id for r in runs_store.list_runs(s, f).data] for f in filters]
+        filtered.append(run_keys(s, [run, "no such run"], 2000))
     export = b"".join(csv_chunks(sessions, run, None))
     return points, queried, dict(sorted(last.items())), export, filtered
 
