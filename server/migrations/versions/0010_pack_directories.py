@@ -48,10 +48,10 @@ def upgrade() -> None:
         if len(present) != len(rows) or len(points) != len(present):
             log.warning("run %s: %d series marked packed, %d series in its pack; those in both are kept", run_id,
                         len(rows), len(points))
-        blob = encode_pack({i: points[r.id] for i, r in enumerate(present)}) if present else b""
-        directory = {r.key: PackedSeries(i, r.first_step, r.last_step, r.n_points, r.last_value).entry(i)
-                     for i, r in enumerate(present)}
         if present:
+            blob = encode_pack({i: points[r.id] for i, r in enumerate(present)})
+            directory = {r.key: PackedSeries(i, r.first_step, r.last_step, r.n_points, r.last_value).entry(i)
+                         for i, r in enumerate(present)}
             n_points = sum(len(points[r.id]) for r in present)
             conn.execute(_packs.update().where(_packs.c.run_id == run_id).values(
                 data=blob, directory=directory, n_series=len(present), n_points=n_points))
