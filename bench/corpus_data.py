@@ -27,9 +27,19 @@ FAMILY_ORDER = ("demo-stable", "demo-turning", "sqd-grid no-GP", "sqd-grid GP", 
                 "sqd-grid ramp GP", "icr", "r3gan", "gran")
 
 
+EPOCHLY_TAG = "e1"  # in a variant: evaluated at every epoch's end (bench/corpus_record.py's EPOCHLY)
+
+
+def base_variant(variant: str) -> str:
+    """The variant without its cadence tag: "ramp-e1" → "ramp", "e1" → ""."""
+    return "-".join(t for t in variant.split("-") if t and t != EPOCHLY_TAG)
+
+
 def family(preset: str, variant: str = "") -> str:
     """The report's family of a preset: the demos apart, the SQD grid split by GP (seed 003's question) and by
-    variant ("ramp": demo-turning's lr warm-up on every twin, bench/corpus_record.py)."""
+    variant ("ramp": demo-turning's lr warm-up on every twin, bench/corpus_record.py); the evaluation cadence is
+    reported apart (`CorpusRun.cadence`), not as a family."""
+    variant = base_variant(variant)
     if preset.startswith("demo-"):
         return preset
     if preset.startswith("sqd-"):
@@ -42,7 +52,7 @@ def family(preset: str, variant: str = "") -> str:
 class CorpusRun:
     name: str
     preset: str
-    variant: str  # "" or "ramp" (bench/corpus_record.py)
+    variant: str  # "", "ramp", and either with "-e1" / "e1" (bench/corpus_record.py)
     seed: int
     steps_per_epoch: float
     label: Label
@@ -55,6 +65,15 @@ class CorpusRun:
     @property
     def family(self) -> str:
         return family(self.preset, self.variant)
+
+    @property
+    def cadence(self) -> str:
+        """How often the worker evaluated the run, from its resolved config: "every epoch" or "every N steps"."""
+        train = self.config.get("train", {})
+        n = train.get("checkpoint_every_epochs")
+        if n:
+            return "every epoch" if n == 1 else f"every {n} epochs"
+        return f"every {train.get('checkpoint_every')} steps"
 
     def replay(self) -> list[TurningPoint]:
         return detect_turning_points(self.series)

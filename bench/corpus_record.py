@@ -48,6 +48,10 @@ GRID = [f"sqd-{loss}{gp}-digits" for loss in ("nsgan", "lsgan", "hinge", "wgan")
 # recorded twice.
 RAMP = {"optim.lr_g": 4e-2, "optim.lr_d": 4e-2, "burnin.steps": 3000, "burnin.lr": 2e-3}
 RAMP_GRID = [p for p in GRID if p != "sqd-nsgan-digits"]
+# The same runs evaluated at every epoch's end (156 steps) instead of every 250 steps (1.6 epochs): a collapse is
+# measured by the next evaluation at most an epoch later, which the corroborated critical waits for. Files
+# `{preset}[-ramp]-e1-seed{k}.npz`; the demos evaluate this way by default since 2026-12-07.
+EPOCHLY = {"train.checkpoint_every_epochs": 1}
 
 
 @dataclass(frozen=True)
@@ -65,10 +69,11 @@ class Planned:
 def plan() -> list[Planned]:
     """The recording order: the demo check first, then the families, a third grid seed, the lr-ramp grid, then the
     slow ones (GraN before the R3GAN ablations: a family not yet recorded at all before a further seed of one that
-    is)."""
+    is); then the fast families again, evaluated every epoch (EPOCHLY), turning runs first."""
     one = {"train.threads": 1}  # two runs, the worker and the server share 2 cores
-    runs = [Planned("demo-stable", k, one) for k in range(10)]
-    runs += [Planned("demo-turning", k, one) for k in range(3)]
+    as_then = {**one, "train.checkpoint_every_epochs": None, "train.checkpoint_every": 250}  # the demos until 12-07
+    runs = [Planned("demo-stable", k, as_then) for k in range(10)]
+    runs += [Planned("demo-turning", k, as_then) for k in range(3)]
     runs += [Planned(p, k, {**one, **LENGTH}) for k in range(2) for p in GRID]
     runs += [Planned(p, k, {**one, **LENGTH}) for p in ("icr-wgan-acgd-digits", "icr-wgan-adam-digits")
              for k in range(3)]
@@ -76,6 +81,15 @@ def plan() -> list[Planned]:
     runs += [Planned(p, k, {**one, **LENGTH, **RAMP}, "ramp") for k in range(3) for p in RAMP_GRID]
     runs += [Planned(p, k, {**one, **LENGTH}) for k in range(3)
              for p in ("grand-digits", "granc-digits", "r3gan-digits", "r3gan-digits-nsgan", "r3gan-digits-r1")]
+    e1 = {**one, **EPOCHLY}
+    runs += [Planned("demo-turning", k, e1, "e1") for k in range(3)]
+    runs += [Planned(p, 0, {**LENGTH, **e1, **RAMP}, "ramp-e1") for p in RAMP_GRID]
+    runs += [Planned("demo-stable", k, e1, "e1") for k in range(10)]
+    runs += [Planned(p, 1, {**LENGTH, **e1, **RAMP}, "ramp-e1") for p in RAMP_GRID]
+    runs += [Planned(p, 2, {**LENGTH, **e1, **RAMP}, "ramp-e1") for p in RAMP_GRID]
+    runs += [Planned(p, k, {**LENGTH, **e1}, "e1") for k in range(2) for p in GRID]
+    runs += [Planned(p, k, {**LENGTH, **e1}, "e1") for p in ("icr-wgan-acgd-digits", "icr-wgan-adam-digits")
+             for k in range(3)]
     return [Planned(r.preset, r.seed, {**r.overrides, "train.seed": r.seed}, r.variant) for r in runs]
 
 
@@ -137,11 +151,11 @@ def series_arrays(export: dict[str, Any]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def evaluated(client: Client, run: dict[str, Any], every: int) -> bool:
-    """Whether the worker has reported the run's last checkpoint (it evaluates them in order)."""
-    last = int(run.get("last_step") or 0) // every * every
+def evaluated(client: Client, run: dict[str, Any]) -> bool:
+    """Whether the worker has reported the run's last checkpoint (it evaluates them in order; a finished run's
+    Monitor checkpoints its last step, whatever the cadence)."""
     steps = [e["checkpoint_step"] for e in client.evaluations(run["id"])]
-    return bool(steps) and max(steps) >= last
+    return bool(steps) and max(steps) >= int(run.get("last_step") or 0)
 
 
 def export_run(client: Client, run: dict[str, Any], planned: Planned, out: Path) -> Path:
@@ -274,8 +288,7 @@ class Recorder:
                 log(f"{p.name} {run['status']}: {run.get('error')}")
                 del going[run_id]
             elif run["status"] == "finished":
-                every = int(run.get("config", {}).get("train", {}).get("checkpoint_every", 250))
-                if evaluated(self.client, run, every):
+                if evaluated(self.client, run):
                     export_run(self.client, run, p, self.out)
                     self.durations.setdefault(p.preset, []).append(time.time() - t0)
                     del going[run_id]

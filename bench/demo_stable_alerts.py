@@ -24,15 +24,19 @@ def main() -> None:
     runs = [r for r in load_corpus() if r.preset == "demo-stable"]
     if not runs:
         raise SystemExit("no demo-stable runs under bench/data/corpus: record them with bench/corpus_record.py")
-    live = replay = 0
-    for run in runs:
-        a, b = live_criticals(run), replay_criticals(run)
-        live += bool(a)
-        replay += bool(b)
-        print(f"{run.name:<22} label {run.label.reason:<8} live: {', '.join(a) or 'none':<40} "
-              f"replay: {', '.join(b) or 'none'}")
-    print(f"live (as recorded): {live} of {len(runs)} demo-stable runs raised a critical alert")
-    print(f"replay (current detector): {replay} of {len(runs)} demo-stable runs raised a critical alert")
+    for cadence in sorted({r.cadence for r in runs}):
+        batch = [r for r in runs if r.cadence == cadence]
+        live = replay = 0
+        for run in batch:
+            a, b = live_criticals(run), replay_criticals(run)
+            live += bool(a)
+            replay += bool(b)
+            print(f"{run.name:<22} label {run.label.reason:<8} live: {', '.join(a) or 'none':<40} "
+                  f"replay: {', '.join(b) or 'none'}")
+        print(f"evaluated {cadence}, live (as recorded): {live} of {len(batch)} demo-stable runs raised a critical "
+              f"alert")
+        print(f"evaluated {cadence}, replay (current detector): {replay} of {len(batch)} demo-stable runs raised a "
+              f"critical alert\n")
 
 
 if __name__ == "__main__":

@@ -184,7 +184,11 @@ def main() -> None:
     judged = [judge(run) for run in load_corpus()]
     if not judged:
         raise SystemExit("no recorded runs under bench/data/corpus: record them with bench/corpus_record.py")
-    print("\n".join(family_table(judged)))
+    cadences = sorted({j.run.cadence for j in judged}, key=lambda c: -sum(j.run.cadence == c for j in judged))
+    for i, cadence in enumerate(cadences):
+        if len(cadences) > 1:
+            print(("\n" if i else "") + f"evaluated {cadence}:")
+        print("\n".join(family_table([j for j in judged if j.run.cadence == cadence])))
     for variant in ("", "ramp"):
         table = grid_table(judged, variant)
         if table:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from corpus_data import CORPUS_DIR, REQUIRED_KEYS, family, load  # noqa: E402
+from corpus_data import CORPUS_DIR, EPOCHLY_TAG, REQUIRED_KEYS, base_variant, family, load  # noqa: E402
 
 FILES = sorted(CORPUS_DIR.glob("*.npz"))
 
@@ -23,7 +23,9 @@ def test_a_file_has_its_series_run_and_label(path):
     assert set(REQUIRED_KEYS) <= set(run.series)
     assert path.stem == f"{run.preset}{'-' + run.variant if run.variant else ''}-seed{run.seed}"
     assert run.meta["status"] == "finished" and run.config["train"]["seed"] == run.seed
-    if run.variant == "ramp":  # demo-turning's lr warm-up (bench/corpus_record.py's RAMP)
+    # the cadence tag in the name is the cadence the run was trained with
+    assert (EPOCHLY_TAG in run.variant.split("-")) == (run.cadence == "every epoch")
+    if base_variant(run.variant) == "ramp":  # demo-turning's lr warm-up (bench/corpus_record.py's RAMP)
         assert run.config["optim"]["lr_g"] == 4e-2 and run.config["burnin"] == {**run.config["burnin"], "steps": 3000,
                                                                                  "lr": 2e-3}
     assert run.stored_label_step == (-1 if run.label.turning_step is None else run.label.turning_step)
@@ -40,3 +42,6 @@ def test_families():
     assert family("demo-stable") == "demo-stable"
     assert family("sqd-hinge-gp-digits", "ramp") == "sqd-grid ramp GP"
     assert family("sqd-wgan-digits", "ramp") == "sqd-grid ramp no-GP"
+    # the evaluation cadence is reported apart, never a family of its own
+    assert family("sqd-wgan-digits", "ramp-e1") == "sqd-grid ramp no-GP"
+    assert family("demo-stable", "e1") == "demo-stable"

@@ -145,6 +145,16 @@ def test_reports_through_the_monitor(settings: Settings) -> None:
     assert G(torch.randn(2, ready[-1].generator["z_dim"])).shape == (2, 3, 16, 16)
 
 
+def test_checkpoints_every_epoch_replace_the_step_cadence(settings: Settings) -> None:
+    # 20 samples, batch 8: epoch e ends at the step where (step + 1) · 8 passes 20·(e + 1): steps 2, 4 and 7 (the
+    # last, checkpointed once); no checkpoint every 2 steps, and none at step 0
+    cfg = resolve_config("sqd-hinge-digits", {**TINY, "dataset.size": 20, "train.checkpoint_every": 2,
+                                              "train.checkpoint_every_epochs": 1})
+    train(cfg, run_id="zoo-run-epochs", steps=8, settings=settings)
+    ready = [e for e in _events(settings, CHECKPOINTS) if e.type == "checkpoint"]
+    assert [(e.step, e.epoch) for e in ready] == [(2, 0), (4, 1), (7, 2)]
+
+
 def test_a_failing_run_is_reported_failed(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = resolve_config("sqd-nsgan-digits", TINY)
     monkeypatch.setattr(GANTrainer, "real", lambda self: torch.full((8, 3, 16, 16), math.nan))
