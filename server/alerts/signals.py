@@ -153,6 +153,7 @@ class SignalTracker:
     peak_baseline: float = 0.0
     calm_run: int = 0
     streak: int = 0
+    rise_from: float | None = None  # the highest block of the baseline window the current streak rose from
     ignored: int = 0  # points out of step order or not finite
 
     def __post_init__(self) -> None:
@@ -258,7 +259,7 @@ class SignalTracker:
         expires = last + self.expiry_gaps * gap
         marks: list[Mark] = []
         self.calm_run = self.calm_run + 1 if self.cusum == 0 else 0
-        self.streak = self.streak + 1 if z >= params.kappa else 0
+        self._count_rise(y, z, history, params)
         # while recovering (S back at 0 but not yet calm) the key keeps sending marks, so that a key that is
         # still reporting is never mistaken for one that went silent
         if self.cusum > 0 or before > 0 or 0 < self.calm_run < params.calm_blocks:
@@ -268,6 +269,20 @@ class SignalTracker:
             marks.append(Mark(last, self.key, 0.0, z, 0.0, self._units(y), self._units(median), last, expires,
                               calm=True))
         return marks
+
+    def _count_rise(self, y: float, z: float, history: list[float], params: GroupParams) -> None:
+        """`streak`: blocks in a row at least κ spreads above the baseline *and* above every block of the window
+        the rise started from. A return to the level held before a freeze (weights stalled for a few epochs, then
+        moving again as before) is thus no rise, however long the frozen blocks keep the median down."""
+        if z < params.kappa:
+            self.streak, self.rise_from = 0, None
+            return
+        if self.rise_from is None:
+            self.rise_from = max(history)
+        if y > self.rise_from:
+            self.streak += 1
+        else:
+            self.streak, self.rise_from = 0, None
 
     def _units(self, y: float) -> float:
         return math.exp(y) if self.transform == "log" else y

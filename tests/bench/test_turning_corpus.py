@@ -49,3 +49,14 @@ def test_the_ramp_table_holds_the_ramp_twins_and_demo_turning_as_its_nsgan_row()
     plain = grid_table(runs)
     assert [line.split(" | ")[0] for line in plain[2:]] == ["| sqd-lsgan-gp-digits"]
     assert grid_table(runs[:1]) == []
+
+
+def test_no_recorded_stable_run_gets_a_critical_alert():
+    """Issue 14's first goal on the committed corpus, replayed through today's detector: 0 critical false alarms
+    (warnings are allowed: a lone angle spike is one)."""
+    from corpus_data import load_corpus, severity  # noqa: PLC0415
+
+    stable = [run for run in load_corpus() if run.label.turning_step is None]
+    assert len(stable) >= 40
+    flagged = {run.name: [tp.explanation for tp in run.replay() if severity(tp) == "critical"] for run in stable}
+    assert {name: why for name, why in flagged.items() if why} == {}

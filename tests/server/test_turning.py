@@ -10,7 +10,14 @@ import sys
 import numpy as np
 import pytest
 
-from sqd.server.alerts.turning import TurningDetector, TurningParams, TurningPoint, detect_turning_points
+from sqd.server.alerts.signals import SignalTracker
+from sqd.server.alerts.turning import (
+    DEFAULT_GROUPS,
+    TurningDetector,
+    TurningParams,
+    TurningPoint,
+    detect_turning_points,
+)
 
 SPE = 20  # steps per epoch
 EPOCHS = 60
@@ -97,6 +104,22 @@ def test_one_epoch_spike_stays_a_warning() -> None:
     (tp,) = detect_turning_points(run)
     assert tp.severity == "warning" and tp.epoch == 30 and "Not a turning point" in tp.explanation
     assert detect_turning_points(run, TurningParams(sustain_epochs=1))[-1].severity == "critical"
+
+
+def test_angles_moving_again_after_a_freeze_are_no_sustained_rise() -> None:
+    """demo-stable-e1-seed0's case (docs/alerts.md): D's weights stall for 5 epochs, then move as before. The
+    return scores as a jump over a median the frozen blocks hold down, block after block; it is no *rise* (the
+    corroboration a lone jump needs to be critical), because it never goes above what the window held before the
+    freeze. The same jump to 8× the old level is one, and lasts as long as it does."""
+    def longest_rise(factor_of_epoch) -> int:
+        steps, values, epochs = make_run(3)["angle/D"]
+        tracker = SignalTracker(key="angle/D", block_steps=25, blocks_per_epoch=4, expiry_gaps=3.0)
+        marks = tracker.feed(steps, values * factor_of_epoch(steps / SPE), epochs, DEFAULT_GROUPS["angle_step"])
+        return max((m.streak for m in marks), default=0)
+
+    sustained = TurningParams().sustain_epochs * TurningParams().blocks_per_epoch
+    assert longest_rise(lambda t: np.where((t >= 30) & (t < 35), 0.1, 1.0)) < 4 < sustained
+    assert longest_rise(lambda t: np.where(t >= 35, 8.0, 1.0)) >= sustained
 
 
 def test_jump_in_noise_is_found() -> None:
