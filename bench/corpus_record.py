@@ -51,7 +51,7 @@ RAMP_GRID = [p for p in GRID if p != "sqd-nsgan-digits"]
 # The same runs evaluated at every epoch's end (156 steps) instead of every 250 steps (1.6 epochs): a collapse is
 # measured by the next evaluation at most an epoch later, which the corroborated critical waits for. Files
 # `{preset}[-ramp]-e1-seed{k}.npz`; the demos evaluate this way by default since 2026-12-07.
-EPOCHLY = {"train.checkpoint_every_epochs": 1}
+EPOCHLY = {"train.checkpoint_every": None, "train.checkpoint_every_epochs": 1}
 
 
 @dataclass(frozen=True)

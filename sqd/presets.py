@@ -151,7 +151,8 @@ def _others() -> list[PresetInfo]:
         PresetInfo("demo-stable", "003", "stacked_digits",
                    "Demo: NSGAN on 16×16 stacked digits that trains smoothly (SPEC §7 observation)",
                    "demo", {**SQD_DIGITS, "loss": {"name": "nsgan"},
-                            "train": {"batch": 64, "steps": 6000, "checkpoint_every_epochs": 1}}),
+                            "train": {"batch": 64, "steps": 6000, "checkpoint_every": None,
+                                      "checkpoint_every_epochs": 1}}),
         # demo-stable's twin whose lr warms up past what it tolerates (docs/monitor.md: found by search; healthy
         # until lr ≈ 1e-2, ~step 1000, then angles jump, quality swings and modes collapse from ~500 to ~20-150).
         PresetInfo("demo-turning", "003", "stacked_digits",
@@ -160,7 +161,8 @@ def _others() -> list[PresetInfo]:
                    "demo", {**SQD_DIGITS, "loss": {"name": "nsgan"},
                             "optim": {"lr_g": 4e-2, "lr_d": 4e-2, "betas": [0.5, 0.999]},
                             "burnin": {"steps": 3000, "lr": 2e-3},
-                            "train": {"batch": 64, "steps": 6000, "checkpoint_every_epochs": 1}}),
+                            "train": {"batch": 64, "steps": 6000, "checkpoint_every": None,
+                                      "checkpoint_every_epochs": 1}}),
     ]
 
 

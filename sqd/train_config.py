@@ -132,10 +132,11 @@ class TrainSection(Section):
     seed: int = Field(0, ge=0)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores, at most 4)")
-    checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints (each is evaluated)")
+    checkpoint_every: int | None = Field(500, ge=1, description="steps between checkpoints (each is evaluated); "
+                                                                "null: none by steps")
     checkpoint_every_epochs: int | None = Field(
-        None, ge=1, description="checkpoint at the end of every n-th epoch instead of every `checkpoint_every` steps "
-                                "(an evaluation per epoch: a turning point is corroborated within the epoch after)")
+        None, ge=1, description="also a checkpoint at the end of every n-th epoch (1: an evaluation per epoch, so a "
+                                "turning point is corroborated within the epoch after it)")
     log_every: int = Field(50, ge=1, description="steps per metric flush / progress update")
     # Speed (docs/zoo.md, "GPU speed"): fast defaults on CUDA, exact fp32 NCHW on the CPU.
     precision: Literal["auto", "fp32", "bf16"] = Field(

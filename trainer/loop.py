@@ -90,7 +90,7 @@ def monitor_factory(settings: Settings, name: str, preset: str | None, run_id: s
         cfg = trainer.cfg
         return Monitor(trainer.G, trainer.D, name=name, config=cfg.model_dump(mode="json"), run_id=run_id,
                        preset=preset, generator_spec=trainer.g_spec, profile=cfg.eval.profile,
-                       checkpoint_every=None if cfg.train.checkpoint_every_epochs else cfg.train.checkpoint_every,
+                       checkpoint_every=cfg.train.checkpoint_every,
                        checkpoint_every_epochs=cfg.train.checkpoint_every_epochs, checkpoint_state=trainer.state_dict,
                        flush_every=cfg.train.log_every, settings=settings, batch_size=cfg.train.batch)
     return make

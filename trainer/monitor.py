@@ -240,7 +240,8 @@ class Monitor:
             probe = self._reprobe()
         probe.end_epoch(step, epoch)
         self._recorded(step, epoch)
-        if self.checkpoint_every_epochs and (epoch + 1) % self.checkpoint_every_epochs == 0:
+        if self.checkpoint_every_epochs and (epoch + 1) % self.checkpoint_every_epochs == 0 \
+                and self._last_checkpoint != step:  # not twice where the step cadence has just taken it
             self.checkpoint(step, epoch)
 
     def _recorded(self, step: int, epoch: int | None) -> None:

@@ -145,14 +145,20 @@ def test_reports_through_the_monitor(settings: Settings) -> None:
     assert G(torch.randn(2, ready[-1].generator["z_dim"])).shape == (2, 3, 16, 16)
 
 
-def test_checkpoints_every_epoch_replace_the_step_cadence(settings: Settings) -> None:
+def test_checkpoints_every_epoch_join_the_step_cadence(settings: Settings) -> None:
     # 20 samples, batch 8: epoch e ends at the step where (step + 1) · 8 passes 20·(e + 1): steps 2, 4 and 7 (the
-    # last, checkpointed once); no checkpoint every 2 steps, and none at step 0
-    cfg = resolve_config("sqd-hinge-digits", {**TINY, "dataset.size": 20, "train.checkpoint_every": 2,
+    # last); every 4 steps adds 0 and 4; a step both cadences (or the end) want is checkpointed once
+    cfg = resolve_config("sqd-hinge-digits", {**TINY, "dataset.size": 20, "train.checkpoint_every": 4,
                                               "train.checkpoint_every_epochs": 1})
     train(cfg, run_id="zoo-run-epochs", steps=8, settings=settings)
     ready = [e for e in _events(settings, CHECKPOINTS) if e.type == "checkpoint"]
-    assert [(e.step, e.epoch) for e in ready] == [(2, 0), (4, 1), (7, 2)]
+    assert [(e.step, e.epoch) for e in ready] == [(0, 0), (2, 0), (4, 1), (7, 2)]
+
+
+def test_the_demos_evaluate_at_every_epoch_end_only() -> None:
+    for preset in ("demo-stable", "demo-turning"):
+        train_cfg = resolve_config(preset).train
+        assert (train_cfg.checkpoint_every, train_cfg.checkpoint_every_epochs) == (None, 1)
 
 
 def test_a_failing_run_is_reported_failed(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
