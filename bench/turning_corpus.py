@@ -9,7 +9,9 @@ Each run is labelled by bench/corpus_labels.py (from the worker's Q/D, never fro
 `detect_turning_points`. A labelled turning point is found when a detection lands from half an epoch before the
 labelled step to 10 epochs after it (the window of bench/turning.py); recall counts criticals only, then any
 severity. Every alert of a stable run is a false alarm; alarms of a turning run before the window are "early".
-Delay: detection epoch − labelled epoch, of the first critical in the window.
+Delay: detection epoch − labelled epoch, of the first critical in the window. The family table is given per
+evaluation cadence (every 250 steps, the runs of 2026-12-05/06; every epoch, the `-e1-` runs of 2026-12-07), with
+how many runs' live alerts (raised by the server while they trained) equal the replay.
 
 With `--runs`, each labelled turn also gets a *shape*, a description added after the detector's figures were known
 (so it is not a second label rule, and nothing is tuned on it): "sustained" when modes covered stay ≥ 30 % below
@@ -25,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
-from corpus_data import FAMILY_ORDER, CorpusRun, load_corpus, severity
+from corpus_data import EPOCHLY_TAG, FAMILY_ORDER, CorpusRun, base_variant, load_corpus, severity
 from corpus_labels import MODES_DROP
 from turning import EARLY_TOLERANCE_EPOCHS, LATE_LIMIT_EPOCHS
 
@@ -133,8 +135,9 @@ def first(j: Judged, sev: str | None = None) -> str:
 def twin(run: CorpusRun, variant: str) -> str | None:
     """The SQD-grid twin a run is in `variant`'s table (None: not in it). demo-turning is the NSGAN twin with the
     lr ramp (the same config: bench/corpus_record.py's RAMP), so it fills that row of the ramp table."""
-    if variant == "ramp" and run.preset == "demo-turning":
-        return "sqd-nsgan-digits"
+    if base_variant(variant) == "ramp" and run.preset == "demo-turning":
+        # demo-turning of the same cadence: variant "" for "ramp", "e1" for "ramp-e1"
+        return "sqd-nsgan-digits" if run.variant == variant.replace("ramp", "").strip("-") else None
     return run.preset if run.preset.startswith("sqd-") and run.variant == variant else None
 
 
@@ -157,7 +160,8 @@ def grid_table(judged: list[Judged], variant: str = "") -> list[str]:
                          f"{j.run.label.turning_epoch if j.turning else 'stable'} / {first(j, 'critical')}")
         n_label = sum(j.turning for j in runs.values())
         n_crit = sum(j.count("critical") > 0 for j in runs.values())
-        lines.append(f"| {preset}{' + ramp' if variant else ''} | {'yes' if '-gp-' in str(preset) else 'no'} | "
+        gp = "yes" if "-gp-" in str(preset) else "no"
+        lines.append(f"| {preset}{' + ramp' if base_variant(variant) else ''} | {gp} | "
                      + " | ".join(cells)
                      + f" | {n_label} of {len(runs)} | {n_crit} of {len(runs)} |")
     return lines
@@ -204,10 +208,10 @@ def main() -> None:
         # runs recorded under an earlier detector differ wherever it changed since; a few are named
         print(f"live alerts = replay in {len(runs) - len(differ)} of {len(runs)} runs"
               + (f" (differ: {', '.join(differ)})" if 0 < len(differ) <= 5 else ""))
-    for variant in ("", "ramp"):
+    for variant in ("", "ramp", EPOCHLY_TAG, f"ramp-{EPOCHLY_TAG}"):
         table = grid_table(judged, variant)
         if table:
-            print()
+            print("\nevaluated every epoch:" if EPOCHLY_TAG in variant else "")
             print("\n".join(table))
     if args.runs:
         print()
