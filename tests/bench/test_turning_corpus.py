@@ -49,6 +49,10 @@ def test_the_ramp_table_holds_the_ramp_twins_and_demo_turning_as_its_nsgan_row()
     plain = grid_table(runs)
     assert [line.split(" | ")[0] for line in plain[2:]] == ["| sqd-lsgan-gp-digits"]
     assert grid_table(runs[:1]) == []
+    # evaluated every epoch: demo-turning-e1 is the NSGAN row of the ramp-e1 table only
+    runs.append(judged("demo-turning-e1-seed0", "demo-turning", "e1", 0))
+    assert [line.split(" | ")[0] for line in grid_table(runs, "ramp-e1")[2:]] == ["| sqd-nsgan-digits + ramp"]
+    assert len(grid_table(runs, "ramp")[2:]) == 2 and grid_table(runs, "e1") == []
 
 
 def test_no_recorded_stable_run_gets_a_critical_alert():
