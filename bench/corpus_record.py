@@ -69,7 +69,7 @@ class Planned:
 def plan() -> list[Planned]:
     """The recording order: the demo check first, then the families, a third grid seed, the lr-ramp grid, then the
     slow ones (GraN before the R3GAN ablations: a family not yet recorded at all before a further seed of one that
-    is); then the fast families again, evaluated every epoch (EPOCHLY), turning runs first."""
+    is); then the fast families again, evaluated every epoch (EPOCHLY), turning runs first; then more demo seeds."""
     one = {"train.threads": 1}  # two runs, the worker and the server share 2 cores
     as_then = {**one, "train.checkpoint_every_epochs": None, "train.checkpoint_every": 250}  # the demos until 12-07
     runs = [Planned("demo-stable", k, as_then) for k in range(10)]
@@ -90,6 +90,9 @@ def plan() -> list[Planned]:
     runs += [Planned(p, k, {**LENGTH, **e1}, "e1") for k in range(2) for p in GRID]
     runs += [Planned(p, k, {**LENGTH, **e1}, "e1") for p in ("icr-wgan-acgd-digits", "icr-wgan-adam-digits")
              for k in range(3)]
+    # Held out: recorded after the detector's last change, so its live alerts are the figures of the final rules.
+    runs += [Planned("demo-turning", k, e1, "e1") for k in range(3, 6)]
+    runs += [Planned("demo-stable", k, e1, "e1") for k in range(10, 20)]
     return [Planned(r.preset, r.seed, {**r.overrides, "train.seed": r.seed}, r.variant) for r in runs]
 
 

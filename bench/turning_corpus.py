@@ -23,6 +23,7 @@ covered many modes.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -56,6 +57,7 @@ class Judged:
 
 
 SUSTAIN_EVALS = 3  # evaluations after the fall that must stay down for a "sustained" turn
+PLATEAU_MODES = 400  # a healthy plateau of the 1,000 modes: the collapses the alert is for
 
 
 def turn_shape(run: CorpusRun) -> tuple[str, float] | None:
@@ -85,6 +87,15 @@ def judge(run: CorpusRun) -> Judged:
     j.hit_critical = next((tp for tp in inside if severity(tp) == "critical"), None)
     j.early = [tp for tp in j.tps if tp.detected_step < lo]
     return j
+
+
+# The detector's last change (commit 5a2a159, a sustained rise must climb above its window): the runs created after
+# it were recorded with the final rules live and influenced nothing in them, so they are its held-out figures.
+DETECTOR_FROZEN_AT = dt.datetime(2026, 12, 7, 6, 15, tzinfo=dt.UTC).timestamp()
+
+
+def held_out(j: Judged) -> bool:
+    return float(j.run.meta.get("created_at", 0.0)) > DETECTOR_FROZEN_AT
 
 
 DETECTOR_RULES = ("turning point", "instability")  # the rules of the live alerts the detector raised
@@ -124,6 +135,8 @@ def family_table(judged: list[Judged]) -> list[str]:
     order = sorted(by_family, key=lambda f: FAMILY_ORDER.index(f) if f in FAMILY_ORDER else len(FAMILY_ORDER))
     lines += [row(f, by_family[f]) for f in order]
     lines.append(row("**all**", judged))
+    if later := [j for j in judged if held_out(j)]:
+        lines.append(row("held out (recorded after the detector's last change)", later))
     return lines
 
 
@@ -188,6 +201,14 @@ def shape_lines(judged: list[Judged]) -> list[str]:
         anyx = sum(j.hit_any is not None for j in runs)
         lines.append(f"{name} turns: {len(runs)} ({', '.join(j.run.name for j in runs) or 'none'}); found "
                      f"critical {crit}, any {anyx}")
+    for cadence in sorted({j.run.cadence for j in judged}):
+        runs = [j for j in judged if j.run.cadence == cadence
+                and (shape := turn_shape(j.run)) is not None and shape[1] >= PLATEAU_MODES]
+        missed = [j.run.name for j in runs if j.hit_critical is None]
+        delays = [d for j in runs if (d := j.delay()) is not None]
+        lines.append(f"collapses from a plateau of >= {PLATEAU_MODES} modes, evaluated {cadence}: {len(runs)}; "
+                     f"critical {len(runs) - len(missed)} (missed: {', '.join(missed) or 'none'}), median delay "
+                     f"{f'{np.median(delays):.1f}' if delays else '—'} epochs")
     return lines
 
 

@@ -64,3 +64,13 @@ def test_no_recorded_stable_run_gets_a_critical_alert():
     assert len(stable) >= 40
     flagged = {run.name: [tp.explanation for tp in run.replay() if severity(tp) == "critical"] for run in stable}
     assert {name: why for name, why in flagged.items() if why} == {}
+
+
+def test_the_held_out_row_counts_the_runs_recorded_after_the_detector_last_changed():
+    from turning_corpus import DETECTOR_FROZEN_AT, Judged, family_table  # noqa: PLC0415
+
+    before, after = corpus_run([1, 400, 600, 650], None), corpus_run([1, 400, 600, 650], None)
+    before.meta, after.meta = {"created_at": DETECTOR_FROZEN_AT - 60}, {"created_at": DETECTOR_FROZEN_AT + 60}
+    rows = family_table([Judged(before, []), Judged(after, [])])
+    assert rows[-2].startswith("| **all** | 2 |") and rows[-1].startswith("| held out (") and "| 1 |" in rows[-1]
+    assert not family_table([Judged(before, [])])[-1].startswith("| held out")
