@@ -13,7 +13,9 @@ drop, losses: a change either way). The combiner walks the marks of all keys in 
 where S_key(t) is the key's CUSUM at its latest mark at or before t (a mark of a key that went silent expires after
 `expiry_gaps` of its usual spacing). It fires when C ≥ 1 while armed, reports the keys that contributed, then stays
 disarmed until every key that fired has been calm for its `calm_blocks` and C < `rearm_level`: one alert per
-turning point, and again only after the run was stable.
+turning point, and again only after the run was stable — except that a warning does not hold back a critical: while
+a warning keeps it disarmed, evidence that would be critical as a fresh detection is raised as one (an instability,
+then the collapse).
 
 Online = offline by construction: `detect_turning_points` is `TurningDetector().update(series)`; the server feeds
 the same detector batch by batch and keeps its state between batches (`to_state` / `from_state`). Marks are held
@@ -220,6 +222,8 @@ class Combiner:
     sustained_at: dict[str, int] = field(default_factory=dict)  # angle key → last step it had stayed up
     # a warning that corroboration may still make critical: the detection, its window [lo, hi] and what it saw
     watch: dict[str, Any] | None = None
+    # disarmed by a warning: a later detection that is critical is still raised (a collapse after an instability)
+    after_warning: bool = False
 
     def apply(self, mark: Mark, params: TurningParams, epochs: EpochMap) -> list[TurningPoint]:
         self.current[mark.key] = mark
@@ -230,13 +234,30 @@ class Combiner:
             # a fired key stays pending until it sends a calm mark or goes silent past its expiry
             self.pending = [k for k in self.pending if self._live(k, mark.step)]
             if not self.pending and total < params.rearm_level:
-                self.armed = True
+                self.armed, self.after_warning = True, False
+            elif self.after_warning and self.watch is None and total >= 1.0:
+                found += self._escalate(mark.step, parts, total, params, epochs)
             return found
         if total < 1.0:
             return found
         signals = sorted((k for k, c in parts.items() if c >= params.contrib_min), key=lambda k: -parts[k])
         self.armed, self.pending = False, list(signals)
-        return [*found, self._turning_point(mark.step, signals, parts, total, params, epochs)]
+        tp, self.watch = self._turning_point(mark.step, signals, parts, total, params, epochs)
+        self.after_warning = tp.severity == "warning"
+        return [*found, tp]
+
+    def _escalate(self, step: int, parts: dict[str, float], total: float, params: TurningParams,
+                  epochs: EpochMap) -> list[TurningPoint]:
+        """While a warning keeps the detector disarmed, evidence that is critical on its own is a new turning
+        point (an instability, then the collapse); anything less stays part of the warning. Only what came within
+        the last `corroborate_epochs` counts: the warning's own evidence arriving late never upgrades it outside
+        its window."""
+        signals = sorted((k for k, c in parts.items() if c >= params.contrib_min), key=lambda k: -parts[k])
+        tp, _ = self._turning_point(step, signals, parts, total, params, epochs, recent=True)
+        if tp.severity != "critical":
+            return []
+        self.after_warning, self.pending = False, sorted({*self.pending, *signals})
+        return [tp]
 
     def _note(self, mark: Mark, contribution: float, params: TurningParams) -> None:
         group = _group(mark.key)
@@ -271,7 +292,7 @@ class Combiner:
             return None
         warning = TurningPoint(**self.watch["tp"])
         saw = self.watch["saw"]
-        self.watch = None
+        self.watch, self.after_warning = None, False
         extra = [k for k in seen.degradations + seen.jumps if k not in warning.signals and k in self.current]
         marks = [self.current[k] for k in extra]
         corroborated_by = seen.keys(warning.signals)
@@ -304,7 +325,11 @@ class Combiner:
         return parts, sum(best.values())
 
     def _turning_point(self, step: int, signals: list[str], parts: dict[str, float], total: float,
-                       params: TurningParams, epochs: EpochMap) -> TurningPoint:
+                       params: TurningParams, epochs: EpochMap, *, recent: bool = False,
+                       ) -> tuple[TurningPoint, dict[str, Any] | None]:
+        """The detection at `step` and, for a warning whose window is still open, what `watch` keeps of it. Its
+        evidence is what came within `corroborate_epochs` of the turning step (and up to `step`), or with
+        `recent`, of `step` itself."""
         marks = [self.current[k] for k in signals]
         angles = [m for m in marks if m.key.startswith("angle")]
         # the (lower) median onset: one weak key lifted early by noise does not move the turning step
@@ -313,7 +338,8 @@ class Combiner:
         # the window: corroboration_epochs either side of the onset, and everything up to this detection
         width = params.corroborate_epochs * epochs.steps_per_epoch(step, params.block_steps * params.blocks_per_epoch)
         lo, hi = int(onset - width), int(onset + width)
-        seen = self._seen(lo, onset, max(hi, step))
+        since = int(step - width)
+        seen = self._seen(since, since, step) if recent else self._seen(lo, onset, max(hi, step))
         saw = describe(marks)
         missing = seen.missing(params)
         corroborated_by = seen.keys(signals)
@@ -324,20 +350,19 @@ class Combiner:
                                               missing),
                           severity="critical" if seen.critical else "warning", corroborated_by=corroborated_by,
                           missing=missing)
-        self.watch = None if seen.critical or hi <= step else {"tp": tp.to_dict(), "lo": lo, "hi": hi, "saw": saw}
-        return tp
+        return tp, None if seen.critical or hi <= step else {"tp": tp.to_dict(), "lo": lo, "hi": hi, "saw": saw}
 
     def to_state(self) -> dict[str, Any]:
         return {"current": [m.to_list() for m in self.current.values()], "armed": self.armed,
                 "pending": self.pending, "strong_at": self.strong_at, "sustained_at": self.sustained_at,
-                "watch": self.watch}
+                "watch": self.watch, "after_warning": self.after_warning}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Combiner:
         current = {m.key: m for m in (Mark.from_list(row) for row in state["current"])}
         # states saved before severities existed have no strong_at / sustained_at / watch
         return cls(current, bool(state["armed"]), list(state["pending"]), dict(state.get("strong_at", {})),
-                   dict(state.get("sustained_at", {})), state.get("watch"))
+                   dict(state.get("sustained_at", {})), state.get("watch"), bool(state.get("after_warning", False)))
 
 
 def _evidence(marks: Sequence[Mark], parts: Mapping[str, float]) -> dict[str, dict[str, float]]:

@@ -285,6 +285,30 @@ def test_fires_once_and_rearms_after_the_run_is_stable_again() -> None:
     assert len(criticals(detect_turning_points(run, held))) == 1
 
 
+def test_a_warning_does_not_hold_back_the_collapse_that_follows_it() -> None:
+    """sqd-lsgan-gp-digits-ramp-e1-seed2's case (docs/alerts.md): an instability warning leaves the detector
+    disarmed while its angles stay restless, and the collapse that follows must still be a turning point. A lone
+    D spike at epoch 30, then at epoch 45 the weights freeze as the diversity collapses (critical on its own); the
+    angle keys are kept from calming, so the detector is still disarmed by the warning when the collapse comes."""
+    run = make_run(2, diversity_drop_epoch=45.0, lr_drop_epoch=45.0)
+    for key in ("angle/D", "angle_epoch/D"):
+        steps, values, epochs = run[key]
+        run[key] = (steps, np.where(steps // SPE == 30, values * 8, values), epochs)
+    held = TurningParams().with_group("angle_epoch", calm_blocks=40).with_group("angle_step", calm_blocks=200)
+    for params in (TurningParams(), held):
+        warning, tp = detect_turning_points(run, params)
+        assert warning.severity == "warning" and warning.epoch == 30
+        assert tp.severity == "critical" and 44 <= tp.epoch <= 46 and "eval/diversity" in tp.corroborated_by
+    # once critical, the detector stays disarmed: a critical is not raised again for the same restless stretch
+    assert len(detect_turning_points(run, held)) == 2
+    state, online = TurningDetector(held).to_state(), []
+    for batch in _chunks(run, np.random.default_rng(8), SPE):
+        det = TurningDetector.from_state(json.loads(json.dumps(state)), held)
+        online += det.update(batch)
+        state = det.to_state()
+    assert [tp.to_dict() for tp in online] == [tp.to_dict() for tp in detect_turning_points(run, held)]
+
+
 def test_params_round_trip_and_import_has_no_server_side_effects() -> None:
     params = TurningParams().with_group("quality", coef=0.25)
     assert TurningParams.from_dict(json.loads(json.dumps(params.to_dict()))) == params

@@ -109,10 +109,10 @@ def test_a_freeze_with_a_collapse_is_a_turning_point_through_the_server(client):
 
 
 def test_a_rule_with_params_changes_what_is_detected(client):
-    """A window of half an epoch leaves no time for the angles to stay up: the jump stays a warning."""
+    """Angles must stay up for 50 epochs to corroborate a jump: in a 60-epoch run, the jump at 30 stays a warning."""
     run_id = new_run(client, "tuned")
     r = client.post("/api/v1/rules", headers=AUTH, json={"kind": "turning_point", "run_id": run_id,
-                                                        "params": {"corroborate_epochs": 0.5}})
+                                                        "params": {"sustain_epochs": 50}})
     assert r.status_code == 201, r.text
     feed(client, run_id, make_run(jump_epoch=30.0))
     alerts = client.get("/api/v1/alerts", params={"run_id": run_id}).json()["data"]
