@@ -93,6 +93,8 @@ def plan() -> list[Planned]:
     # Held out: recorded after the detector's last change, so its live alerts are the figures of the final rules.
     runs += [Planned("demo-turning", k, e1, "e1") for k in range(3, 6)]
     runs += [Planned("demo-stable", k, e1, "e1") for k in range(10, 20)]
+    runs += [Planned(p, 3, {**LENGTH, **e1, **RAMP}, "ramp-e1") for p in RAMP_GRID]
+    runs += [Planned(p, 2, {**LENGTH, **e1}, "e1") for p in GRID]
     return [Planned(r.preset, r.seed, {**r.overrides, "train.seed": r.seed}, r.variant) for r in runs]
 
 
