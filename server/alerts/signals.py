@@ -57,6 +57,9 @@ FAMILIES: tuple[tuple[str, str, str, int], ...] = (
 )
 PER_POINT_GROUPS = frozenset({"angle_epoch", "quality", "diversity", "fid", "modes"})  # one point = one block
 DEGRADATION_GROUPS = frozenset({"quality", "diversity", "fid", "modes"})  # what corroborates an angle jump
+# ...but FID only beside another of them: a small sample's FID is a noisy lone witness (on 1,000 digits samples it
+# moves 2x between evaluations of healthy runs, and a stable run's one-evaluation 107 -> 322 -> 98 made a critical)
+SUPPORTING_GROUPS = frozenset({"fid"})
 # Families the detector derives from another family's series instead of reading a stored key: `angle_drop/X`
 # scores the points of `angle/X` for a *fall* far below their recent level. When a GAN collapses the weights
 # often freeze instead of thrashing (D saturates and G's gradient vanishes: the per-step angles drop 10-300×

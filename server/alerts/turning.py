@@ -40,6 +40,7 @@ from sqd.server.alerts.signals import (
     DEGRADATION_GROUPS,
     DERIVED_GROUPS,
     GROUPS,
+    SUPPORTING_GROUPS,
     GroupParams,
     Mark,
     SignalTracker,
@@ -188,6 +189,7 @@ class Corroboration:
     jumps: list[str]
     degradations: list[str]
     sustained: list[str]
+    alone: list[str] = field(default_factory=list)  # supporting degradations seen without another one
 
     @property
     def critical(self) -> bool:
@@ -208,6 +210,8 @@ class Corroboration:
         if not (self.degradations or self.sustained):
             items.append(f"no drop of quality, diversity, modes or rise of FID {within}, and the epoch angle did "
                          f"not stay up for {params.sustain_epochs} epochs")
+        if self.alone and not self.critical:
+            items.append(f"{', '.join(self.alone)} rose, but counts only beside a drop of quality, diversity or modes")
         return "; ".join(items)
 
 
@@ -274,10 +278,12 @@ class Combiner:
         """An angle jump anywhere in [lo, hi]; a degradation or a sustained rise only from the turning step on
         (one that came before the jump did not come with it: on stable runs that is noise meeting a spike)."""
         strong = {k: at for k, at in self.strong_at.items() if lo <= at <= hi}
+        degradations = sorted(k for k, at in strong.items() if _group(k) in DEGRADATION_GROUPS and at >= onset)
+        alone = all(_group(k) in SUPPORTING_GROUPS for k in degradations)
         return Corroboration(jumps=sorted(k for k in strong if k.startswith("angle")),
-                             degradations=sorted(k for k, at in strong.items()
-                                                 if _group(k) in DEGRADATION_GROUPS and at >= onset),
-                             sustained=sorted(k for k, at in self.sustained_at.items() if onset <= at <= hi))
+                             degradations=[] if alone else degradations,
+                             sustained=sorted(k for k, at in self.sustained_at.items() if onset <= at <= hi),
+                             alone=degradations if alone else [])
 
     def _upgrade(self, step: int, parts: dict[str, float], total: float, params: TurningParams,
                  epochs: EpochMap) -> TurningPoint | None:
