@@ -208,10 +208,11 @@ class Corroboration:
         within = f"within {params.corroborate_epochs:g} epochs"
         items = [] if self.jumps else [f"no angle jump or drop {within}"]
         if not (self.degradations or self.sustained):
-            items.append(f"no drop of quality, diversity, modes or rise of FID {within}, and the epoch angle did "
-                         f"not stay up for {params.sustain_epochs} epochs")
-        if self.alone and not self.critical:
-            items.append(f"{', '.join(self.alone)} rose, but counts only beside a drop of quality, diversity or modes")
+            seen = f"no drop of quality, diversity, modes or rise of FID {within}"
+            if self.alone:
+                seen = (f"no drop of quality, diversity or modes {within} ({', '.join(self.alone)} rose, which "
+                        f"counts only beside one)")
+            items.append(f"{seen}, and the epoch angle did not stay up for {params.sustain_epochs} epochs")
         return "; ".join(items)
 
 

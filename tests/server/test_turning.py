@@ -13,6 +13,7 @@ import pytest
 from sqd.server.alerts.signals import SignalTracker
 from sqd.server.alerts.turning import (
     DEFAULT_GROUPS,
+    Corroboration,
     TurningDetector,
     TurningParams,
     TurningPoint,
@@ -104,6 +105,28 @@ def test_one_epoch_spike_stays_a_warning() -> None:
     (tp,) = detect_turning_points(run)
     assert tp.severity == "warning" and tp.epoch == 30 and "Not a turning point" in tp.explanation
     assert detect_turning_points(run, TurningParams(sustain_epochs=1))[-1].severity == "critical"
+
+
+def test_fid_rising_alone_does_not_make_a_spike_critical() -> None:
+    """sqd-nsgan-gp-digits-e1-seed2's case (docs/alerts.md): a D spike meets one evaluation whose FID rises 5× and
+    recovers while quality, diversity and modes hold: a warning that says so. With the diversity falling too it is
+    a turning point."""
+    run = make_run(2)
+    for key in ("angle/D", "angle_epoch/D"):
+        steps, values, epochs = run[key]
+        run[key] = (steps, np.where(steps // SPE == 30, values * 8, values), epochs)
+    ends, _, eval_epochs = run["eval/quality"]
+    fid = 100.0 * np.exp(0.02 * np.random.default_rng(3).standard_normal(len(ends)))
+    run["eval/fid"] = (ends, np.where(eval_epochs == 30, fid * 5, fid), eval_epochs)
+    (tp,) = detect_turning_points(run)
+    assert tp.severity == "warning" and tp.corroborated_by == []
+    assert Corroboration(["angle/D"], [], [], alone=["eval/fid"]).missing(TurningParams()) == (
+        "no drop of quality, diversity or modes within 4 epochs (eval/fid rose, which counts only beside one), and "
+        "the epoch angle did not stay up for 4 epochs")
+    steps, diversity, epochs = run["eval/diversity"]
+    run["eval/diversity"] = (steps, np.where(epochs >= 30, diversity - 3.0, diversity), epochs)
+    (tp,) = criticals(detect_turning_points(run))
+    assert tp.epoch == 30 and "eval/diversity" in tp.corroborated_by
 
 
 def test_angles_moving_again_after_a_freeze_are_no_sustained_rise() -> None:
