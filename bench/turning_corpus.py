@@ -162,12 +162,13 @@ def grid_table(judged: list[Judged], variant: str = "") -> list[str]:
     if not grid:
         return []
     presets = sorted({twin(j.run, variant) for j in grid}, key=lambda p: ("-gp-" in str(p), str(p)))
-    seeds = sorted({j.run.seed for j in grid})
+    # the seeds of the twins: demo-turning's further seeds (the demo check's) would widen the table by a row's worth
+    seeds = sorted({j.run.seed for j in grid if j.run.preset != "demo-turning"} or {j.run.seed for j in grid})
     lines = ["| twin | GP | " + " | ".join(f"seed {s}: label / critical at epoch" for s in seeds)
              + " | turned (label) | turned (critical) |",
              "|---|---|" + "---|" * len(seeds) + "---:|---:|"]
     for preset in presets:
-        runs = {j.run.seed: j for j in grid if twin(j.run, variant) == preset}
+        runs = {j.run.seed: j for j in grid if twin(j.run, variant) == preset and j.run.seed in seeds}
         cells = []
         for s in seeds:
             j = runs.get(s)
