@@ -99,6 +99,7 @@ def plan() -> list[Planned]:
     # held out from the FID rule (a lone FID rise no longer corroborates), which the runs above led to
     runs += [Planned("demo-stable", k, e1, "e1") for k in range(20, 30)]
     runs += [Planned(p, 3, {**LENGTH, **e1}, "e1") for p in GRID if "-gp-" in p]
+    runs += [Planned("demo-turning", k, e1, "e1") for k in range(6, 10)]
     return [Planned(r.preset, r.seed, {**r.overrides, "train.seed": r.seed}, r.variant) for r in runs]
 
 
