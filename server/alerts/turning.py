@@ -245,7 +245,7 @@ class Combiner:
             return found
         if total < 1.0:
             return found
-        signals = sorted((k for k, c in parts.items() if c >= params.contrib_min), key=lambda k: -parts[k])
+        signals = _fired(parts, params)
         self.armed, self.pending = False, list(signals)
         tp, self.watch = self._turning_point(mark.step, signals, parts, total, params, epochs)
         self.after_warning = tp.severity == "warning"
@@ -257,7 +257,7 @@ class Combiner:
         point (an instability, then the collapse); anything less stays part of the warning. Only what came within
         the last `corroborate_epochs` counts: the warning's own evidence arriving late never upgrades it outside
         its window."""
-        signals = sorted((k for k, c in parts.items() if c >= params.contrib_min), key=lambda k: -parts[k])
+        signals = _fired(parts, params)
         tp, _ = self._turning_point(step, signals, parts, total, params, epochs, recent=True)
         if tp.severity != "critical":
             return []
@@ -370,6 +370,11 @@ class Combiner:
         # states saved before severities existed have no strong_at / sustained_at / watch
         return cls(current, bool(state["armed"]), list(state["pending"]), dict(state.get("strong_at", {})),
                    dict(state.get("sustained_at", {})), state.get("watch"), bool(state.get("after_warning", False)))
+
+
+def _fired(parts: Mapping[str, float], params: TurningParams) -> list[str]:
+    """The keys a detection names: every contribution of at least `contrib_min`, strongest first."""
+    return sorted((k for k, c in parts.items() if c >= params.contrib_min), key=lambda k: -parts[k])
 
 
 def _evidence(marks: Sequence[Mark], parts: Mapping[str, float]) -> dict[str, dict[str, float]]:
