@@ -18,7 +18,8 @@ The zoo's real training step (`GANTrainer.step`) runs in alternating blocks with
   costs such as the caches the Monitor's copies evict);
 * first ms: the first `mon.step` of the process (with its flush), in the warm-up — on a CPU it loads the compiled
   pass of sqd.trainer.host_sums (compiles it, the first time on a machine); not in the figures above;
-* checkpoint: one `torch.save` of the checkpoint dict in the training thread, amortized over `checkpoint_every`;
+* checkpoint: one `torch.save` of the checkpoint dict in the training thread, amortized over the preset's
+  checkpoint interval (its `checkpoint_every` steps, or its epoch cadence in steps);
 * `--phases`: then one more block with timing wrappers around the phases of `mon.step` (bench/gpu/phases.py),
   printed as one line per preset — where the host time goes (each wrapper adds ~1 µs);
 * sys: one system-metrics sample (sqd.trainer.system_metrics, in the sender thread) in µs, and as a share of the
@@ -33,6 +34,7 @@ On a GPU machine the presets run on cuda (step times are synchronised at block e
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import tempfile
@@ -73,6 +75,15 @@ def helper_cpu_s() -> float:
             except OSError:  # ended meanwhile
                 pass
     return total
+
+
+def checkpoint_interval(cfg: Any, trainer: Any) -> float:
+    """Steps between the preset's checkpoints: its step cadence, or its epoch cadence in steps (inf: none)."""
+    if cfg.train.checkpoint_every:
+        return float(cfg.train.checkpoint_every)
+    if cfg.train.checkpoint_every_epochs:
+        return cfg.train.checkpoint_every_epochs * len(trainer.data) / cfg.train.batch
+    return math.inf
 
 
 def measure(preset: str, settings: Settings, rounds: int, block: int, threads: int, phases: bool
@@ -136,7 +147,7 @@ def measure(preset: str, settings: Settings, rounds: int, block: int, threads: i
             "in_loop_pct": 100 * statistics.median(in_loop),
             "cpu_ab_pct": statistics.median(paired), "cpu_ab_lo": paired[len(paired) // 4],
             "cpu_ab_hi": paired[(3 * len(paired)) // 4],
-            "checkpoint_pct": 100 * checkpoint_s / (cfg.train.checkpoint_every * step_s),
+            "checkpoint_pct": 100 * checkpoint_s / (checkpoint_interval(cfg, trainer) * step_s),
             "params_g": sum(p.numel() for p in trainer.G.parameters()),
             "params_d": sum(p.numel() for p in trainer.D.parameters()), "device": str(trainer.device),
             "phases": breakdown}

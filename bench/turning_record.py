@@ -1,9 +1,10 @@
 """Record real stacked-digit runs of the demo presets for the turning-point benchmark (bench/data/*.npz).
 
 Each run trains with sqd.trainer.loop.train and, instead of a Monitor + bus, a recorder that computes the same
-signals in-process: per-step and per-epoch weight angles with the Monitor's `AngleTracker`, the losses, and every
-`train.checkpoint_every` steps the worker's `digits` evaluation of 1000 samples (eval/quality, eval/diversity,
-eval/modes_covered), as a worker would compute them from the checkpoint.
+signals in-process: per-step and per-epoch weight angles with the Monitor's `AngleTracker`, the losses, and the
+worker's `digits` evaluation of 1000 samples (eval/quality, eval/diversity, eval/modes_covered), as a worker would
+compute them from the checkpoints the preset asks for (every `train.checkpoint_every` steps and/or at the end of
+every `train.checkpoint_every_epochs`-th epoch).
 
 Label (with hindsight, which the online detector never has): a run turned when its diversity falls below 75% of
 its best so far; the turning step is the last evaluation before the fall. Runs that never do are stable.
@@ -35,10 +36,11 @@ def digits_profile() -> Any:
 class Recorder:
     """A `Reporter` for sqd.trainer.loop.train that keeps every signal in memory."""
 
-    def __init__(self, trainer: Any, profile: Any, every: int) -> None:
+    def __init__(self, trainer: Any, profile: Any, every: int | None, every_epochs: int | None) -> None:
         from sqd.trainer.stability import AngleTracker, trainable_parameters
 
-        self.trainer, self.profile, self.every = trainer, profile, every
+        # the Monitor's cadence: every `every` steps and at the end of every `every_epochs`-th epoch
+        self.trainer, self.profile, self.every, self.every_epochs = trainer, profile, every, every_epochs
         nets = {"G": trainer.G, "D": trainer.D}
         self.steps = {k: AngleTracker(trainable_parameters(v)) for k, v in nets.items()}
         self.epochs = {k: AngleTracker(trainable_parameters(v)) for k, v in nets.items()}
@@ -55,33 +57,41 @@ class Recorder:
 
     def step(self, step: int, epoch: int | None = None, losses: Any = None, lr: Any = None,
              metrics: Any = None) -> None:
-        import torch
-
         e = int(epoch or 0)
         self.last = (step, e)
         for k, t in self.steps.items():
             self.rows[f"angle/{k}"].append((step, float(t.update()), e))
         for k, v in (losses or {}).items():
             self.rows[f"loss/{k}"].append((step, float(v), e))
-        if step % self.every == 0:
-            g = self.trainer.G
-            was = g.training
-            g.eval()
-            gen = torch.Generator().manual_seed(7)
-
-            def sample(n: int) -> torch.Tensor:
-                with torch.no_grad():
-                    z = torch.randn(n, self.trainer.g_spec["z_dim"], generator=gen)
-                    return g(z.to(self.trainer.device)).cpu()
-
-            metrics = self.profile.evaluate(sample, {})
-            g.train(was)
-            for key in EVAL_KEYS:
-                self.rows[key].append((step, metrics[key], e))
+        if self.every and step % self.every == 0:
+            self._evaluate(step, e)
 
     def end_epoch(self, epoch: int) -> None:
         for k, t in self.epochs.items():
             self.rows[f"angle_epoch/{k}"].append((self.last[0], float(t.update()), epoch))
+        if self.every_epochs and (epoch + 1) % self.every_epochs == 0:
+            self._evaluate(self.last[0], epoch)
+
+    def _evaluate(self, step: int, epoch: int) -> None:
+        import torch
+
+        done = self.rows[EVAL_KEYS[0]]
+        if done and done[-1][0] == step:
+            return  # a step both cadences want is evaluated once
+        g = self.trainer.G
+        was = g.training
+        g.eval()
+        gen = torch.Generator().manual_seed(7)
+
+        def sample(n: int) -> torch.Tensor:
+            with torch.no_grad():
+                z = torch.randn(n, self.trainer.g_spec["z_dim"], generator=gen)
+                return g(z.to(self.trainer.device)).cpu()
+
+        metrics = self.profile.evaluate(sample, {})
+        g.train(was)
+        for key in EVAL_KEYS:
+            self.rows[key].append((step, metrics[key], epoch))
 
 
 def label(steps: np.ndarray, diversity: np.ndarray) -> int:
@@ -106,7 +116,7 @@ def record(preset: str, seed: int, steps: int | None, out: Path) -> Path:
     holder: dict[str, Recorder] = {}
 
     def factory(trainer: Any) -> Recorder:
-        holder["r"] = Recorder(trainer, profile, cfg.train.checkpoint_every)
+        holder["r"] = Recorder(trainer, profile, cfg.train.checkpoint_every, cfg.train.checkpoint_every_epochs)
         return holder["r"]
 
     t0 = time.monotonic()

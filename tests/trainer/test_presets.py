@@ -34,6 +34,15 @@ def test_preset_families_cover_the_issue() -> None:
             "icr-wgan-acgd-cifar10", "icr-wgan-adam-cifar10"} <= names
 
 
+def test_sqd_digits_twins_are_evaluated_at_every_epochs_end() -> None:
+    """The cadence the turning-point alert was measured at (docs/alerts.md): an epoch's end, not a step count."""
+    twins = [p.name for p in list_presets() if p.name.startswith(("sqd-", "demo-")) and p.dataset == "stacked_digits"]
+    assert len(twins) == 10
+    for name in twins:
+        train = resolve_config(name).train
+        assert (train.checkpoint_every, train.checkpoint_every_epochs) == (None, 1), name
+
+
 def test_seed_settings() -> None:
     r3 = resolve_config("r3gan-digits")
     assert (r3.loss.name, r3.reg.names, r3.optim.betas[0], r3.model.z_dim) == ("rpgan", ["r1r2"], 0.0, 64)
