@@ -39,8 +39,9 @@ from sqd.errors import SQDError
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS_DIR = Path(__file__).parent / "data" / "corpus"
 FAMILIES = ("angle/", "angle_epoch/", "loss/", "eval/")
-# every run at least as long as the demo (6000 steps) and evaluated as often (every 250 steps)
-LENGTH = {"train.steps": 6000, "train.checkpoint_every": 250}
+# every run at least as long as the demo (6000 steps) and evaluated as often as it was then (every 250 steps; the
+# grid's presets evaluate at every epoch's end since 2026-12-07, which EPOCHLY below asks of any preset)
+LENGTH = {"train.steps": 6000, "train.checkpoint_every": 250, "train.checkpoint_every_epochs": None}
 GRID = [f"sqd-{loss}{gp}-digits" for loss in ("nsgan", "lsgan", "hinge", "wgan") for gp in ("", "-gp")]
 # The stress variant of the grid: demo-turning's lr warm-up (2e-3 → 4e-2 over 3,000 steps, past what the NSGAN twin
 # tolerates) on every twin, so the corpus holds collapses after a healthy start — what the alert is for — and seed
@@ -100,6 +101,15 @@ def plan() -> list[Planned]:
     runs += [Planned("demo-stable", k, e1, "e1") for k in range(20, 30)]
     runs += [Planned(p, 3, {**LENGTH, **e1}, "e1") for p in GRID if "-gp-" in p]
     runs += [Planned("demo-turning", k, e1, "e1") for k in range(6, 10)]
+    # held out from the same detector, recorded a session later: turning runs of every family first
+    runs += [Planned(p, 4, {**LENGTH, **e1, **RAMP}, "ramp-e1") for p in RAMP_GRID]
+    runs += [Planned(p, 3, {**LENGTH, **e1}, "e1") for p in GRID if "-gp-" not in p]
+    runs += [Planned(p, 3, {**LENGTH, **e1}, "e1") for p in ("icr-wgan-acgd-digits", "icr-wgan-adam-digits")]
+    runs += [Planned("demo-turning", k, e1, "e1") for k in range(10, 14)]
+    # the slow families at this cadence (~20 min a run here, two at once): first R3GAN's NS-loss ablation, whose
+    # seed 0 lost half its modes at 250 steps with no alert, and GraN-D; then the others; then more seeds
+    slow = ("r3gan-digits-nsgan", "grand-digits", "r3gan-digits", "r3gan-digits-r1", "granc-digits")
+    runs += [Planned(p, k, {**LENGTH, **e1}, "e1") for k in range(3) for p in slow]
     return [Planned(r.preset, r.seed, {**r.overrides, "train.seed": r.seed}, r.variant) for r in runs]
 
 
