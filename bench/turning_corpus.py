@@ -215,6 +215,38 @@ def shape_lines(judged: list[Judged]) -> list[str]:
     return lines
 
 
+# The epoch angles are first scored at epoch 4 (3 epochs of history, the newest kept out: DEFAULT_GROUPS'
+# angle_epoch), the per-step angles after 4 epochs of blocks: a fall seen at an evaluation before that comes
+# inside the detector's warm-up, which it does not score by design (docs/alerts.md, "Known gaps").
+DETECTOR_WARMUP_EPOCHS = 4
+
+
+def miss_reason(j: Judged) -> str:
+    """Why a labelled turn has no critical in its window, in the terms of docs/alerts.md (post hoc, as the shapes):
+    where the fall came and what the detector raised instead."""
+    label = j.run.label.turning_epoch
+    assert label is not None
+    shape = turn_shape(j.run)
+    peak = shape[1] if shape else 0.0
+    where = ("in the warm-up" if label + 1 < DETECTOR_WARMUP_EPOCHS
+             else "from a plateau" if peak >= PLATEAU_MODES else "of a run that never covered many modes")
+    crit = [detected_epoch(j.run, tp) for tp in j.tps if severity(tp) == "critical"]
+    later = [e for e in crit if e > label]
+    raised = ("a critical before the window" if j.early and not later else
+              f"first critical {later[0] - label:.0f} epochs after" if later else
+              "a warning only" if j.hit_any else "no alert")
+    return f"{j.run.name} (label epoch {label}, peak {peak:.0f} modes, {where}: {raised})"
+
+
+def miss_lines(judged: list[Judged]) -> list[str]:
+    lines = []
+    for cadence in sorted({j.run.cadence for j in judged}):
+        missed = [j for j in judged if j.run.cadence == cadence and j.turning and j.hit_critical is None]
+        lines.append(f"missed turns, evaluated {cadence}: {len(missed)}"
+                     + "".join(f"\n  {miss_reason(j)}" for j in missed))
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", action="store_true", help="also list every run")
@@ -242,6 +274,7 @@ def main() -> None:
         print("\n".join(run_lines(judged)))
         print()
         print("\n".join(shape_lines(judged)))
+        print("\n".join(miss_lines(judged)))
 
 
 if __name__ == "__main__":

@@ -74,3 +74,25 @@ def test_the_held_out_row_counts_the_runs_recorded_after_the_detector_last_chang
     rows = family_table([Judged(before, []), Judged(after, [])])
     assert rows[-2].startswith("| **all** | 2 |") and rows[-1].startswith("| held out (") and "| 1 |" in rows[-1]
     assert not family_table([Judged(before, [])])[-1].startswith("| held out")
+
+
+def test_a_missed_turn_is_reported_with_where_it_fell_and_what_the_detector_raised():
+    from turning_corpus import judge, miss_reason  # noqa: PLC0415
+
+    from sqd.server.turning import TurningPoint  # noqa: PLC0415
+
+    def late_critical(step: int) -> TurningPoint:
+        return TurningPoint(step=step, epoch=step // 156, detected_step=step, detected_epoch=step // 156,
+                            signals=["angle_epoch/G"], scores={}, evidence={}, combined=1.0, explanation="")
+
+    plateau = corpus_run([1, 400, 600, 650, 100, 120, 110, 100], 750)  # label epoch 4, the fall at epoch 6
+    plateau.replay = lambda: []  # type: ignore[method-assign]
+    assert miss_reason(judge(plateau)).endswith("peak 650 modes, from a plateau: no alert)")
+    plateau.replay = lambda: [late_critical(16 * 156)]  # type: ignore[method-assign]
+    assert miss_reason(judge(plateau)).endswith("from a plateau: first critical 12 epochs after)")
+    young = corpus_run([1, 600, 100, 120, 110, 100], 250)  # label epoch 1: the fall comes before epoch 4
+    young.replay = lambda: []  # type: ignore[method-assign]
+    assert "in the warm-up: no alert" in miss_reason(judge(young))
+    few = corpus_run([1, 40, 64, 20, 30, 25, 70, 60, 50], 1000)
+    few.replay = lambda: []  # type: ignore[method-assign]
+    assert "peak 64 modes, of a run that never covered many modes: no alert" in miss_reason(judge(few))
