@@ -106,10 +106,14 @@ def plan() -> list[Planned]:
     runs += [Planned(p, 3, {**LENGTH, **e1}, "e1") for p in GRID if "-gp-" not in p]
     runs += [Planned(p, 3, {**LENGTH, **e1}, "e1") for p in ("icr-wgan-acgd-digits", "icr-wgan-adam-digits")]
     runs += [Planned("demo-turning", k, e1, "e1") for k in range(10, 14)]
-    # the slow families at this cadence (~20 min a run here, two at once): first R3GAN's NS-loss ablation, whose
-    # seed 0 lost half its modes at 250 steps with no alert, and GraN-D; then the others; then more seeds
+    # the slow families at this cadence (15-25 min a run here): first R3GAN's NS-loss ablation, whose seed 0 lost
+    # half its modes at 250 steps with no alert, and GraN-D; then R3GAN and its R1 ablation; then the NS
+    # ablation's further seeds (the one that turned, again at this cadence); then GraN-C and more seeds
     slow = ("r3gan-digits-nsgan", "grand-digits", "r3gan-digits", "r3gan-digits-r1", "granc-digits")
-    runs += [Planned(p, k, {**LENGTH, **e1}, "e1") for k in range(3) for p in slow]
+    runs += [Planned(p, 0, {**LENGTH, **e1}, "e1") for p in slow[:4]]
+    runs += [Planned(slow[0], k, {**LENGTH, **e1}, "e1") for k in (1, 2)]
+    runs += [Planned(slow[4], 0, {**LENGTH, **e1}, "e1")]
+    runs += [Planned(p, k, {**LENGTH, **e1}, "e1") for k in (1, 2) for p in slow[1:]]
     return [Planned(r.preset, r.seed, {**r.overrides, "train.seed": r.seed}, r.variant) for r in runs]
 
 
