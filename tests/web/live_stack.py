@@ -104,17 +104,24 @@ class DashboardServer:
 @contextmanager
 def trainer_agent(server: DashboardServer, agent_id: str) -> Iterator[subprocess.Popen[bytes]]:
     """A real `sqd agent` process on the server's bus, artifact store and data dir: it trains real `sqd train`
-    subprocesses for the launches the server sends; terminated afterwards."""
+    subprocesses for the launches the server sends; terminated afterwards. When the test fails inside, the ends
+    of the agent's log and of its runs' logs are printed (pytest shows them with the failure)."""
     s = server.settings
     env = {**os.environ, "SQD_HOME": str(s.home), "SQD_REDIS_URL": s.resolved_redis_url,
            "SQD_BUS__PREFIX": s.bus.prefix, "SQD_ARTIFACTS_URL": s.resolved_artifacts_url}
-    agent = subprocess.Popen([sys.executable, "-m", "sqd", "agent", "--id", agent_id], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield agent
-    finally:
-        agent.terminate()
-        agent.wait(30)
+    agent_log = s.home / f"agent-{agent_id}.log"
+    with agent_log.open("wb") as out:
+        agent = subprocess.Popen([sys.executable, "-m", "sqd", "agent", "--id", agent_id], env=env,
+                                 stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield agent
+        except BaseException:
+            for log in [agent_log, *sorted((s.home / "agent" / agent_id / "logs").glob("*.log"))]:
+                print(f"--- {log} (end) ---\n{log.read_text(errors='replace')[-3000:]}")
+            raise
+        finally:
+            agent.terminate()
+            agent.wait(30)
 
 
 @contextmanager
