@@ -32,6 +32,7 @@ from corpus_data import EPOCHLY_TAG, FAMILY_ORDER, CorpusRun, base_variant, load
 from corpus_labels import MODES_DROP
 from turning import EARLY_TOLERANCE_EPOCHS, LATE_LIMIT_EPOCHS
 
+from sqd.server.alerts.turning import DEFAULT_GROUPS
 from sqd.server.turning import TurningPoint
 
 
@@ -215,10 +216,10 @@ def shape_lines(judged: list[Judged]) -> list[str]:
     return lines
 
 
-# The epoch angles are first scored at epoch 4 (3 epochs of history, the newest kept out: DEFAULT_GROUPS'
-# angle_epoch), the per-step angles after 4 epochs of blocks: a fall seen at an evaluation before that comes
-# inside the detector's warm-up, which it does not score by design (docs/alerts.md, "Known gaps").
-DETECTOR_WARMUP_EPOCHS = 4
+# The epoch angles are first scored once they have `min_history` epochs of baseline besides the `guard` newest
+# (epoch 4 with the defaults; the per-step angles after 4 epochs of blocks): a fall seen at an evaluation before
+# that comes inside the detector's warm-up, which it does not score by design (docs/alerts.md, "Known gaps").
+DETECTOR_WARMUP_EPOCHS = DEFAULT_GROUPS["angle_epoch"].min_history + DEFAULT_GROUPS["angle_epoch"].guard
 
 
 def miss_reason(j: Judged) -> str:
@@ -230,11 +231,11 @@ def miss_reason(j: Judged) -> str:
     peak = shape[1] if shape else 0.0
     where = ("in the warm-up" if label + 1 < DETECTOR_WARMUP_EPOCHS
              else "from a plateau" if peak >= PLATEAU_MODES else "of a run that never covered many modes")
-    crit = [detected_epoch(j.run, tp) for tp in j.tps if severity(tp) == "critical"]
-    later = [e for e in crit if e > label]
-    raised = ("a critical before the window" if j.early and not later else
-              f"first critical {later[0] - label:.0f} epochs after" if later else
-              "a warning only" if j.hit_any else "no alert")
+    later = [e for tp in j.tps if severity(tp) == "critical" and (e := detected_epoch(j.run, tp)) > label]
+    early = [tp for tp in j.early if severity(tp) == "critical"]
+    raised = (f"first critical {later[0] - label:.0f} epochs after" if later else
+              "a critical before the window" if early else
+              "warnings only" if j.tps else "no alert")
     return f"{j.run.name} (label epoch {label}, peak {peak:.0f} modes, {where}: {raised})"
 
 

@@ -2,6 +2,7 @@
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -81,15 +82,22 @@ def test_a_missed_turn_is_reported_with_where_it_fell_and_what_the_detector_rais
 
     from sqd.server.turning import TurningPoint  # noqa: PLC0415
 
-    def late_critical(step: int) -> TurningPoint:
+    def late_critical(step: int, severity: Literal["warning", "critical"] = "critical") -> TurningPoint:
         return TurningPoint(step=step, epoch=step // 156, detected_step=step, detected_epoch=step // 156,
-                            signals=["angle_epoch/G"], scores={}, evidence={}, combined=1.0, explanation="")
+                            signals=["angle_epoch/G"], scores={}, evidence={}, combined=1.0, explanation="",
+                            severity=severity)
 
     plateau = corpus_run([1, 400, 600, 650, 100, 120, 110, 100], 750)  # label epoch 4, the fall at epoch 6
     plateau.replay = lambda: []  # type: ignore[method-assign]
     assert miss_reason(judge(plateau)).endswith("peak 650 modes, from a plateau: no alert)")
     plateau.replay = lambda: [late_critical(16 * 156)]  # type: ignore[method-assign]
     assert miss_reason(judge(plateau)).endswith("from a plateau: first critical 12 epochs after)")
+    plateau.replay = lambda: [late_critical(156), late_critical(16 * 156)]  # type: ignore[method-assign]
+    assert miss_reason(judge(plateau)).endswith("first critical 12 epochs after)")  # the later one tells more
+    plateau.replay = lambda: [late_critical(156)]  # type: ignore[method-assign]
+    assert miss_reason(judge(plateau)).endswith("from a plateau: a critical before the window)")
+    plateau.replay = lambda: [late_critical(156, "warning")]  # type: ignore[method-assign]
+    assert miss_reason(judge(plateau)).endswith("from a plateau: warnings only)")  # not an early critical
     young = corpus_run([1, 600, 100, 120, 110, 100], 250)  # label epoch 1: the fall comes before epoch 4
     young.replay = lambda: []  # type: ignore[method-assign]
     assert "in the warm-up: no alert" in miss_reason(judge(young))
