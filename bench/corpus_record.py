@@ -109,11 +109,10 @@ def plan() -> list[Planned]:
     # the slow families at this cadence (15-25 min a run here): first R3GAN's NS-loss ablation, whose seed 0 lost
     # half its modes at 250 steps with no alert, and GraN-D; then R3GAN and its R1 ablation; then the NS
     # ablation's further seeds (the one that turned, again at this cadence); then GraN-C and more seeds
-    slow = ("r3gan-digits-nsgan", "grand-digits", "r3gan-digits", "r3gan-digits-r1", "granc-digits")
-    runs += [Planned(p, 0, {**LENGTH, **e1}, "e1") for p in slow[:4]]
-    runs += [Planned(slow[0], k, {**LENGTH, **e1}, "e1") for k in (1, 2)]
-    runs += [Planned(slow[4], 0, {**LENGTH, **e1}, "e1")]
-    runs += [Planned(p, k, {**LENGTH, **e1}, "e1") for k in (1, 2) for p in slow[1:]]
+    slow = [("r3gan-digits-nsgan", 0), ("grand-digits", 0), ("r3gan-digits", 0), ("r3gan-digits-r1", 0),
+            ("r3gan-digits-nsgan", 1), ("r3gan-digits-nsgan", 2), ("granc-digits", 0)]
+    slow += [(p, k) for k in (1, 2) for p in ("grand-digits", "r3gan-digits", "r3gan-digits-r1", "granc-digits")]
+    runs += [Planned(p, k, {**LENGTH, **e1}, "e1") for p, k in slow]
     return [Planned(r.preset, r.seed, {**r.overrides, "train.seed": r.seed}, r.variant) for r in runs]
 
 
