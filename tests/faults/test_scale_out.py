@@ -215,7 +215,9 @@ def test_two_of_each_role_lose_and_double_nothing_when_a_server_and_a_worker_die
         for e in (e for e in evaluations if e["grid_uri"]):
             png = api.get(f"/runs/{run_id}/samples/{e['checkpoint_step']}.png")
             assert png.status_code == 200 and png.content.startswith(b"\x89PNG"), png.text
-        assert api.get(f"/runs/{run_id}/logs").json()["lines"]
+        # 'finished' comes from the run's Monitor; its agent copies the final log once it sees the process exit
+        wait_until(lambda r=run_id: api.get(f"/runs/{r}/logs").json().get("lines"), 30,
+                   f"{run_id}'s final training log in the store")
     assert not store.exists(ghost.uri)
     time.sleep(max(0.0, written_at + GRACE_S + 1 - time.time()))  # `sqd gc` itself, once the unknown run is old
     freed = sqd_gc(cluster, "--grace", f"{GRACE_S:g}s")["artifacts"]
