@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 import sqd
-from sqd.bus import CHECKPOINTS, INGEST
+from sqd.bus import BACKFILL, CHECKPOINTS, INGEST
 from sqd.server.context import ServerContext
 from sqd.server.schemas import Health
 
@@ -70,12 +70,22 @@ def _workers(ctx: ServerContext) -> dict[str, Any]:
     """Evaluation workers are alive when some consumer of `checkpoints` was active recently."""
     consumers = [c for g in group_info(ctx, CHECKPOINTS) for c in _consumers(ctx, CHECKPOINTS, g["name"])]
     alive = [c for c in consumers if c["idle_ms"] < STALE_S * 1000]
-    return {"evaluation_consumers": len(consumers), "active": len(alive)}
+    return {"evaluation_consumers": len(consumers), "active": len(alive), "backfill_waiting": _backfill_waiting(ctx)}
+
+
+def _backfill_waiting(ctx: ServerContext) -> int | None:
+    """Skipped checkpoints not yet evaluated after all (read or not); None when the bus cannot tell (no lag)."""
+    groups = group_info(ctx, BACKFILL)
+    if not groups:  # no worker has read it yet
+        return ctx.bus.length(BACKFILL)
+    if any(g.get("lag") is None for g in groups):
+        return None
+    return sum(int(g["lag"]) + int(g["pending"]) for g in groups)
 
 
 def check_health(ctx: ServerContext) -> Health:
     database, bus, ingest = _database(ctx), _bus(ctx), _ingest(ctx)
-    workers = _workers(ctx) if bus["ok"] else {"evaluation_consumers": None, "active": None}
+    workers = _workers(ctx) if bus["ok"] else {"evaluation_consumers": None, "active": None, "backfill_waiting": None}
     ok = database["ok"] and bus["ok"] and ingest["ok"]
     return Health(status="ok" if ok else "degraded", version=sqd.__version__, database=database, bus=bus,
                   ingest=ingest, workers=workers)

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 INGEST = "ingest"
 CONTROL = "control"
 CHECKPOINTS = "checkpoints"
+BACKFILL = "backfill"  # checkpoints a busy worker skipped, evaluated once no new checkpoint waits
 
 
 class TransientError(SQDError):

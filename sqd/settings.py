@@ -49,6 +49,10 @@ class WorkerSettings(BaseModel):
                                                        "Inception); lower it on a GPU with little memory")
     transient_retries: int = Field(20, ge=1, description="tries of a checkpoint whose artifact store is unreachable "
                                                           "before it is reported failed and dead-lettered")
+    backfill: bool = Field(
+        True, description="evaluate the checkpoints skipped under backpressure once no new checkpoint waits, so "
+                          "every checkpoint gets its point in the end (the turning-point detector, which reads a "
+                          "run in step order, does not see these late points)")
     models_dir: Path | None = None  # default: $SQD_HOME/models
     face_embedder: Literal["arcface", "dlib"] = Field(
         "arcface", description="faces profile: ArcFace ONNX (seed 003) or dlib's 128-d ResNet (ships its weights)")

@@ -1,4 +1,5 @@
-"""An evaluation worker SIGKILLed mid-evaluation: another worker completes it and the result is stored once."""
+"""An evaluation worker SIGKILLed mid-evaluation: another worker completes it and the result is stored once; the
+checkpoints it skipped are backfilled, so in the end every one has its evaluation and its points, once."""
 
 from __future__ import annotations
 
@@ -36,4 +37,10 @@ def test_worker_killed_mid_evaluation_is_finished_by_another_and_stored_once(sys
     assert len(evaluations) == len(steps)  # stored once each
     assert any(r["status"] == "ok" for r in evaluations)
     assert all(r["status"] in ("ok", "skipped") for r in evaluations), [r["error"] for r in evaluations]
+    # nothing new waits: worker B evaluates what it skipped, each "skipped" becomes "ok" in place
+    evaluations = wait_until(lambda: (rows := system.rows("evaluations", "r-eval")) and
+                             all(r["status"] == "ok" for r in rows) and rows, 240, "the skipped ones backfilled")
+    assert sorted(r["checkpoint_step"] for r in evaluations) == steps
+    assert wait_until(lambda: system.steps("r-eval", "eval/quality") == steps, 30, "a quality point per checkpoint")
+    assert wait_until(lambda: system.health()["workers"]["backfill_waiting"] == 0, 30, "an empty backfill")
 

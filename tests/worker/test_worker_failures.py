@@ -81,7 +81,7 @@ def test_unreachable_store_is_retried_until_it_comes_back(bus: Bus, store: Artif
     _unreachable(store, event)
     publish_checkpoints(bus, [event])
     worker = start_worker()
-    counter = worker.loop.transient_key
+    counter = worker.loop.transient_key(worker.loop.consumer)
     assert wait_until(lambda: bus.client.hlen(counter) > 0)  # it failed once, transiently, and is pending
     Path(store.local_path(event.uri)).rmdir()
     store.put_bytes(event.uri, data)

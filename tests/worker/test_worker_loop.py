@@ -16,7 +16,7 @@ from worker_support import (
 )
 
 from sqd.artifacts import ArtifactStore
-from sqd.bus import Bus
+from sqd.bus import BACKFILL, CHECKPOINTS, Bus
 from sqd.worker.grid import grid_key
 from sqd.worker.loop import GROUP
 
@@ -24,8 +24,8 @@ DIGITS_KEYS = {"eval/quality", "eval/diversity", "eval/diversity_plugin", "eval/
                "eval/reverse_kl", "eval/fid"}
 
 
-def pending(bus: Bus) -> int:
-    return int(bus.client.xpending(bus.key("checkpoints"), GROUP)["pending"])
+def pending(bus: Bus, stream: str = CHECKPOINTS) -> int:
+    return int(bus.client.xpending(bus.key(stream), GROUP)["pending"])
 
 
 def all_acked(bus: Bus) -> bool:
@@ -77,24 +77,29 @@ def test_profile_none_makes_only_the_grid(bus: Bus, store: ArtifactStore,
     assert "generate" not in result.timings_s and "grid" in result.timings_s
 
 
-def test_queued_checkpoints_of_a_run_evaluate_only_the_newest(bus: Bus, store: ArtifactStore,
-                                                              start_worker: Callable[..., RunningWorker]) -> None:
+def test_queued_checkpoints_of_a_run_evaluate_only_the_newest_then_the_rest_when_idle(
+        bus: Bus, store: ArtifactStore, start_worker: Callable[..., RunningWorker]) -> None:
     publish_checkpoints(bus, [put_checkpoint(store, "run-b", step) for step in (100, 200, 300)])
-    found = {r.checkpoint_step: r for r in start_worker().wait_for(3)}
-    assert found[300].status == "ok" and set(found[300].metrics) == DIGITS_KEYS
+    worker = start_worker()
+    first = {r.checkpoint_step: r for r in worker.wait_for(3)[:3]}
+    assert first[300].status == "ok" and set(first[300].metrics) == DIGITS_KEYS
     for step in (100, 200):
-        assert found[step].status == "skipped"
-        assert found[step].metrics == {} and found[step].grid_uri is None
-        assert "superseded by checkpoint step 300" in (found[step].error or "")
-    assert not store.exists(grid_key("run-b", 100))
-    assert all_acked(bus)
+        assert first[step].status == "skipped"
+        assert first[step].metrics == {} and first[step].grid_uri is None
+        assert "superseded by checkpoint step 300" in (first[step].error or "")
+    # nothing new waits: the skipped checkpoints are evaluated after all, oldest first
+    later = worker.wait_for(5)[3:]
+    assert [(r.checkpoint_step, r.status) for r in later] == [(100, "ok"), (200, "ok")], [r.error for r in later]
+    assert all(set(r.metrics) == DIGITS_KEYS and r.grid_uri and store.exists(r.grid_uri) for r in later)
+    assert all_acked(bus) and wait_until(lambda: pending(bus, BACKFILL) == 0)
+    assert worker.loop.backfilled == 2
 
 
 def test_backpressure_is_per_run(bus: Bus, store: ArtifactStore,
                                  start_worker: Callable[..., RunningWorker]) -> None:
     publish_checkpoints(bus, [put_checkpoint(store, "run-c", 100), put_checkpoint(store, "run-d", 100),
                               put_checkpoint(store, "run-c", 200)])
-    found = {(r.run_id, r.checkpoint_step): r.status for r in start_worker().wait_for(3)}
+    found = {(r.run_id, r.checkpoint_step): r.status for r in start_worker().wait_for(3)[:3]}
     assert found == {("run-c", 100): "skipped", ("run-c", 200): "ok", ("run-d", 100): "ok"}
 
 
@@ -104,9 +109,30 @@ def test_a_checkpoint_older_than_one_seen_elsewhere_is_skipped(bus: Bus, store: 
     assert worker.loop.note_seen("run-e", 500) == 500  # another worker has read step 500
     assert worker.loop.note_seen("run-e", 400) == 500  # the mark only goes up
     publish_checkpoints(bus, [put_checkpoint(store, "run-e", 100)])
-    (result,) = worker.wait_for(1)
+    result = worker.wait_for(1)[0]
     assert result.status == "skipped" and "superseded by checkpoint step 500" in (result.error or "")
     assert bus.client.get(worker.loop.latest_key("run-e")) == b"500"
+    assert worker.wait_for(2)[1].status == "ok"  # then backfilled
+
+
+def test_without_backfill_skipped_checkpoints_stay_skipped(bus: Bus, store: ArtifactStore,
+                                                           start_worker: Callable[..., RunningWorker]) -> None:
+    publish_checkpoints(bus, [put_checkpoint(store, "run-f", step) for step in (100, 200)])
+    worker = start_worker(backfill=False)
+    assert sorted(r.status for r in worker.wait_for(2)) == ["ok", "skipped"] and all_acked(bus)
+    assert bus.length(BACKFILL) == 0 and worker.loop.backfill is None
+
+
+def test_a_backfill_that_fails_is_reported_and_the_worker_goes_on(bus: Bus, store: ArtifactStore,
+                                                                 start_worker: Callable[..., RunningWorker]) -> None:
+    gone = put_checkpoint(store, "run-g", 100)
+    publish_checkpoints(bus, [gone, put_checkpoint(store, "run-g", 200)])
+    store.delete(gone.uri)  # e.g. the run was deleted meanwhile
+    worker = start_worker()
+    late = worker.wait_for(3)[2]
+    assert (late.checkpoint_step, late.status) == (100, "failed") and gone.uri in (late.error or ""), late.error
+    publish_checkpoints(bus, [put_checkpoint(store, "run-g", 300)])
+    assert worker.wait_for(4)[3].status == "ok" and wait_until(lambda: pending(bus, BACKFILL) == 0)
 
 
 def test_two_workers_share_the_group(bus: Bus, store: ArtifactStore,
