@@ -175,10 +175,14 @@ def series_arrays(export: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def evaluated(client: Client, run: dict[str, Any]) -> bool:
-    """Whether the worker has reported the run's last checkpoint (it evaluates them in order; a finished run's
-    Monitor checkpoints its last step, whatever the cadence)."""
-    steps = [e["checkpoint_step"] for e in client.evaluations(run["id"])]
-    return bool(steps) and max(steps) >= int(run.get("last_step") or 0)
+    """Whether the worker has reported the run's last checkpoint (a finished run's Monitor checkpoints its last
+    step, whatever the cadence) and caught up on the ones it skipped (backfill; a skipped checkpoint whose backfill
+    failed stays skipped, so an empty backfill queue will do)."""
+    evaluations = client.evaluations(run["id"])
+    steps = [e["checkpoint_step"] for e in evaluations]
+    if not steps or max(steps) < int(run.get("last_step") or 0):
+        return False
+    return all(e["status"] != "skipped" for e in evaluations) or client.health()["workers"]["backfill_waiting"] == 0
 
 
 def export_run(client: Client, run: dict[str, Any], planned: Planned, out: Path) -> Path:
