@@ -16,7 +16,7 @@ import redis
 from live_stack import TOKEN, DashboardServer, RunFeed, serve, trainer_agent, wait
 from playwright.sync_api import expect
 
-from sqd.protocol import MetricBatch, RunStarted
+from sqd.protocol import EvaluationResult, MetricBatch, RunStarted
 
 pytestmark = pytest.mark.browser
 
@@ -181,8 +181,22 @@ def test_sample_slider_moves_over_checkpoints(page: Any, server: DashboardServer
     run.evaluate(500, 0.9, 6.0, 50.0)
     page.wait_for_function("document.querySelector('.sample-slider').max === '4'")
     assert image.get_attribute("data-step") == "200"
+    # a checkpoint the worker skipped is backfilled: its row turns ok in place, its grid slots in before the shown one
+    server.publish(EvaluationResult(run_id=run.run_id, checkpoint_step=150, epoch=0, status="skipped",
+                                    error="superseded by checkpoint step 200"))
     page.get_by_role("tab", name="Evaluations").click()
-    assert page.locator("table.evaluations tbody tr").count() == 5
+    expect(page.locator("table.evaluations tbody tr")).to_have_count(6)
+    expect(page.locator("table.evaluations tr.eval-skipped")).to_have_count(1)
+    run.evaluate(150, 0.85, 5.9, 55.0)
+    expect(page.locator("table.evaluations tr.eval-skipped")).to_have_count(0)
+    expect(page.locator("table.evaluations tbody tr")).to_have_count(6)
+    page.get_by_role("tab", name="Samples").click()
+    page.wait_for_function("document.querySelector('.sample-slider').max === '5'")
+    assert image.get_attribute("data-step") == "200"
+    assert "step 200 · checkpoint 3 of 6" in page.locator(".sample-label").inner_text()
+    page.locator('.plot[data-chart="quality"]').scroll_into_view_if_needed()  # charts out of view are not redrawn
+    page.wait_for_function("""() => { const x = document.querySelector('.plot[data-chart="quality"]').data.find(
+        (t) => t.name === 'Q').x; return x.includes(150) && x.every((v, i) => i === 0 || x[i - 1] < v); }""")
 
 
 def test_compare_two_runs(page: Any, server: DashboardServer, artifact_dir: Path) -> None:

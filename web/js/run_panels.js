@@ -161,14 +161,16 @@ export function samplesPanel(runId) {
       render();
       show(samples.length - 1);
     },
-    /** A new evaluation with a grid: add its checkpoint, and move there when following the newest. */
+    /** A new evaluation with a grid: add its checkpoint, and move there when following the newest; else stay on
+     * the grid shown (a backfilled checkpoint lands before it). */
     add(evaluation) {
       if (!evaluation.grid_uri || samples.some((s) => s.step === evaluation.checkpoint_step)) return;
+      const shown = Number(img.dataset.step);
       samples.push({ step: evaluation.checkpoint_step, status: evaluation.status,
         url: `/api/v1/runs/${encodeURIComponent(runId)}/samples/${evaluation.checkpoint_step}.png` });
       samples.sort((a, b) => a.step - b.step);
       render();
-      if (follow.checked) show(samples.length - 1);
+      show(follow.checked ? samples.length - 1 : samples.findIndex((s) => s.step === shown));
     },
     fail(err, retry) {
       clear(element, errorState("Could not load the sample grids.", err, retry));
