@@ -10,7 +10,8 @@ and the webhook thread is woken. Webhooks are delivered by their own thread (ser
 rule nor a slow receiver ever slows ingest.
 
 Online = offline: the detector state is the whole of TurningDetector, so feeding it batch by batch gives what
-`detect_turning_points` gives on the full series (tests/server/test_turning.py, test_turning_alerts.py).
+`detect_turning_points` gives on the full series (tests/server/test_turning.py, test_turning_alerts.py); points
+that land behind its cursor (a backfilled evaluation) make it replay the run (`behind_cursor`, `replay`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from sqd.server.alerts.actions import Finding, Raised, raise_alert
 from sqd.server.alerts.models import AlertAction, AlertRule, RuleState, TurningState
 from sqd.server.alerts.rules import POINT_KINDS, RuleSpec, evaluate, key_matches
 from sqd.server.alerts.rules_store import rules_for_run
-from sqd.server.alerts.turning import INSTABILITY, TurningDetector, TurningParams
+from sqd.server.alerts.turning import INSTABILITY, TurningDetector, TurningParams, TurningPoint
 from sqd.server.alerts.webhooks import WebhookSender
 from sqd.server.context import ServerContext
 from sqd.server.store import runs_store
@@ -129,9 +130,12 @@ def check_turning(session: Session, run: Run, rules: Sequence[AlertRule], reader
              for key in reader.series if detector.uses(key)}
     reader.prefetch(wants)
     series = {key: reader.read(key, after) for key, after in wants.items() if reader.has_new(key, after)}
-    if not series:
+    before = len(detector.found)
+    found = detector.update(series) if series else []
+    if behind_cursor(detector, reader):
+        detector, found = replay(run.id, detector, detector.found[:before], reader, params)
+    elif not series:
         return []
-    found = detector.update(series)
     if state is None:
         session.add(TurningState(run_id=run.id, state=detector.to_state(), updated_at=time.time()))
     else:
@@ -147,6 +151,32 @@ def check_turning(session: Session, run: Run, rules: Sequence[AlertRule], reader
                           title=INSTABILITY if warning else None, actions=not warning)
         raised += [r for r in [raise_alert(session, run, rules, finding, dashboard_url)] if r is not None]
     return raised
+
+
+def behind_cursor(detector: TurningDetector, reader: PointReader) -> list[str]:
+    """Keys with stored points the detector never read: points that landed behind its cursor (an evaluation
+    backfilled after later ones, a batch reclaimed from a dead server). Known once a key is read to its end (more
+    points stored than fed); a key still held back or read only in part is checked when it is read through."""
+    late = []
+    for key, (entry, last) in reader.series.items():
+        tracker = detector.trackers.get(key)
+        if tracker is not None and tracker.fed is not None and last == entry.last_step == tracker.last_step \
+                and entry.n_points > tracker.fed:
+            late.append(key)
+    return late
+
+
+def replay(run_id: str, old: TurningDetector, raised: Sequence[TurningPoint], reader: PointReader,
+           params: TurningParams | None) -> tuple[TurningDetector, list[TurningPoint]]:
+    """A fresh detector over the run's stored series, late points in their place: what the offline detector
+    gives, so live = replay again. Returns it and the turning points to raise: those not raised before (same
+    severity at the same turning step: a late point that only moves a detection's step raises nothing new)."""
+    fresh = TurningDetector(params)
+    log.info("turning detector: replaying run %s (points behind its cursor in %s)", run_id,
+             ", ".join(behind_cursor(old, reader)))
+    series = {key: reader.read(key, None) for key in reader.series if fresh.uses(key) and reader.has_new(key, None)}
+    known = {(tp.severity, tp.step) for tp in raised}
+    return fresh, [tp for tp in fresh.update(series) if (tp.severity, tp.step) not in known]
 
 
 def _rule_state(session: Session, rule: AlertRule, run_id: str) -> RuleState:

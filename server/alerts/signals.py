@@ -158,6 +158,9 @@ class SignalTracker:
     streak: int = 0
     rise_from: float | None = None  # the highest block of the baseline window the current streak rose from
     ignored: int = 0  # points out of step order or not finite
+    # points given to `feed`, ignored ones included; None: a state saved before it was counted. More points stored
+    # than fed once the tracker has read to the series' end means some landed behind its cursor (a backfill).
+    fed: int | None = 0
 
     def __post_init__(self) -> None:
         family = family_of(self.key)
@@ -171,6 +174,8 @@ class SignalTracker:
              params: GroupParams) -> list[Mark]:
         """Points of this key sorted by step (steps at or before the last one seen are ignored and counted;
         NaN/inf are skipped: the NaN-loss rule handles them) → new marks."""
+        if self.fed is not None:
+            self.fed += len(steps)
         fresh = steps > (self.last_step if self.last_step is not None else np.iinfo(np.int64).min)
         fresh[1:] &= np.diff(steps) > 0
         self.ignored += int(len(steps) - fresh.sum())
@@ -297,4 +302,4 @@ class SignalTracker:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> SignalTracker:
-        return cls(**state)
+        return cls(**{"fed": None, **state})

@@ -197,6 +197,23 @@ def test_derived_keys_are_the_detectors_own() -> None:
     assert restored.to_state() == det.to_state()
 
 
+def test_trackers_count_the_points_they_are_fed() -> None:
+    """The server's cue for a replay (engine.behind_cursor): points fed, ignored ones included; a state saved before
+    the count existed says "unknown" (None) rather than a count that would look short."""
+    det = TurningDetector()
+    run = make_run()
+    det.update(run)
+    det.update({"eval/quality": run["eval/quality"]})  # the same points again: ignored, still counted as fed
+    n = len(run["eval/quality"][0])
+    assert det.trackers["eval/quality"].fed == 2 * n and det.trackers["eval/quality"].ignored == n
+    old = det.to_state()
+    for tracker in old["trackers"].values():
+        del tracker["fed"]
+    restored = TurningDetector.from_state(json.loads(json.dumps(old)))
+    restored.update({"angle/G": run["angle/G"]})
+    assert all(t.fed is None for t in restored.trackers.values())
+
+
 def test_missing_keys_and_missing_evaluations() -> None:
     run = make_run(jump_epoch=30.0, evals=False)
     assert len(criticals(detect_turning_points(run))) == 1

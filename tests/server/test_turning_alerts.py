@@ -108,6 +108,41 @@ def test_a_freeze_with_a_collapse_is_a_turning_point_through_the_server(client):
     assert alert["severity"] == "warning" and "no angle jump or drop" in alert["explanation"]
 
 
+def test_evaluations_backfilled_behind_the_cursor_are_replayed_in_place(client):
+    """The worker skipped the evaluations of epochs 30-31 (busy) and backfills them once later ones were read: they
+    land behind the detector's cursor, so the server replays the run. The diversity dip they hold turns the D
+    spike's warning into the turning point the offline detector finds; what was raised is not raised again."""
+    run = make_run(2)
+    for key in ("angle/D", "angle_epoch/D"):
+        steps, values, epochs = run[key]
+        run[key] = (steps, np.where(steps // SPE == 30, values * 8, values), epochs)
+    steps, values, epochs = run["eval/diversity"]
+    run["eval/diversity"] = (steps, np.where((epochs >= 30) & (epochs < 32), values - 3.0, values), epochs)
+    skipped = {key: (s, v, e) for key, (s, v, e) in run.items()}
+    for key in ("eval/quality", "eval/diversity"):
+        steps, values, epochs = run[key]
+        kept = (epochs < 30) | (epochs >= 32)
+        skipped[key] = (steps[kept], values[kept], epochs[kept])
+    run_id = new_run(client, "backfilled")
+    feed(client, run_id, skipped)
+    alerts = client.get("/api/v1/alerts", params={"run_id": run_id}).json()["data"]
+    assert [(a["severity"], a["step"]) for a in alerts] == [("warning", 30 * SPE)]  # the spike alone, live
+    late = [p for p in points_between(run, 30 * SPE, 32 * SPE) if p["key"].startswith("eval/")]
+    r = client.post(f"/api/v1/runs/{run_id}/metrics", json={"points": late}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert engine.start(client.app.state.ctx).wait_idle(60)
+    offline = detect_turning_points(run)
+    assert [tp.severity for tp in offline] == ["warning", "critical"]
+    alerts = client.get("/api/v1/alerts", params={"run_id": run_id}).json()["data"]
+    assert sorted((a["severity"], a["step"]) for a in alerts) == sorted((tp.severity, tp.step) for tp in offline)
+    with client.app.state.ctx.sessions() as s:  # live = replay: the state is the offline detector's
+        state = s.get(TurningState, run_id).state
+    assert [(tp["severity"], tp["step"], tp["detected_step"]) for tp in state["found"]] == [
+        (tp.severity, tp.step, tp.detected_step) for tp in offline]
+    feed(client, run_id, run)  # everything again: nothing behind the cursor now, nothing new
+    assert client.get("/api/v1/alerts", params={"run_id": run_id}).json()["count"] == 2
+
+
 def test_a_rule_with_params_changes_what_is_detected(client):
     """Angles must stay up for 50 epochs to corroborate a jump: in a 60-epoch run, the jump at 30 stays a warning."""
     run_id = new_run(client, "tuned")
