@@ -132,8 +132,9 @@ def check_turning(session: Session, run: Run, rules: Sequence[AlertRule], reader
     series = {key: reader.read(key, after) for key, after in wants.items() if reader.has_new(key, after)}
     before = len(detector.found)
     found = detector.update(series) if series else []
-    if behind_cursor(detector, reader):
-        detector, found = replay(run.id, detector, detector.found[:before], reader, params)
+    late = behind_cursor(detector, reader)
+    if late:
+        detector, found = replay(run.id, late, detector.found[:before], reader, params)
     elif not series:
         return []
     if state is None:
@@ -166,14 +167,14 @@ def behind_cursor(detector: TurningDetector, reader: PointReader) -> list[str]:
     return late
 
 
-def replay(run_id: str, old: TurningDetector, raised: Sequence[TurningPoint], reader: PointReader,
+def replay(run_id: str, late: Sequence[str], raised: Sequence[TurningPoint], reader: PointReader,
            params: TurningParams | None) -> tuple[TurningDetector, list[TurningPoint]]:
     """A fresh detector over the run's stored series, late points in their place: what the offline detector
     gives, so live = replay again. Returns it and the turning points to raise: those not raised before (same
     severity at the same turning step: a late point that only moves a detection's step raises nothing new)."""
     fresh = TurningDetector(params)
     log.info("turning detector: replaying run %s (points behind its cursor in %s)", run_id,
-             ", ".join(behind_cursor(old, reader)))
+             ", ".join(late))
     series = {key: reader.read(key, None) for key in reader.series if fresh.uses(key) and reader.has_new(key, None)}
     known = {(tp.severity, tp.step) for tp in raised}
     return fresh, [tp for tp in fresh.update(series) if (tp.severity, tp.step) not in known]
