@@ -11,7 +11,8 @@ rule nor a slow receiver ever slows ingest.
 
 Online = offline: the detector state is the whole of TurningDetector, so feeding it batch by batch gives what
 `detect_turning_points` gives on the full series (tests/server/test_turning.py, test_turning_alerts.py); points
-that land behind its cursor (a backfilled evaluation) make it replay the run (`behind_cursor`, `replay`).
+that land behind its cursor (a backfilled evaluation) make it replay the run (`behind_cursor`, `replay`), and a
+point rule replays the key (`rules.replay_rule`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from sqlalchemy.orm import Session
 from sqd.server import launch, live
 from sqd.server.alerts.actions import Finding, Raised, raise_alert
 from sqd.server.alerts.models import AlertAction, AlertRule, RuleState, TurningState
-from sqd.server.alerts.rules import POINT_KINDS, RuleSpec, evaluate, key_matches
+from sqd.server.alerts.rules import POINT_KINDS, RuleSpec, evaluate, key_matches, replay_rule
 from sqd.server.alerts.rules_store import rules_for_run
 from sqd.server.alerts.turning import INSTABILITY, TurningDetector, TurningParams, TurningPoint
 from sqd.server.alerts.webhooks import WebhookSender
@@ -90,6 +91,13 @@ class PointReader:
     def has_new(self, key: str, after: int | None) -> bool:
         last = self.series[key][1]
         return last is not None and (after is None or last > after)
+
+    def behind(self, key: str, cursor: int | None, fed: int | None) -> bool:
+        """Whether the key has stored points a consumer never read, though its cursor is at the key's last step
+        and nothing is held back: points that landed behind the cursor (an evaluation backfilled after later
+        ones, a batch reclaimed from a dead server). `fed`: the points it read (None: not counted, never behind)."""
+        entry, last = self.series[key]
+        return fed is not None and cursor is not None and last == entry.last_step == cursor and entry.n_points > fed
 
     def prefetch(self, wants: dict[str, int | None]) -> None:
         """Read the new points of several keys (`wants`: key → the last step already seen), decoding only the
@@ -158,13 +166,8 @@ def behind_cursor(detector: TurningDetector, reader: PointReader) -> list[str]:
     """Keys with stored points the detector never read: points that landed behind its cursor (an evaluation
     backfilled after later ones, a batch reclaimed from a dead server). Known once a key is read to its end (more
     points stored than fed); a key still held back or read only in part is checked when it is read through."""
-    late = []
-    for key, (entry, last) in reader.series.items():
-        tracker = detector.trackers.get(key)
-        if tracker is not None and tracker.fed is not None and last == entry.last_step == tracker.last_step \
-                and entry.n_points > tracker.fed:
-            late.append(key)
-    return late
+    return [key for key, tracker in detector.trackers.items()
+            if key in reader.series and reader.behind(key, tracker.last_step, tracker.fed)]
 
 
 def replay(run_id: str, late: Sequence[str], raised: Sequence[TurningPoint], reader: PointReader,
@@ -197,13 +200,17 @@ def check_point_rule(session: Session, run: Run, rule: AlertRule, reader: PointR
     raised: list[Raised] = []
     reader.prefetch({k: states.get(k, {}).get("cursor") for k in keys})
     for key in keys:
-        st = states.setdefault(key, {})
+        st = states.setdefault(key, {"fed": 0})  # counting the points fed tells when some landed behind the cursor
         if "history" in st:  # non-finite floats come back from JSON as strings
             st["history"] = [float(v) for v in st["history"]]
-        if not reader.has_new(key, st.get("cursor")):
-            continue
-        steps, values, epochs = reader.read(key, st.get("cursor"))
-        for hit in evaluate(spec, st, key, steps, values, epochs):
+        cursor = st.get("cursor")
+        hits = evaluate(spec, st, key, *reader.read(key, cursor)) if reader.has_new(key, cursor) else []
+        if reader.behind(key, st.get("cursor"), st.get("fed")):
+            log.info("rule %s: replaying %s of run %s (points behind its cursor)", rule.id, key, run.id)
+            st, hits = replay_rule(spec, key, st.get("fired", []), *reader.read(key, None))
+            states[key] = st
+        for hit in hits:
+            st.setdefault("fired", []).append(hit.step)
             finding = Finding(f"rule:{rule.id}:{run.id}:{key}:{hit.step}", hit.step, hit.epoch, [key],
                               {key: hit.value}, hit.explanation, {"key": key, "value": hit.value})
             raised += [r for r in [raise_alert(session, run, [rule], finding, dashboard_url)] if r is not None]

@@ -9,14 +9,15 @@ Kinds:
 * `nan` — a NaN or ±inf value of `key` (default `loss/*`).
 * `stalled` — a running run with no new step for `minutes` (checked by a timer, server/alerts/engine.py).
 A rule applies to one run (`run_id`), one preset's runs (`preset`) or every run. `key` may be a glob (`loss/*`).
-A rule fires once, and again only after its condition was false in between (so a long bad stretch is one alert).
+A rule fires once, and again only after its condition was false in between (so a long bad stretch is one alert);
+a point that lands behind a rule's cursor (a backfilled evaluation) replays the key (`replay_rule`).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
@@ -166,6 +167,8 @@ class Hit:
     epoch: int | None
     value: float
     explanation: str
+    since: int  # the stretch of points the condition held in around the hit: its first step …
+    until: int  # … and its last step among the points evaluated (the stretch may go on in later ones)
 
 
 def _condition(spec: RuleSpec, values: np.ndarray, fits: np.ndarray) -> np.ndarray:
@@ -195,26 +198,46 @@ def _trend_changes(spec: RuleSpec, history: list[float], values: np.ndarray) -> 
 def evaluate(spec: RuleSpec, state: dict[str, Any], key: str, steps: np.ndarray, values: np.ndarray,
              epochs: list[int | None]) -> list[Hit]:
     """New points of one key (step order, after the state's cursor) → the times the rule fires; updates state
-    (cursor, run length, armed, trend history) in place."""
+    (cursor, run length and its first step, armed, trend history, and the count of points fed where the state
+    keeps one) in place."""
     fits = np.full(len(values), np.nan)
     if spec.kind == "trend":
         fits, state["history"] = _trend_changes(spec, state.get("history", []), values)
     cond = _condition(spec, values, fits)
     hits: list[Hit] = []
-    run, armed = int(state.get("run", 0)), bool(state.get("armed", True))
+    run, armed, since = int(state.get("run", 0)), bool(state.get("armed", True)), state.get("since")
+    open_hit = False  # the last hit's stretch is still going on
     for i in range(len(values)):
         if cond[i]:
+            since = int(steps[i]) if run == 0 else since
             run += 1
             if armed and run >= spec.count:
-                armed = False
+                armed, open_hit = False, True
                 shown = fits[i] if spec.kind == "trend" else values[i]
-                hits.append(Hit(key, int(steps[i]), epochs[i], float(shown), _explain(spec, key, run, shown)))
+                hits.append(Hit(key, int(steps[i]), epochs[i], float(shown), _explain(spec, key, run, shown),
+                                since=int(steps[i]) if since is None else since, until=int(steps[i])))
         else:
-            run, armed = 0, True
+            if open_hit:
+                hits[-1], open_hit = replace(hits[-1], until=int(steps[i - 1])), False
+            run, armed, since = 0, True, None
+    if open_hit:
+        hits[-1] = replace(hits[-1], until=int(steps[-1]))
     if len(steps):
         state["cursor"] = int(steps[-1])
-    state["run"], state["armed"] = run, armed
+    if "fed" in state:
+        state["fed"] = int(state["fed"]) + len(values)
+    state["run"], state["armed"], state["since"] = run, armed, since
     return hits
+
+
+def replay_rule(spec: RuleSpec, key: str, fired: list[int], steps: np.ndarray, values: np.ndarray,
+           epochs: list[int | None]) -> tuple[dict[str, Any], list[Hit]]:
+    """The rule over a key's whole stored series, points that came late in their place: the state it would have
+    had they come in order, and the hits whose stretch holds none of the steps it `fired` at before (a late point
+    that only lengthens a stretch, or moves where it reached `count`, raises nothing new)."""
+    state: dict[str, Any] = {"fed": 0, "fired": list(fired)}
+    hits = evaluate(spec, state, key, steps, values, epochs)
+    return state, [h for h in hits if not any(h.since <= f <= h.until for f in fired)]
 
 
 def _explain(spec: RuleSpec, key: str, run: int, shown: float) -> str:

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from server_support import AUTH, make_settings, wait_for
+from sqlalchemy import select
 
 from sqd.errors import ConfigError
 from sqd.protocol import CheckpointReady, EvaluationResult
 from sqd.server.alerts import engine
-from sqd.server.alerts.rules import RuleCreate, RuleSpec, evaluate, normalize
+from sqd.server.alerts.models import RuleState
+from sqd.server.alerts.rules import RuleCreate, RuleSpec, evaluate, normalize, replay_rule
 from sqd.server.app import create_app
 from sqd.server.ingest.consumer import IngestHandler
 from sqd.settings import AlertSettings
@@ -70,6 +72,38 @@ def test_nan_and_trend_rules() -> None:
     values = [10, 10, 10, 10, 10, 9, 8, 7, 6, 5, 5, 5]
     hits = _run(falling, [float(v) for v in values], chunk=3)
     assert hits == [7]  # steps 3..7 (10 10 9 8 7) fit a change of −3.2; steps 2..6 only −2.0
+
+
+def test_hits_carry_the_stretch_they_fired_in() -> None:
+    state: dict = {}
+    hits = evaluate(RuleSpec("threshold", "<", 0.5, 2, None), state, "k", np.arange(0, 80, 10),
+                    np.asarray([0.9, 0.4, 0.3, 0.2, 0.9, 0.4, 0.4, 0.4]), [None] * 8)
+    assert [(h.step, h.since, h.until) for h in hits] == [(20, 10, 30), (60, 50, 70)]
+    assert state["since"] == 50  # the open stretch goes on in the next points
+    (more,) = evaluate(RuleSpec("threshold", "<", 0.5, 1, None), {"run": 1, "armed": True, "since": 50}, "k",
+                       np.asarray([80]), np.asarray([0.1]), [None])
+    assert (more.step, more.since, more.until) == (80, 50, 80)
+
+
+@pytest.mark.parametrize(("count", "seen", "late", "new"), [
+    (2, {0: 0.9, 20: 0.4, 30: 0.3, 40: 0.9}, (10, 0.4), []),  # lengthens the stretch that fired at 30: nothing new
+    (2, {0: 0.9, 10: 0.4, 30: 0.9, 40: 0.9}, (20, 0.3), [20]),  # completes a stretch that never fired
+    (1, {0: 0.4, 20: 0.4, 30: 0.9}, (10, 0.9), [20]),  # splits the stretch that fired at 0 in two
+])
+def test_a_late_point_replays_the_rule_and_raises_only_new_stretches(count: int, seen: dict, late: tuple,
+                                                                      new: list[int]) -> None:
+    spec = RuleSpec("threshold", "<", 0.5, count, None)
+    live: dict = {"fed": 0}
+    fired = [h.step for h in evaluate(spec, live, "k", np.asarray(list(seen)), np.asarray(list(seen.values())),
+                                      [None] * len(seen))]
+    full = dict(sorted({**seen, late[0]: late[1]}.items()))
+    steps, values = np.asarray(list(full)), np.asarray(list(full.values()))
+    state, hits = replay_rule(spec, "k", fired, steps, values, [None] * len(full))
+    assert [h.step for h in hits] == new
+    in_order: dict = {"fed": 0}
+    evaluate(spec, in_order, "k", steps, values, [None] * len(full))
+    assert state == {**in_order, "fired": fired}  # as if the late point had come in order
+    assert live["fed"] == len(seen) and state["fed"] == len(full)
 
 
 # ---- REST -----------------------------------------------------------------------------------------------------
@@ -183,6 +217,33 @@ def test_an_evaluation_that_never_comes_holds_nothing_back_for_long(client: Test
     client.post(f"/api/v1/runs/{own}/metrics", headers=AUTH, json={"points": _points("eval/fid", [90.0, 80.0])})
     with client.app.state.ctx.sessions() as session:  # no worker evaluates it: nothing is held
         assert engine.PointReader.for_run(session, own, now=announced + 1, eval_wait_s=60).held_until is None
+
+
+def test_a_point_backfilled_behind_a_rules_cursor_is_evaluated(client: TestClient) -> None:
+    """A worker backfills the FID of a skipped checkpoint after later ones were read: the rules replay the key.
+    A point that makes a new bad stretch raises its alert; one that only lengthens a stretch that fired raises
+    nothing; re-sending everything raises nothing."""
+    run = client.post("/api/v1/runs", json={"name": "backfilled FID"}, headers=AUTH).json()["id"]
+    high = client.post("/api/v1/rules", headers=AUTH, json={"expression": "eval/fid > 100", "run_id": run}).json()
+    twice = client.post("/api/v1/rules", headers=AUTH, json={"expression": "eval/fid > 55 for 2",
+                                                             "run_id": run}).json()
+
+    def send(points: list[dict]) -> list[tuple[str, int]]:
+        r = client.post(f"/api/v1/runs/{run}/metrics", json={"points": points}, headers=AUTH)
+        assert r.status_code == 200, r.text
+        assert engine.start(client.app.state.ctx).wait_idle(60)
+        return sorted((a["rule"], a["step"]) for a in client.get("/api/v1/alerts", params={"run_id": run})
+                      .json()["data"])
+
+    fid = _points("eval/fid", [50.0, 150.0, 60.0, 70.0])
+    assert send([fid[i] for i in (0, 2, 3)]) == [(twice["name"], 30)]
+    assert send([fid[1]]) == [(high["name"], 10), (twice["name"], 30)]  # 150 > 100; the stretch 10-30 fired before
+    assert send(fid) == [(high["name"], 10), (twice["name"], 30)]
+    with client.app.state.ctx.sessions() as session:
+        states = {r.rule_id: r.state["eval/fid"] for r in session.scalars(select(RuleState).where(
+            RuleState.run_id == run))}
+    assert states[high["id"]]["fed"] == states[twice["id"]]["fed"] == 4
+    assert states[high["id"]]["fired"] == [10] and states[twice["id"]]["fired"] == [30]
 
 
 def test_stalled_rule_fires_once_per_silence(tmp_path, external_redis_url, db_url, prefix) -> None:
