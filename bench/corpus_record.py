@@ -71,7 +71,7 @@ def plan() -> list[Planned]:
     """The recording order: the demo check first, then the families, a third grid seed, the lr-ramp grid, then the
     slow ones (GraN before the R3GAN ablations: a family not yet recorded at all before a further seed of one that
     is); then the fast families again, evaluated every epoch (EPOCHLY), turning runs first; then runs held out
-    from the detector's later changes."""
+    from the detector's later changes (three batches), and further seeds of the slow families."""
     one = {"train.threads": 1}  # two runs, the worker and the server share 2 cores
     as_then = {**one, "train.checkpoint_every_epochs": None, "train.checkpoint_every": 250}  # the demos until 12-07
     runs = [Planned("demo-stable", k, as_then) for k in range(10)]
@@ -111,8 +111,16 @@ def plan() -> list[Planned]:
     # ablation's further seeds (the one that turned, again at this cadence); then GraN-C and more seeds
     slow = [("r3gan-digits-nsgan", 0), ("grand-digits", 0), ("r3gan-digits", 0), ("r3gan-digits-r1", 0),
             ("r3gan-digits-nsgan", 1), ("r3gan-digits-nsgan", 2), ("granc-digits", 0)]
-    slow += [(p, k) for k in (1, 2) for p in ("grand-digits", "r3gan-digits", "r3gan-digits-r1", "granc-digits")]
     runs += [Planned(p, k, {**LENGTH, **e1}, "e1") for p, k in slow]
+    # a third held-out batch (2026-12-07 night, the same detector): more turns of every fast family, then stable runs
+    icr = ("icr-wgan-acgd-digits", "icr-wgan-adam-digits")
+    runs += [Planned(p, k, {**LENGTH, **e1, **RAMP}, "ramp-e1") for k in (5, 6) for p in RAMP_GRID]
+    runs += [Planned(p, k, {**LENGTH, **e1}, "e1") for k in (4, 5) for p in (*GRID, *icr) if "-gp-" not in p]
+    runs += [Planned("demo-turning", k, e1, "e1") for k in range(14, 20)]
+    runs += [Planned(p, 4, {**LENGTH, **e1}, "e1") for p in GRID if "-gp-" in p]
+    runs += [Planned("demo-stable", k, e1, "e1") for k in range(30, 36)]
+    slower = [(p, k) for k in (1, 2) for p in ("grand-digits", "r3gan-digits", "r3gan-digits-r1", "granc-digits")]
+    runs += [Planned(p, k, {**LENGTH, **e1}, "e1") for p, k in slower]
     return [Planned(r.preset, r.seed, {**r.overrides, "train.seed": r.seed}, r.variant) for r in runs]
 
 
