@@ -99,6 +99,13 @@ class PointReader:
         entry, last = self.series[key]
         return fed is not None and cursor is not None and last == entry.last_step == cursor and entry.n_points > fed
 
+    def counted(self, key: str, cursor: int | None, fed: int) -> int:
+        """What `behind` must count as fed after a consumer read the key from its first point to `cursor`: every
+        point stored when it read to the end (a range downsampled by retention reads as fewer points than it
+        stores, and would look behind at every check), else `fed`."""
+        entry, last = self.series[key]
+        return entry.n_points if cursor is not None and last == entry.last_step == cursor else fed
+
     def prefetch(self, wants: dict[str, int | None]) -> None:
         """Read the new points of several keys (`wants`: key → the last step already seen), decoding only the
         chunks past that step."""
@@ -180,7 +187,11 @@ def replay(run_id: str, late: Sequence[str], raised: Sequence[TurningPoint], rea
              ", ".join(late))
     series = {key: reader.read(key, None) for key in reader.series if fresh.uses(key) and reader.has_new(key, None)}
     known = {(tp.severity, tp.step) for tp in raised}
-    return fresh, [tp for tp in fresh.update(series) if (tp.severity, tp.step) not in known]
+    found = [tp for tp in fresh.update(series) if (tp.severity, tp.step) not in known]
+    for key, tracker in fresh.trackers.items():
+        if key in reader.series and tracker.fed is not None:
+            tracker.fed = reader.counted(key, tracker.last_step, tracker.fed)
+    return fresh, found
 
 
 def _rule_state(session: Session, rule: AlertRule, run_id: str) -> RuleState:
@@ -208,6 +219,7 @@ def check_point_rule(session: Session, run: Run, rule: AlertRule, reader: PointR
         if reader.behind(key, st.get("cursor"), st.get("fed")):
             log.info("rule %s: replaying %s of run %s (points behind its cursor)", rule.id, key, run.id)
             st, hits = replay_rule(spec, key, st.get("fired", []), *reader.read(key, None))
+            st["fed"] = reader.counted(key, st.get("cursor"), st["fed"])
             states[key] = st
         for hit in hits:
             st.setdefault("fired", []).append(hit.step)

@@ -8,7 +8,8 @@ every downsampled query (bucket width ≥ the kept width) answers exactly as bef
 
 * a query at finer resolution over that range returns one entry per kept bucket — its last step and value, with
   its true count, NaN count, min and max (so `count` > 1 there);
-* export returns the kept points; the alert engine never reads that far back;
+* export returns the kept points, and so does a read of the alert engine, which goes that far back only to replay
+  a run that got a point behind its cursor (server/alerts/engine.py: `PointReader.counted`);
 * a point that arrives later for a step at or before the last downsampled step is dropped (the range holds only
   aggregates now, so whether it is new cannot be told).
 

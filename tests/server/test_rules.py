@@ -12,12 +12,16 @@ from server_support import AUTH, make_settings, wait_for
 from sqlalchemy import select
 
 from sqd.errors import ConfigError
-from sqd.protocol import CheckpointReady, EvaluationResult
+from sqd.protocol import CheckpointReady, EvaluationResult, MetricBatch
 from sqd.server.alerts import engine
-from sqd.server.alerts.models import RuleState
+from sqd.server.alerts.models import AlertRule, RuleState, TurningState
 from sqd.server.alerts.rules import RuleCreate, RuleSpec, evaluate, normalize, replay_rule
 from sqd.server.app import create_app
 from sqd.server.ingest.consumer import IngestHandler
+from sqd.server.store import migrate, runs_store
+from sqd.server.store.db import make_engine, session_factory
+from sqd.server.store.points_store import CHUNK_POINTS, store_points
+from sqd.server.store.retention import downsample_run
 from sqd.settings import AlertSettings
 
 
@@ -244,6 +248,48 @@ def test_a_point_backfilled_behind_a_rules_cursor_is_evaluated(client: TestClien
             RuleState.run_id == run))}
     assert states[high["id"]]["fed"] == states[twice["id"]]["fed"] == 4
     assert states[high["id"]]["fired"] == [10] and states[twice["id"]]["fired"] == [30]
+
+
+def test_a_replay_over_downsampled_chunks_happens_once(db_url, monkeypatch) -> None:
+    """Retention keeps one point per 256 steps of a run's old chunks but their count: a replay reads fewer points
+    than are stored, and must not take that for points behind its cursor at every later check."""
+    eng = make_engine(db_url)
+    migrate.upgrade(eng)
+    sessions = session_factory(eng)
+    replays = {"detector": 0, "rule": 0}
+    for name, attr in (("detector", "replay"), ("rule", "replay_rule")):
+        real = getattr(engine, attr)
+
+        def counting(*args, _real=real, _name=name):
+            replays[_name] += 1
+            return _real(*args)
+
+        monkeypatch.setattr(engine, attr, counting)
+    late, n = 2 * CHUNK_POINTS + 1000, 2 * CHUNK_POINTS + 2000
+
+    def send(steps, value: float) -> list[tuple[str, int]]:
+        rows = [("angle/D", int(s), value, int(s) // 1000, 1.7e9 + int(s)) for s in steps]
+        with sessions() as s, s.begin():
+            store_points(s, [MetricBatch.from_points("run", rows)])
+        with sessions() as s, s.begin():
+            return [(r.alert.rule, r.alert.step) for r in engine.check_run(s, "run")]
+
+    try:
+        with sessions() as s, s.begin():
+            runs_store.create_run(s, name="run", kind="external", status="running", run_id="run")
+            s.add(AlertRule(name="angle/D > 1", kind="threshold", key="angle/D", op=">", value=1.0, count=1,
+                            severity="warning", actions={}, builtin=False, enabled=True, created_at=time.time()))
+        assert send([s for s in range(n) if s != late], 1e-3) == []
+        with sessions() as s, s.begin():
+            downsample_run(s, "run", before_step=2 * CHUNK_POINTS)
+        assert send([late], 5.0) == [("angle/D > 1", late)]  # behind both cursors: replayed, the rule fires
+        assert replays == {"detector": 1, "rule": 1}
+        assert send([n], 1e-3) == []
+        assert replays == {"detector": 1, "rule": 1}  # the kept points are not taken for late ones
+        with sessions() as s:
+            assert s.get(TurningState, "run").state["trackers"]["angle/D"]["fed"] == n + 1
+    finally:
+        eng.dispose()
 
 
 def test_stalled_rule_fires_once_per_silence(tmp_path, external_redis_url, db_url, prefix) -> None:
