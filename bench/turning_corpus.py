@@ -128,7 +128,7 @@ def row(name: str, runs: list[Judged]) -> str:
             f"| {f'{np.median(delays):.1f}' if delays else '—'} |")
 
 
-def family_table(judged: list[Judged]) -> list[str]:
+def family_table(judged: list[Judged], held_row: bool = True) -> list[str]:
     by_family: dict[str, list[Judged]] = defaultdict(list)
     for j in judged:
         by_family[j.run.family].append(j)
@@ -138,7 +138,7 @@ def family_table(judged: list[Judged]) -> list[str]:
     order = sorted(by_family, key=lambda f: FAMILY_ORDER.index(f) if f in FAMILY_ORDER else len(FAMILY_ORDER))
     lines += [row(f, by_family[f]) for f in order]
     lines.append(row("**all**", judged))
-    if later := [j for j in judged if held_out(j)]:
+    if held_row and (later := [j for j in judged if held_out(j)]):
         lines.append(row("held out (recorded after the detector's last change)", later))
     return lines
 
@@ -265,6 +265,13 @@ def main() -> None:
         # runs recorded under an earlier detector differ wherever it changed since; a few are named
         print(f"live alerts = replay in {len(runs) - len(differ)} of {len(runs)} runs"
               + (f" (differ: {', '.join(differ)})" if 0 < len(differ) <= 5 else ""))
+    if held := [j for j in judged if held_out(j)]:
+        plateau = [j for j in held if (shape := turn_shape(j.run)) is not None and shape[1] >= PLATEAU_MODES]
+        print(f"\nheld out from the detector's last change, per family (live alerts = replay in "
+              f"{sum(map(live_matches_replay, held))} of {len(held)} runs; collapses from a plateau of >= "
+              f"{PLATEAU_MODES} modes: critical on {sum(j.hit_critical is not None for j in plateau)} of "
+              f"{len(plateau)}):")
+        print("\n".join(family_table(held, held_row=False)))
     for variant in ("", "ramp", EPOCHLY_TAG, f"ramp-{EPOCHLY_TAG}"):
         table = grid_table(judged, variant)
         if table:
