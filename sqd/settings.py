@@ -51,8 +51,8 @@ class WorkerSettings(BaseModel):
                                                           "before it is reported failed and dead-lettered")
     backfill: bool = Field(
         True, description="evaluate the checkpoints skipped under backpressure once no new checkpoint waits, so "
-                          "every checkpoint gets its point in the end (the turning-point detector replays the run "
-                          "to take these late points in; point rules skip them)")
+                          "every checkpoint gets its point in the end (the turning-point detector replays the run, "
+                          "and each point rule the key, to take these late points in)")
     models_dir: Path | None = None  # default: $SQD_HOME/models
     face_embedder: Literal["arcface", "dlib"] = Field(
         "arcface", description="faces profile: ArcFace ONNX (seed 003) or dlib's 128-d ResNet (ships its weights)")

@@ -92,19 +92,22 @@ class PointReader:
         last = self.series[key][1]
         return last is not None and (after is None or last > after)
 
-    def behind(self, key: str, cursor: int | None, fed: int | None) -> bool:
-        """Whether the key has stored points a consumer never read, though its cursor is at the key's last step
-        and nothing is held back: points that landed behind the cursor (an evaluation backfilled after later
-        ones, a batch reclaimed from a dead server). `fed`: the points it read (None: not counted, never behind)."""
+    def _read_through(self, key: str, cursor: int | None) -> bool:
+        """Whether a consumer at `cursor` has read the key to its last step, nothing of it held back."""
         entry, last = self.series[key]
-        return fed is not None and cursor is not None and last == entry.last_step == cursor and entry.n_points > fed
+        return cursor is not None and last == entry.last_step == cursor
+
+    def behind(self, key: str, cursor: int | None, fed: int | None) -> bool:
+        """Whether the key has stored points a consumer never read, though it read to the key's end: points that
+        landed behind its cursor (an evaluation backfilled after later ones, a batch reclaimed from a dead
+        server). `fed`: the points it read (None: not counted, never behind)."""
+        return fed is not None and self._read_through(key, cursor) and self.series[key][0].n_points > fed
 
     def counted(self, key: str, cursor: int | None, fed: int) -> int:
         """What `behind` must count as fed after a consumer read the key from its first point to `cursor`: every
         point stored when it read to the end (a range downsampled by retention reads as fewer points than it
         stores, and would look behind at every check), else `fed`."""
-        entry, last = self.series[key]
-        return entry.n_points if cursor is not None and last == entry.last_step == cursor else fed
+        return self.series[key][0].n_points if self._read_through(key, cursor) else fed
 
     def prefetch(self, wants: dict[str, int | None]) -> None:
         """Read the new points of several keys (`wants`: key → the last step already seen), decoding only the

@@ -231,7 +231,7 @@ def evaluate(spec: RuleSpec, state: dict[str, Any], key: str, steps: np.ndarray,
 
 
 def replay_rule(spec: RuleSpec, key: str, fired: list[int], steps: np.ndarray, values: np.ndarray,
-           epochs: list[int | None]) -> tuple[dict[str, Any], list[Hit]]:
+                epochs: list[int | None]) -> tuple[dict[str, Any], list[Hit]]:
     """The rule over a key's whole stored series, points that came late in their place: the state it would have
     had they come in order, and the hits whose stretch holds none of the steps it `fired` at before (a late point
     that only lengthens a stretch, or moves where it reached `count`, raises nothing new)."""
