@@ -49,11 +49,17 @@ def _ensure_runs(session: Session, events: Sequence[object]) -> tuple[dict[str, 
     The runs are locked before anything is read, as gc locks a run before erasing it: on SQLite a write comes
     first (it takes the database write lock, so no commit can slip between what this transaction reads and
     writes — a run erased in between would fail the series' foreign key); on PostgreSQL the run rows are locked
-    in id order before any series row, the order gc takes them in (else the two deadlock)."""
+    in id order before any series row and before they are written, the order gc and every other batch take them in
+    (an UPDATE first would lock them in the order its plan meets them, and two batches could deadlock)."""
     ids = {e.run_id for e in events}  # type: ignore[attr-defined]
-    session.execute(update(Run).where(Run.id.in_(ids)).values(updated_at=time.time()))
+    touch = update(Run).where(Run.id.in_(ids)).values(updated_at=time.time())
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    if sqlite:
+        session.execute(touch)
     existing = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(ids)).order_by(Run.id)
                                                  .with_for_update())}
+    if not sqlite:
+        session.execute(touch)
     runs = dict(existing)
     for e in events:
         run_id = e.run_id  # type: ignore[attr-defined]
