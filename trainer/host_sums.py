@@ -197,11 +197,10 @@ class HostSnapshots:
             torch._foreach_copy_(group.snapshots, self._weights(group))
         self.has_snapshot = True
 
-    def sums(self, grads: Sequence[torch.Tensor | None] | None = None
-             ) -> tuple[list[tuple[float, float, float]] | None, list[float | None]]:
-        """Per network (S_bb, S_ee, S_be) since the previous snapshot (None the first time) and, given the gradient
-        of each parameter (None where it has none), the squared gradient norm (None where no parameter has one).
-        Snapshots now."""
+    def passes(self, grads: Sequence[torch.Tensor | None] | None = None) -> tuple[bool, np.ndarray]:
+        """Whether there was a snapshot before, and per network (S_bb, S_ee, S_be, ‖grad‖², gradients present) as
+        one (networks, 5) float64 array — left undecoded, for the caller to read where its caches are warm (the
+        CPU probe: at the flush). Snapshots now."""
         had, self.has_snapshot = self.has_snapshot, True
         keep: list[torch.Tensor] = []  # copies read by address: alive until the pass ran
         total: np.ndarray | None = None
@@ -210,6 +209,14 @@ class HostSnapshots:
             part = _passes(group.like, self._weight_addresses(group, keep), group.snapshot_addresses, grad_addresses,
                            group.sizes, group.nets, len(self.groups))
             total = part if total is None else total + part
-        rows = total.tolist()  # type: ignore[union-attr]  # check_groups: at least one tensor
+        return had, total  # type: ignore[return-value]  # check_groups: at least one tensor
+
+    def sums(self, grads: Sequence[torch.Tensor | None] | None = None
+             ) -> tuple[list[tuple[float, float, float]] | None, list[float | None]]:
+        """Per network (S_bb, S_ee, S_be) since the previous snapshot (None the first time) and, given the gradient
+        of each parameter (None where it has none), the squared gradient norm (None where no parameter has one).
+        Snapshots now."""
+        had, total = self.passes(grads)
+        rows = total.tolist()
         return ([(bb, ee, be) for bb, ee, be, _, _ in rows] if had else None), [gg if present else None
                                                                                 for _, _, _, gg, present in rows]

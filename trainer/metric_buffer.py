@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from sqd.protocol import wall_ms
@@ -50,6 +51,29 @@ class Field:
     decode: Decoder = plain
 
 
+@dataclass(slots=True)
+class HostSums:
+    """A CPU step's per-network sums (sqd.trainer.host_sums), decoded into `angle/*` and `grad_norm/*` points at the
+    flush, in the sender thread: right after a training step every Python operation runs on cold caches (~10× its
+    usual time), so the step keeps the array as the compiled pass returned it (not frozen: a frozen dataclass's
+    `__init__` costs ~3× as much)."""
+
+    names: tuple[str, ...]
+    sums: np.ndarray  # (networks, 5): S_bb, S_ee, S_be, ‖grad‖², gradients present
+    angles: bool  # whether the angle sums hold (not a first step, nor one whose weights changed under it)
+    grad_norms: bool  # whether the gradient sums hold
+
+    def points(self) -> Iterator[tuple[str, float]]:
+        rows = self.sums.tolist()
+        if self.angles:
+            for name, (bb, ee, be, _, _) in zip(self.names, rows, strict=True):
+                yield f"angle/{name}", angle_from_sums(bb, ee, be)
+        if self.grad_norms:
+            for name, (_, _, _, gg, present) in zip(self.names, rows, strict=True):
+                if present:
+                    yield f"grad_norm/{name}", math.sqrt(gg)
+
+
 @dataclass
 class _Row:
     step: int
@@ -58,6 +82,7 @@ class _Row:
     device_row: int | None  # the row of the device table this step filled (None: host values only)
     fields: tuple[Field, ...]
     host: dict[str, float] = field(default_factory=dict)  # plain Python numbers, no device round trip
+    sums: HostSums | None = None
 
 
 @dataclass
@@ -78,6 +103,9 @@ class Window:
                 line = table[row.device_row]
                 for f in row.fields:
                     yield f.key, row.step, f.decode([line[c] for c in f.columns]), row.epoch, wall
+            if row.sums is not None:
+                for key, value in row.sums.points():
+                    yield key, row.step, value, row.epoch, wall
             for key, value in row.host.items():
                 yield key, row.step, value, row.epoch, wall
 
@@ -143,9 +171,10 @@ class MetricBuffer:
         else:
             self.add_host(step, epoch, host, time.time() if wall_time is None else wall_time)
 
-    def add_host(self, step: int, epoch: int | None, host: dict[str, float], wall_time: float) -> None:
-        """A row of Python floats only (the CPU probe's: no value to look at again)."""
-        self.rows.append(_Row(step, epoch, wall_time, None, (), host))
+    def add_host(self, step: int, epoch: int | None, host: dict[str, float], wall_time: float,
+                 sums: HostSums | None = None) -> None:
+        """A row of Python floats (and the CPU probe's sums): no device value to look at again."""
+        self.rows.append(_Row(step, epoch, wall_time, None, (), host, sums))
 
     def add_device(self, step: int, epoch: int | None, fields: tuple[Field, ...], flat: torch.Tensor,
                    host: dict[str, float], wall_time: float | None = None) -> None:

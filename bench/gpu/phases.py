@@ -28,7 +28,7 @@ PHASES = (
     ("graph replay / eager program", "sqd.trainer.step_program", "GraphRunner.run"),
     ("row (device)", "sqd.trainer.metric_buffer", "MetricBuffer.add_written"),
     ("probe.step (CPU)", "sqd.trainer.step_probe", "HostProbe.step"),
-    ("sums", "sqd.trainer.host_sums", "HostSnapshots.sums"),
+    ("passes", "sqd.trainer.host_sums", "HostSnapshots.passes"),
     ("gradient addresses", "sqd.trainer.host_sums", "_grad_addresses"),
     ("compiled pass", "sqd.trainer.host_sums", "_passes"),
     ("row (CPU)", "sqd.trainer.metric_buffer", "MetricBuffer.add_host"),

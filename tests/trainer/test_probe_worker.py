@@ -20,15 +20,15 @@ class Delay:
     """Makes a probe's measurements wait (in the worker) until `release` is set; `done` is set once one ran."""
 
     def __init__(self, probe: HostProbe) -> None:
-        self.release, self.done, sums = threading.Event(), threading.Event(), probe.steps.sums
+        self.release, self.done, passes = threading.Event(), threading.Event(), probe.steps.passes
 
         def later(*args: Any) -> Any:
             self.release.wait(10)
-            out = sums(*args)
+            out = passes(*args)
             self.done.set()
             return out
 
-        probe.steps.sums = later  # type: ignore[method-assign]
+        probe.steps.passes = later  # type: ignore[method-assign]
 
 
 def points_of(probe: HostProbe) -> dict[tuple[str, int], float]:
