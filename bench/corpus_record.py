@@ -119,6 +119,10 @@ def plan() -> list[Planned]:
     runs += [Planned("demo-turning", k, e1, "e1") for k in range(14, 20)]
     runs += [Planned(p, 4, {**LENGTH, **e1}, "e1") for p in GRID if "-gp-" in p]
     runs += [Planned("demo-stable", k, e1, "e1") for k in range(30, 36)]
+    # a fourth held-out batch (2026-12-08, the same detector): the GP twins' seed 5 (seed 003's table has 6 seeds
+    # without GP, 5 with), more stable demos; then the slow families' further seeds
+    runs += [Planned(p, 5, {**LENGTH, **e1}, "e1") for p in GRID if "-gp-" in p]
+    runs += [Planned("demo-stable", k, e1, "e1") for k in range(36, 42)]
     slower = [(p, k) for k in (1, 2) for p in ("grand-digits", "r3gan-digits", "r3gan-digits-r1", "granc-digits")]
     runs += [Planned(p, k, {**LENGTH, **e1}, "e1") for p, k in slower]
     return [Planned(r.preset, r.seed, {**r.overrides, "train.seed": r.seed}, r.variant) for r in runs]

@@ -13,8 +13,9 @@ Layout, after a header of (format, series count, CRC-32 of the body):
     per group:   n points (varint), wall-ms flag (byte), axes length (varint), axes,
                  series (varint), per series: series id (varint), float32 flag (byte), length (varint), values
 
-Every length is stored, so reading one series decodes its group's axes and its own values only. A blob that
-does not parse raises CorruptChunk naming what is wrong.
+Every length is stored, so reading one series decodes its group's axes and its own values only: `PackIndex`
+walks the headers once and decodes a series when asked. A blob that does not parse raises CorruptChunk naming what
+is wrong.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Collection
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -82,40 +84,72 @@ def pack_series_count(blob: bytes) -> int:
     return int(_HEADER.unpack_from(blob)[1])
 
 
+@dataclass
+class _Group:
+    n: int
+    ms: bool
+    axes: memoryview
+    decoded: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # step, epoch, wall_time, once read
+
+
+@dataclass(frozen=True)
+class _Entry:
+    group: _Group
+    f32: bool
+    values: memoryview
+
+
+class PackIndex:
+    """A pack read once: its CRC checked and where each series lies found in one pass over the headers; a series'
+    points are decoded when asked for (its group's axes once for the group). A reader of many keys of one run (an
+    export, a run page) would otherwise skim the whole blob again for each key."""
+
+    def __init__(self, blob: bytes):
+        if len(blob) < _HEADER.size:
+            raise CorruptChunk(f"run pack: {len(blob)} bytes is shorter than the header")
+        fmt, count, crc = _HEADER.unpack_from(blob)
+        if fmt != FORMAT:
+            raise CorruptChunk(f"run pack: format {fmt} is not one this server reads ({FORMAT})")
+        body = memoryview(blob)[_HEADER.size:]
+        if zlib.crc32(body) != crc:
+            raise CorruptChunk("run pack: the blob does not match its CRC-32 (damaged)")
+        self.entries: dict[int, _Entry] = {}
+        try:
+            cursor = _Body(body)
+            for _ in range(cursor.varint()):
+                n, ms = cursor.varint(), cursor.take(1, "a wall-ms flag")[0]
+                group = _Group(n, bool(ms), cursor.take(cursor.varint(), "a group's axes"))
+                for _ in range(cursor.varint()):
+                    sid, f32 = cursor.varint(), cursor.take(1, "a float32 flag")[0]
+                    self.entries[sid] = _Entry(group, bool(f32), cursor.take(cursor.varint(), f"series {sid}'s values"))
+            if cursor.at != len(body) or len(self.entries) != count:
+                raise ValueError(f"{len(self.entries)} series and {len(body) - cursor.at} bytes left where the "
+                                 f"header says {count}")
+        except ValueError as exc:
+            raise CorruptChunk(f"run pack: {exc}") from exc
+
+    def __contains__(self, sid: int) -> bool:
+        return sid in self.entries
+
+    def points(self, sid: int) -> Points:
+        entry = self.entries[sid]
+        group = entry.group
+        try:
+            if group.decoded is None:
+                step, epoch, wall, used = read_axes(group.axes, group.n, group.ms)
+                if used != len(group.axes):
+                    raise ValueError(f"{len(group.axes) - used} bytes after a group's axes")
+                group.decoded = step, epoch, wall
+            reader = ColumnReader(entry.values)
+            value = read_values(reader, group.n, entry.f32)
+            reader.finish()
+        except ValueError as exc:
+            raise CorruptChunk(f"run pack: series {sid}: {exc}") from exc
+        step, epoch, wall = group.decoded
+        return Points(step, value, epoch, wall)
+
+
 def decode_pack(blob: bytes, only: Collection[int] | None = None) -> dict[int, Points]:
     """series id → points, for every series of the pack or those in `only` (the others are skipped unread)."""
-    if len(blob) < _HEADER.size:
-        raise CorruptChunk(f"run pack: {len(blob)} bytes is shorter than the header")
-    fmt, count, crc = _HEADER.unpack_from(blob)
-    if fmt != FORMAT:
-        raise CorruptChunk(f"run pack: format {fmt} is not one this server reads ({FORMAT})")
-    body = memoryview(blob)[_HEADER.size:]
-    if zlib.crc32(body) != crc:
-        raise CorruptChunk("run pack: the blob does not match its CRC-32 (damaged)")
-    out: dict[int, Points] = {}
-    try:
-        cursor, seen = _Body(body), 0
-        for _ in range(cursor.varint()):
-            n, ms = cursor.varint(), cursor.take(1, "a wall-ms flag")[0]
-            axes = cursor.take(cursor.varint(), "a group's axes")
-            decoded: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-            for _ in range(cursor.varint()):
-                sid, f32 = cursor.varint(), cursor.take(1, "a float32 flag")[0]
-                values = cursor.take(cursor.varint(), f"series {sid}'s values")
-                seen += 1
-                if only is not None and sid not in only:
-                    continue
-                if decoded is None:
-                    step, epoch, wall, used = read_axes(axes, n, bool(ms))
-                    if used != len(axes):
-                        raise ValueError(f"{len(axes) - used} bytes after a group's axes")
-                    decoded = step, epoch, wall
-                reader = ColumnReader(values)
-                value = read_values(reader, n, bool(f32))
-                reader.finish()
-                out[sid] = Points(decoded[0], value, decoded[1], decoded[2])
-        if cursor.at != len(body) or seen != count:
-            raise ValueError(f"{seen} series and {len(body) - cursor.at} bytes left where the header says {count}")
-    except ValueError as exc:
-        raise CorruptChunk(f"run pack: {exc}") from exc
-    return out
+    index = PackIndex(blob)
+    return {sid: index.points(sid) for sid in index.entries if only is None or sid in only}

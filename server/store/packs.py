@@ -17,7 +17,8 @@ In the blob a series is numbered by its position in the run's pack (renumbered o
 * `restore_series`: ingest calls it (holding the run rows) before it looks up the series of a batch: the packed
   ones among them get their `series` row and chunk back and leave the pack (a pack left empty is deleted), so all
   of points_store stays chunk-only.
-* `packed_points`: the points of a packed series, for the readers (chunk_read.py).
+* `packed_points`: the points of a packed series, for the readers (chunk_read.py); a session indexes a run's pack
+  once per transaction, so a reader of many keys reads it once.
 * `runs_to_pack`: runs finished a while ago and not packed since (the server's packer, server/packer.py, and
   `sqd db pack`).
 """
@@ -37,9 +38,11 @@ from sqlalchemy.orm import Session
 from sqd.protocol import TERMINAL_STATUSES
 from sqd.server.store.chunk_codec import CorruptChunk, Points, chunk_row, decode_points
 from sqd.server.store.models import Chunk, Pack, Run, Series, run_ref
-from sqd.server.store.pack_codec import decode_pack, encode_pack
+from sqd.server.store.pack_codec import PackIndex, decode_pack, encode_pack
 
 PACK_POINTS = 1024  # larger series keep their chunks (and rollups)
+_INDEXED = "sqd.packs.indexed"  # session.info: (transaction, {run id: (directory, PackIndex)})
+_INDEXED_PACKS = 8  # packs held per transaction at most (a compare page reads a few keys of many runs)
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,7 @@ def _pack_row(session: Session, run_id: str) -> Pack | None:
 def _write_pack(session: Session, run_id: str, pack: Pack | None, directory: dict[str, PackedSeries],
                 points: dict[str, Points]) -> int:
     """Store these series as the run's pack (deleting the row when there are none); the bytes written."""
+    session.info.pop(_INDEXED, None)
     if not points:
         if pack is not None:
             session.delete(pack)
@@ -183,17 +187,38 @@ def restore_series(session: Session, refs: dict[str, int], pairs: Collection[tup
 
 def packed_points(session: Session, run_id: str, key: str) -> Points | None:
     """The points of the run's packed series `key`; None when its pack does not hold that key (any more: a reader
-    that listed the series before a late point gave it its chunk back looks again). By key, in one statement with
-    the directory: a pack renumbers its series whenever it is written."""
-    row = session.execute(select(Pack.directory, Pack.data).where(Pack.run_id == run_id)).first()
-    if row is None or key not in row.directory:
+    that listed the series before a late point gave it its chunk back looks again)."""
+    found = _indexed(session, run_id, key)
+    if found is None:
         return None
-    number = directory_of(run_id, {key: row.directory[key]})[key].number
-    points = decode_pack(row.data, only={number})
-    if number not in points:
+    directory, index = found
+    number = directory_of(run_id, {key: directory[key]})[key].number
+    if number not in index:
         raise CorruptChunk(f"run pack of {run_id}: its directory names series {number} for {key!r}, which the blob "
                            f"does not hold")
-    return points[number]
+    return index.points(number)
+
+
+def _indexed(session: Session, run_id: str, key: str) -> tuple[dict[str, Any], PackIndex] | None:
+    """The run's pack — its directory, read in one statement with the blob it describes (a pack renumbers its
+    series whenever it is written), and the blob indexed — once per transaction of the session: a reader of many
+    keys of one run (an export, a run page) read and skimmed the whole pack once per key, ~6 s for 1,000 keys. A
+    pack that lacks `key` is read again (the packer may have packed that series since); `_write_pack` forgets
+    what its session indexed."""
+    transaction = session.get_transaction()
+    held = session.info.get(_INDEXED)
+    if held is None or held[0] is not transaction:
+        held = session.info[_INDEXED] = (transaction, {})
+    cache: dict[str, tuple[dict[str, Any], PackIndex]] = held[1]
+    found = cache.get(run_id)
+    if found is None or key not in found[0]:
+        row = session.execute(select(Pack.directory, Pack.data).where(Pack.run_id == run_id)).first()
+        if row is None or key not in row.directory:
+            return None
+        if len(cache) >= _INDEXED_PACKS:
+            cache.clear()
+        found = cache[run_id] = (row.directory, PackIndex(row.data))
+    return found
 
 
 def runs_to_pack(session: Session, finished_before: float, limit: int | None = 100) -> list[str]:
