@@ -30,6 +30,7 @@ from sqd.protocol import (
 from sqd.server.live import LiveEvent
 from sqd.server.schemas import RunPublic
 from sqd.server.store import records_store
+from sqd.server.store.db import is_sqlite
 from sqd.server.store.models import Run
 from sqd.server.store.points_store import store_points
 
@@ -53,7 +54,7 @@ def _ensure_runs(session: Session, events: Sequence[object]) -> tuple[dict[str, 
     (an UPDATE first would lock them in the order its plan meets them, and two batches could deadlock)."""
     ids = {e.run_id for e in events}  # type: ignore[attr-defined]
     touch = update(Run).where(Run.id.in_(ids)).values(updated_at=time.time())
-    sqlite = session.get_bind().dialect.name == "sqlite"
+    sqlite = is_sqlite(session.get_bind())
     if sqlite:
         session.execute(touch)
     existing = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(ids)).order_by(Run.id)
